@@ -1,0 +1,531 @@
+"""Front end: a QDQ ONNX model (as onnxruntime.quantization.quantize_static writes it) is
+read, checked, and folded into quantized DPU operators (`ir.py`); every node the DPU
+cannot run stays an ONNX node for the host CPU.
+
+A DPU operator is a float op whose activation inputs come from DequantizeLinear of a
+quantized tensor and whose output goes (optionally through Relu/Clip) into QuantizeLinear.
+The DQ/Q nodes it absorbs disappear; tensors between DPU and CPU stay quantized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper, shape_inference
+
+from dpukit.compiler.ir import DpuOp, QAdd, QConcat, QConv, QMaxPool, QTensor, QView
+from dpukit.errors import ModelError
+
+_ONNX_INT = {onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8"}
+
+
+def load_onnx(source: str | Path | onnx.ModelProto) -> onnx.ModelProto:
+    """Read and check a model, turning every way a file can be broken into a ModelError."""
+    if isinstance(source, onnx.ModelProto):
+        model, where = source, "model"
+    else:
+        where = str(source)
+        if not Path(source).is_file():
+            raise ModelError(f"{where}: no such file")
+        try:
+            model = onnx.load(str(source))
+        except Exception as exc:  # protobuf raises several unrelated types
+            raise ModelError(f"{where}: not a readable ONNX file (truncated or garbled?): {exc}")
+    if not model.graph.node:
+        raise ModelError(f"{where}: the ONNX graph has no nodes (truncated or garbled file?)")
+    _check_ops_known(model)
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise ModelError(f"{where}: invalid ONNX model: {str(exc).splitlines()[0]}") from None
+    return model
+
+
+@dataclass
+class Lowered:
+    """A model folded into DPU ops and CPU nodes, in topological order."""
+
+    model: onnx.ModelProto  # shape-inferred, batch fixed to 1
+    items: list[tuple[str, DpuOp | onnx.NodeProto]]  # ("dpu", op) or ("cpu", node)
+    tensors: dict[str, QTensor]  # every tensor a DPU op reads or writes
+    value_types: dict[str, tuple[int, tuple[int, ...]]]  # name -> (onnx elem type, shape)
+
+
+class _Graph:
+    def __init__(self, model: onnx.ModelProto):
+        g = model.graph
+        self.init = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        self.nodes = list(g.node)
+        for n in self.nodes:
+            if n.op_type == "Constant" and n.attribute[0].name == "value":
+                self.init[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+        self.producer = {o: n for n in self.nodes for o in n.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in self.nodes:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+        self.graph_outputs = {o.name for o in g.output}
+        self.types: dict[str, tuple[int, tuple[int, ...]]] = {}
+        for vi in list(g.input) + list(g.value_info) + list(g.output):
+            tt = vi.type.tensor_type
+            dims = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in tt.shape.dim)
+            self.types[vi.name] = (tt.elem_type, dims)
+        for name, arr in self.init.items():
+            self.types[name] = (onnx.helper.np_dtype_to_tensor_dtype(arr.dtype), arr.shape)
+
+    def only_consumer(self, name: str) -> onnx.NodeProto | None:
+        users = self.consumers.get(name, [])
+        if len(users) == 1 and name not in self.graph_outputs:
+            return users[0]
+        return None
+
+    def const(self, name: str) -> np.ndarray | None:
+        return self.init.get(name) if name else None
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _fix_batch(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Compile for batch 1: a symbolic leading dim of each input becomes 1."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    inits = {t.name for t in model.graph.initializer}
+    for inp in model.graph.input:
+        if inp.name in inits:
+            continue
+        dims = inp.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = 1
+        elif dims and dims[0].dim_value != 1:
+            raise ModelError(
+                f"input '{inp.name}' has a fixed batch of {dims[0].dim_value}; export the model "
+                "with batch 1 or a symbolic batch dimension (the runner loops over the batch)"
+            )
+    return shape_inference.infer_shapes(model, strict_mode=False)
+
+
+class _Matcher:
+    """Finds DPU operators; records which nodes each one absorbs."""
+
+    def __init__(self, g: _Graph):
+        self.g = g
+        self.tensors: dict[str, QTensor] = {}
+        self.core: set[int] = set()  # ids of nodes that are part of a DPU op
+        self.helper: set[int] = set()  # DQ/Flatten nodes a DPU op reads through
+
+    # -- quantized tensors -------------------------------------------------------------
+    def _qparams(self, dq: onnx.NodeProto) -> tuple[float, int, str] | None:
+        scale = self.g.const(dq.input[1])
+        zp = self.g.const(dq.input[2]) if len(dq.input) > 2 else np.zeros((), np.uint8)
+        if scale is None or zp is None or scale.size != 1 or zp.size != 1:
+            return None
+        dtype = {np.dtype(np.int8): "int8", np.dtype(np.uint8): "uint8"}.get(zp.dtype)
+        if dtype is None:
+            return None
+        z = int(zp.reshape(())) - (128 if dtype == "uint8" else 0)
+        return float(scale.reshape(())), z, dtype
+
+    def _register(self, name: str, scale: float, zp: int, dtype: str, **extra) -> str | None:
+        shape = self.g.types.get(name, (None, None))[1]
+        if shape is None or any(d <= 0 for d in shape):
+            return None
+        if len(shape) == 4 and shape[0] == 1:
+            hwc = (shape[2], shape[3], shape[1])
+        elif len(shape) == 2:
+            hwc = (1, shape[0], shape[1])
+        else:
+            return None
+        known = self.tensors.get(name)
+        if known and (known.scale, known.zero_point) != (scale, zp):
+            return None
+        self.tensors[name] = QTensor(name, tuple(shape), scale, zp, dtype, hwc, **extra)
+        return name
+
+    def act_source(self, name: str, via: list[onnx.NodeProto]) -> str | None:
+        """The quantized tensor behind a float activation input (through DQ and views)."""
+        p = self.g.producer.get(name)
+        if p is None:
+            return None
+        if p.op_type == "DequantizeLinear" and self.g.const(p.input[0]) is None:
+            q = self._qparams(p)
+            if q is None or self.g.types.get(p.input[0], (0,))[0] not in _ONNX_INT:
+                return None
+            via.append(p)
+            return self._register(p.input[0], *q)
+        if p.op_type in ("Flatten", "Reshape"):
+            src = self.act_source(p.input[0], via)
+            if src is None:
+                return None
+            via.append(p)
+            return self._view(src, p.output[0], p)
+        return None
+
+    def _view(self, src: str, name: str, node: onnx.NodeProto) -> str | None:
+        """A Flatten/Reshape of [1,C,H,W] (or [1,K]) into [1, C*H*W]: bytes do not move."""
+        t = self.tensors[src]
+        shape = self.g.types.get(name, (None, None))[1]
+        if shape is None or tuple(shape) != (1, int(np.prod(t.shape))):
+            return None
+        h, w, c = t.hwc
+        flat = (c, h, w) if h * w > 1 else None
+        reg = self._register(name, t.scale, t.zero_point, t.onnx_dtype, flatten_of=flat)
+        if reg:
+            self.tensors[name] = QTensor(
+                name, tuple(shape), t.scale, t.zero_point, t.onnx_dtype, (1, 1, h * w * c), flat
+            )
+        return reg
+
+    def out_target(self, name: str, fused: list[onnx.NodeProto]):
+        """Follow a float output through optional Relu/Clip into QuantizeLinear.
+
+        Returns (quantized tensor name, clamp) or None.
+        """
+        act = None
+        node = self.g.only_consumer(name)
+        if node is not None and node.op_type in ("Relu", "Clip"):
+            act = node
+            fused.append(node)
+            node = self.g.only_consumer(node.output[0])
+        if node is None or node.op_type != "QuantizeLinear":
+            return None
+        q = self._qparams(node)
+        if q is None:
+            return None
+        fused.append(node)
+        qname = node.output[0]
+        # Q -> DQ -> Relu/Clip -> Q: the activation joins the op (same real-valued result).
+        if act is None:
+            dq = self.g.only_consumer(qname)
+            nxt = self.g.only_consumer(dq.output[0]) if dq is not None else None
+            if (
+                dq is not None
+                and dq.op_type == "DequantizeLinear"
+                and nxt is not None
+                and nxt.op_type in ("Relu", "Clip")
+            ):
+                q2 = self.g.only_consumer(nxt.output[0])
+                if q2 is not None and q2.op_type == "QuantizeLinear" and self._qparams(q2):
+                    fused += [dq, nxt, q2]
+                    act, node, q, qname = nxt, q2, self._qparams(q2), q2.output[0]
+        if self._register(qname, *q) is None:
+            return None
+        scale, zp, _ = q
+        lo, hi = -128, 127
+        if act is not None:
+            bounds = self._act_bounds(act)
+            if bounds is None:
+                return None
+            rlo, rhi = bounds
+            lo = max(lo, zp + int(np.round(rlo / scale))) if rlo is not None else lo
+            hi = min(hi, zp + int(np.round(rhi / scale))) if rhi is not None else hi
+        return qname, (lo, hi)
+
+    def _act_bounds(self, node: onnx.NodeProto):
+        if node.op_type == "Relu":
+            return 0.0, None
+        a = _attrs(node)
+        lo, hi = a.get("min"), a.get("max")
+        if len(node.input) > 1 and node.input[1]:
+            v = self.g.const(node.input[1])
+            if v is None:
+                return None
+            lo = float(v)
+        if len(node.input) > 2 and node.input[2]:
+            v = self.g.const(node.input[2])
+            if v is None:
+                return None
+            hi = float(v)
+        return lo, hi
+
+    def weight(self, name: str):
+        """int8 weights behind a DequantizeLinear: (int array, per-channel scale, axis)."""
+        p = self.g.producer.get(name)
+        if p is None or p.op_type != "DequantizeLinear":
+            return None
+        w = self.g.const(p.input[0])
+        scale = self.g.const(p.input[1])
+        zp = self.g.const(p.input[2]) if len(p.input) > 2 else None
+        if w is None or scale is None or w.dtype != np.int8:
+            return None
+        if zp is not None and np.any(zp != 0):
+            raise ModelError(
+                f"node '{p.name}': weights with a non-zero zero point are not supported; "
+                "quantize weights symmetrically (extra_options WeightSymmetric=True)"
+            )
+        self.helper.add(id(p))
+        return w, scale.astype(np.float64), _attrs(p).get("axis", 1)
+
+    def bias(self, name: str) -> np.ndarray | None:
+        """Real-valued bias (float64) from a DQ of int32, or a float initializer."""
+        if not name:
+            return None
+        if name in self.g.init:
+            return self.g.init[name].astype(np.float64)
+        p = self.g.producer.get(name)
+        if p is None or p.op_type != "DequantizeLinear":
+            raise _NoMatch
+        b, s = self.g.const(p.input[0]), self.g.const(p.input[1])
+        zp = self.g.const(p.input[2]) if len(p.input) > 2 else 0
+        if b is None or s is None:
+            raise _NoMatch
+        self.helper.add(id(p))
+        return (b.astype(np.float64) - zp) * s.astype(np.float64)
+
+    # -- operators ---------------------------------------------------------------------
+    def match(self, node: onnx.NodeProto) -> DpuOp | None:
+        fn = getattr(self, f"_m_{node.op_type}", None)
+        if fn is None:
+            return None
+        via: list[onnx.NodeProto] = []
+        fused: list[onnx.NodeProto] = [node]
+        try:
+            op = fn(node, via, fused)
+        except _NoMatch:
+            return None
+        if op is not None:
+            self.core.update(id(n) for n in fused)
+            self.helper.update(id(n) for n in via)
+        return op
+
+    def _conv_like(self, node, x, w, scale, axis, bias_real, fused, **geom) -> QConv | None:
+        out = self.out_target(node.output[0], fused)
+        if out is None:
+            return None
+        y, clamp = out
+        tx, ty = self.tensors[x], self.tensors[y]
+        co = w.shape[0]
+        sw = np.broadcast_to(scale.reshape(-1), (co,)) if scale.size in (1, co) else None
+        if sw is None or (scale.size > 1 and axis != 0):
+            return None
+        acc_scale = tx.scale * sw
+        b = np.zeros(co) if bias_real is None else bias_real / acc_scale
+        b = np.round(b).astype(np.int64) - tx.zero_point * w.reshape(co, -1).astype(np.int64).sum(1)
+        if np.abs(b).max(initial=0) >= 2**31:
+            return None
+        return QConv(
+            name=node.name or node.output[0], x=x, y=y, weight=w, bias=b.astype(np.int32),
+            multiplier=acc_scale / ty.scale, clamp=clamp, kind=node.op_type, **geom,
+        )
+
+    def _m_Conv(self, node, via, fused):
+        x = self.act_source(node.input[0], via)
+        wq = self.weight(node.input[1])
+        if x is None or wq is None or len(self.tensors[x].shape) != 4:
+            return None
+        w, scale, axis = wq
+        a = _attrs(node)
+        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            return None
+        kh, kw = w.shape[2:]
+        pads = a.get("pads", [0, 0, 0, 0])
+        return self._conv_like(
+            node, x, w, scale, axis, self.bias(node.input[2] if len(node.input) > 2 else ""),
+            fused, stride=tuple(a.get("strides", [1, 1])), dilation=tuple(a.get("dilations", [1, 1])),
+            pads=(pads[0], pads[1], pads[2], pads[3]), groups=a.get("group", 1),
+        )
+
+    def _fc(self, node, x, w_kn, scale, axis_n, bias_real, fused):
+        """Gemm/MatMul as a 1x1 conv; w_kn is [K, N]."""
+        tx = self.tensors[x]
+        w = np.ascontiguousarray(w_kn.T)  # [N, K]
+        if tx.flatten_of is not None:  # weights follow the DPU's HWC byte order
+            c, h, wd = tx.flatten_of
+            w = w.reshape(-1, c, h, wd).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+        return self._conv_like(
+            node, x, w[:, :, None, None], scale, 0 if scale.size > 1 and axis_n else axis_n,
+            bias_real, fused,
+        )
+
+    def _m_Gemm(self, node, via, fused):
+        a = _attrs(node)
+        if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
+            return None
+        x = self.act_source(node.input[0], via)
+        wq = self.weight(node.input[1])
+        if x is None or wq is None:
+            return None
+        w, scale, axis = wq
+        trans_b = a.get("transB", 0)
+        w_kn = w.T if trans_b else w
+        axis_n = (axis == 0) if trans_b else (axis == 1)
+        bias = self.bias(node.input[2] if len(node.input) > 2 else "")
+        return self._fc(node, x, w_kn, scale, axis_n, bias, fused)
+
+    def _m_MatMul(self, node, via, fused):
+        x = self.act_source(node.input[0], via)
+        wq = self.weight(node.input[1])
+        if x is None or wq is None or wq[0].ndim != 2:
+            return None
+        w, scale, axis = wq
+        return self._fc(node, x, w, scale, axis in (1, -1), None, fused)
+
+    def _pool_geom(self, node):
+        a = _attrs(node)
+        if a.get("ceil_mode", 0) or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            return None
+        if any(d != 1 for d in a.get("dilations", [1, 1])):
+            return None
+        k = tuple(a["kernel_shape"])
+        p = a.get("pads", [0, 0, 0, 0])
+        return a, k, tuple(a.get("strides", [1, 1])), (p[0], p[1], p[2], p[3])
+
+    def _m_MaxPool(self, node, via, fused):
+        geom = self._pool_geom(node)
+        x = self.act_source(node.input[0], via)
+        if geom is None or x is None or len(node.output) > 1 and node.output[1]:
+            return None
+        _, k, s, p = geom
+        return self._maxpool(node, x, k, s, p, fused)
+
+    def _maxpool(self, node, x, k, s, p, fused):
+        out = self.out_target(node.output[0], fused)
+        if out is None:
+            return None
+        y, clamp = out
+        ratio = self.tensors[x].scale / self.tensors[y].scale
+        return QMaxPool(node.name or y, x, y, k, s, p, ratio, clamp)
+
+    def _m_Relu(self, node, via, fused):
+        """A Relu/Clip the producer could not absorb: a requantizing 1x1 copy with a clamp."""
+        x = self.act_source(node.input[0], via)
+        if x is None or len(self.tensors[x].shape) not in (2, 4):
+            return None
+        fused.remove(node)  # out_target fuses the activation itself
+        return self._maxpool(node, x, (1, 1), (1, 1), (0, 0, 0, 0), fused)
+
+    _m_Clip = _m_Relu
+
+    def _avgpool(self, node, x, k, s, p, fused):
+        """Average pooling = depthwise conv with weights 1, dividing in the requantizer."""
+        c = self.tensors[x].hwc[2]
+        w = np.ones((c, 1, *k), np.int8)
+        op = self._conv_like(node, x, w, np.full(1, 1.0 / (k[0] * k[1])), 0, None, fused,
+                             stride=s, pads=p, groups=c)
+        return op
+
+    def _m_AveragePool(self, node, via, fused):
+        geom = self._pool_geom(node)
+        x = self.act_source(node.input[0], via)
+        if geom is None or x is None:
+            return None
+        a, k, s, p = geom
+        if any(p) and not a.get("count_include_pad", 0):
+            return None  # the divisor would change at the borders: left to the CPU
+        return self._avgpool(node, x, k, s, p, fused)
+
+    def _m_GlobalAveragePool(self, node, via, fused):
+        x = self.act_source(node.input[0], via)
+        if x is None or len(self.tensors[x].shape) != 4:
+            return None
+        h, w, _ = self.tensors[x].hwc
+        return self._avgpool(node, x, (h, w), (1, 1), (0, 0, 0, 0), fused)
+
+    def _m_Add(self, node, via, fused):
+        a = self.act_source(node.input[0], via)
+        b = self.act_source(node.input[1], via)
+        if a is None or b is None or self.tensors[a].hwc != self.tensors[b].hwc:
+            return None
+        out = self.out_target(node.output[0], fused)
+        if out is None or self.tensors[out[0]].hwc != self.tensors[a].hwc:
+            return None
+        return QAdd(node.name or out[0], a, b, out[0], out[1])
+
+    def _m_Concat(self, node, via, fused):
+        xs = [self.act_source(i, via) for i in node.input]
+        if any(x is None for x in xs):
+            return None
+        rank = len(self.tensors[xs[0]].shape)
+        axis = _attrs(node)["axis"] % rank
+        if axis != 1 or len({self.tensors[x].hwc[:2] for x in xs}) != 1:
+            return None
+        out = self.out_target(node.output[0], fused)
+        if out is None or out[1] != (-128, 127):
+            return None
+        return QConcat(node.name or out[0], tuple(xs), out[0])
+
+    def _m_Flatten(self, node, via, fused):
+        """DQ -> Flatten -> Q with one scale: a view."""
+        x = self.act_source(node.input[0], via)
+        q = self.g.only_consumer(node.output[0])
+        if x is None or q is None or q.op_type != "QuantizeLinear":
+            return None
+        params = self._qparams(q)
+        t = self.tensors[x]
+        if params is None or params[:2] != (t.scale, t.zero_point):
+            return None
+        fused.append(q)
+        y = self._view(x, q.output[0], node)
+        return QView(node.name or q.output[0], x, y, node.op_type) if y else None
+
+    _m_Reshape = _m_Flatten
+
+
+class _NoMatch(Exception):
+    pass
+
+
+def lower(source: str | Path | onnx.ModelProto) -> Lowered:
+    """Fold a QDQ model into DPU ops and CPU nodes."""
+    model = load_onnx(source)
+    ops = {n.op_type for n in model.graph.node}
+    if not ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul"}:
+        raise ModelError(
+            "the model is not quantized (no QuantizeLinear/DequantizeLinear nodes). Quantize it "
+            "first: `dpukit quantize model.onnx -o model.qdq.onnx` or "
+            "onnxruntime.quantization.quantize_static(..., quant_format=QuantFormat.QDQ)"
+        )
+    model = _fix_batch(model)
+    g = _Graph(model)
+    m = _Matcher(g)
+    matched: dict[int, DpuOp] = {}
+    for node in g.nodes:
+        if id(node) in m.core:
+            continue
+        op = m.match(node)
+        if op is not None:
+            matched[id(node)] = op
+    absorbed = set(m.core)
+    for node in reversed(g.nodes):  # a helper DQ/view goes only if nothing else needs it
+        if id(node) in m.helper and all(
+            o not in g.graph_outputs and all(id(c) in absorbed for c in g.consumers.get(o, []))
+            for o in node.output
+        ):
+            absorbed.add(id(node))
+    items: list[tuple[str, DpuOp | onnx.NodeProto]] = []
+    for node in g.nodes:
+        if id(node) in matched:
+            items.append(("dpu", matched[id(node)]))
+        elif id(node) not in absorbed and node.op_type != "Constant":
+            items.append(("cpu", node))
+    used = {t for _, op in items if not isinstance(op, onnx.NodeProto) for t in _op_tensors(op)}
+    tensors = {k: v for k, v in m.tensors.items() if k in used}
+    return Lowered(model, items, tensors, g.types)
+
+
+def _op_tensors(op: DpuOp) -> tuple[str, ...]:
+    from dpukit.compiler.ir import op_inputs
+
+    return (*op_inputs(op), op.y)
+
+
+def _check_ops_known(model: onnx.ModelProto) -> None:
+    """An op that neither the DPU nor onnxruntime on the host can run is an error now."""
+    opset = {o.domain: o.version for o in model.opset_import}
+    for node in model.graph.node:
+        domain = node.domain if node.domain not in ("ai.onnx",) else ""
+        if domain in ("", "com.microsoft"):
+            try:
+                onnx.defs.get_schema(node.op_type, opset.get(domain, 1), domain)
+                continue
+            except Exception:
+                if domain == "com.microsoft":
+                    continue  # onnxruntime's contrib ops are not in onnx's registry
+        raise ModelError(
+            f"node '{node.name or node.output[0]}' ({node.domain + '.' if node.domain else ''}"
+            f"{node.op_type}) can run neither on the DPU nor on the host (onnxruntime); "
+            "replace it or implement it as a standard ONNX op"
+        )

