@@ -63,10 +63,26 @@ def accesses(col, i: int) -> list[tuple[str, int, int, bool]]:
         if no and ni:
             w = int(col["wgt_addr"][i])
             out.append(("wgt", w, w, False))
-            out.append(("inp", *_span(int(col["inp_base"][i]), no, ni,
-                                      int(col["inp_outer_stride"][i]), int(col["inp_inner_stride"][i])), False))
-            acc = _span(int(col["acc_base"][i]), no, ni,
-                        int(col["acc_outer_stride"][i]), int(col["acc_inner_stride"][i]))
+            out.append(
+                (
+                    "inp",
+                    *_span(
+                        int(col["inp_base"][i]),
+                        no,
+                        ni,
+                        int(col["inp_outer_stride"][i]),
+                        int(col["inp_inner_stride"][i]),
+                    ),
+                    False,
+                )
+            )
+            acc = _span(
+                int(col["acc_base"][i]),
+                no,
+                ni,
+                int(col["acc_outer_stride"][i]),
+                int(col["acc_inner_stride"][i]),
+            )
             out.append(("acc", *acc, True))
             if not col["reset"][i]:
                 out.append(("acc", *acc, False))
@@ -78,10 +94,20 @@ def accesses(col, i: int) -> list[tuple[str, int, int, bool]]:
     elif op == Opcode.ALU:
         no, ni = int(col["n_outer"][i]), int(col["n_inner"][i])
         if no and ni:
-            d = _span(int(col["dst_base"][i]), no, ni,
-                      int(col["dst_outer_stride"][i]), int(col["dst_inner_stride"][i]))
-            s = _span(int(col["src_base"][i]), no, ni,
-                      int(col["src_outer_stride"][i]), int(col["src_inner_stride"][i]))
+            d = _span(
+                int(col["dst_base"][i]),
+                no,
+                ni,
+                int(col["dst_outer_stride"][i]),
+                int(col["dst_inner_stride"][i]),
+            )
+            s = _span(
+                int(col["src_base"][i]),
+                no,
+                ni,
+                int(col["src_outer_stride"][i]),
+                int(col["src_inner_stride"][i]),
+            )
             out += [("acc", *s, False), ("acc", *d, True)]
             if AluOp(int(col["alu_op"][i])) in (AluOp.ADD, AluOp.MAX):
                 out.append(("acc", *d, False))

@@ -101,7 +101,9 @@ class Emitter:
 
     def __init__(self, cfg: HwConfig):
         self.cfg = cfg
-        self.half = {b: getattr(cfg, f"{b}_entries") // 2 for b in ("inp", "wgt", "acc", "out", "par")}
+        self.half = {
+            b: getattr(cfg, f"{b}_entries") // 2 for b in ("inp", "wgt", "acc", "out", "par")
+        }
         self.uses = dict.fromkeys(self.half, 0)
         self.layers: list[list[_Step]] = []
         self.peak = dict.fromkeys(self.half, 0)
@@ -133,9 +135,7 @@ class Emitter:
                 continue
             barrier = li > 0 and bool(stream)
             if barrier:
-                stream.append(
-                    _nop().with_flags(pop_next=prev_had_store, push_prev=True)
-                )
+                stream.append(_nop().with_flags(pop_next=prev_had_store, push_prev=True))
             n = len(steps)
             posts = [ins for s in steps for ins in s.compute if ins.op == Opcode.POST]
             k_total = len(posts)
@@ -187,42 +187,109 @@ def _strip(ins: Instr) -> Instr:
 
 def _nop() -> Instr:
     return isa.make(
-        Opcode.ALU, alu_op=AluOp.MOV, dst_base=0, src_base=0, n_outer=0, n_inner=0,
-        dst_outer_stride=0, dst_inner_stride=0, src_outer_stride=0, src_inner_stride=0, imm=0,
+        Opcode.ALU,
+        alu_op=AluOp.MOV,
+        dst_base=0,
+        src_base=0,
+        n_outer=0,
+        n_inner=0,
+        dst_outer_stride=0,
+        dst_inner_stride=0,
+        src_outer_stride=0,
+        src_inner_stride=0,
+        imm=0,
     )
 
 
-def _load(buf: Buffer, sram: int, dram: int, ys: int, xs: int, ystride: int, xstride: int,
-          eb: int, pads=(0, 0, 0, 0), pad_value: int = 0) -> Instr:
+def _load(
+    buf: Buffer,
+    sram: int,
+    dram: int,
+    ys: int,
+    xs: int,
+    ystride: int,
+    xstride: int,
+    eb: int,
+    pads=(0, 0, 0, 0),
+    pad_value: int = 0,
+) -> Instr:
     pt, pl, pb, pr = pads
     if max(pads) > 63:
         raise CompileError(f"padding of {max(pads)} exceeds the DMA's 63 entries")
     return isa.make(
-        Opcode.LOAD, buffer=buf, sram_base=sram, dram_offset=dram, y_size=ys, x_size=xs,
-        y_stride=ystride, x_stride=xstride, elem_bytes=eb, pad_top=pt, pad_bottom=pb,
-        pad_left=pl, pad_right=pr, pad_value=pad_value,
+        Opcode.LOAD,
+        buffer=buf,
+        sram_base=sram,
+        dram_offset=dram,
+        y_size=ys,
+        x_size=xs,
+        y_stride=ystride,
+        x_stride=xstride,
+        elem_bytes=eb,
+        pad_top=pt,
+        pad_bottom=pb,
+        pad_left=pl,
+        pad_right=pr,
+        pad_value=pad_value,
     )
 
 
-def _store(sram: int, dram: int, ys: int, xs: int, ystride: int, xstride: int, eb: int,
-           first: bool) -> Instr:
-    ins = isa.make(Opcode.STORE, sram_base=sram, dram_offset=dram, y_size=ys, x_size=xs,
-                   y_stride=ystride, x_stride=xstride, elem_bytes=eb)
+def _store(
+    sram: int, dram: int, ys: int, xs: int, ystride: int, xstride: int, eb: int, first: bool
+) -> Instr:
+    ins = isa.make(
+        Opcode.STORE,
+        sram_base=sram,
+        dram_offset=dram,
+        y_size=ys,
+        x_size=xs,
+        y_stride=ystride,
+        x_stride=xstride,
+        elem_bytes=eb,
+    )
     if first:
         ins.fields["_first"] = 1
     return ins
 
 
 def _post(acc: int, out: int, count: int, par: int, zp: int, clamp: tuple[int, int]) -> Instr:
-    return isa.make(Opcode.POST, acc_base=acc, out_base=out, count=count, par_addr=par,
-                    zero_point=zp, clamp_lo=clamp[0], clamp_hi=clamp[1])
+    return isa.make(
+        Opcode.POST,
+        acc_base=acc,
+        out_base=out,
+        count=count,
+        par_addr=par,
+        zero_point=zp,
+        clamp_lo=clamp[0],
+        clamp_hi=clamp[1],
+    )
 
 
-def _alu(op: AluOp, dst: int, src: int, no: int, ni: int, dso: int, dsi: int, sso: int,
-         ssi: int, imm: int = 0) -> Instr:
-    return isa.make(Opcode.ALU, alu_op=op, dst_base=dst, src_base=src, n_outer=no, n_inner=ni,
-                    dst_outer_stride=dso, dst_inner_stride=dsi, src_outer_stride=sso,
-                    src_inner_stride=ssi, imm=imm)
+def _alu(
+    op: AluOp,
+    dst: int,
+    src: int,
+    no: int,
+    ni: int,
+    dso: int,
+    dsi: int,
+    sso: int,
+    ssi: int,
+    imm: int = 0,
+) -> Instr:
+    return isa.make(
+        Opcode.ALU,
+        alu_op=op,
+        dst_base=dst,
+        src_base=src,
+        n_outer=no,
+        n_inner=ni,
+        dst_outer_stride=dso,
+        dst_inner_stride=dsi,
+        src_outer_stride=sso,
+        src_inner_stride=ssi,
+        imm=imm,
+    )
 
 
 def _par_entry(cfg: HwConfig, bias, mult, shift) -> bytes:
@@ -264,20 +331,32 @@ class LayerCompiler:
         n_ci, n_co = -(-ci // r), -(-co // c)
         dense = np.zeros((n_co * c, n_ci * r, kh, kw), np.int8)
         for gi in range(g):
-            dense[gi * cog : (gi + 1) * cog, gi * cig : (gi + 1) * cig] = op.weight[gi * cog : (gi + 1) * cog]
+            dense[gi * cog : (gi + 1) * cog, gi * cig : (gi + 1) * cig] = op.weight[
+                gi * cog : (gi + 1) * cog
+            ]
         # tiles[j, i, ky, kx] is an R x C matrix: [input lane, output lane]
         tiles = dense.reshape(n_co, c, n_ci, r, kh, kw).transpose(0, 2, 4, 5, 3, 1)
         needed = [[i for i in range(n_ci) if tiles[j, i].any()] or [0] for j in range(n_co)]
-        terms = [[(i, ky, kx) for i in needed[j] for ky in range(kh) for kx in range(kw)]
-                 for j in range(n_co)]
+        terms = [
+            [(i, ky, kx) for i in needed[j] for ky in range(kh) for kx in range(kw)]
+            for j in range(n_co)
+        ]
         par = []
         for j in range(n_co):
             sl = slice(j * c, min((j + 1) * c, co))
             pairs = [requant_params(float(m)) for m in op.multiplier[sl]]
-            par.append(self.dram.add_const(_par_entry(
-                cfg, op.bias[sl], [p[0] for p in pairs], [p[1] for p in pairs])))
-        return {"tiles": tiles, "terms": terms, "par": par, "n_co": n_co,
-                "weight_bytes": sum(len(t) for t in terms) * r * c}
+            par.append(
+                self.dram.add_const(
+                    _par_entry(cfg, op.bias[sl], [p[0] for p in pairs], [p[1] for p in pairs])
+                )
+            )
+        return {
+            "tiles": tiles,
+            "terms": terms,
+            "par": par,
+            "n_co": n_co,
+            "weight_bytes": sum(len(t) for t in terms) * r * c,
+        }
 
     def conv(self, op: QConv) -> LayerStats:
         cfg, em = self.cfg, self.em
@@ -298,7 +377,9 @@ class LayerCompiler:
         for j in range(n_co):
             chunks, cur, blocks = [], [], []
             for t in terms[j]:
-                if cur and (len(cur) == em.half["wgt"] or (t[0] not in blocks and len(blocks) == max_blocks)):
+                if cur and (
+                    len(cur) == em.half["wgt"] or (t[0] not in blocks and len(blocks) == max_blocks)
+                ):
                     chunks.append(cur)
                     cur, blocks = [], []
                 cur.append(t)
@@ -334,36 +415,101 @@ class LayerCompiler:
                         if key != last_inp:
                             inp_base = em.new_use("inp", len(blocks) * hin * win)
                             for b_local, b in enumerate(blocks):
-                                s.loads.append(_load(
-                                    Buffer.INP, inp_base + b_local * hin * win,
-                                    xa + (vy0 * wi_ + vx0) * ci + b * r, ys, xs, wi_ * ci, ci,
-                                    min(r, ci - b * r), pads, x.zero_point))
+                                s.loads.append(
+                                    _load(
+                                        Buffer.INP,
+                                        inp_base + b_local * hin * win,
+                                        xa + (vy0 * wi_ + vx0) * ci + b * r,
+                                        ys,
+                                        xs,
+                                        wi_ * ci,
+                                        ci,
+                                        min(r, ci - b * r),
+                                        pads,
+                                        x.zero_point,
+                                    )
+                                )
                             last_inp = key
                         wbase = em.new_use("wgt", len(chunk))
-                        s.loads.append(_load(Buffer.WGT, wbase, wofs[j, q], 1, len(chunk),
-                                             len(chunk) * r * c, r * c, r * c))
+                        s.loads.append(
+                            _load(
+                                Buffer.WGT,
+                                wbase,
+                                wofs[j, q],
+                                1,
+                                len(chunk),
+                                len(chunk) * r * c,
+                                r * c,
+                                r * c,
+                            )
+                        )
                         if acc_base is None:
                             acc_base = em.new_use("acc", th_a * tw_a)
                             par_base = em.new_use("par", 1)
-                            s.loads.append(_load(Buffer.PAR, par_base, k["par"][j], 1, 1,
-                                                 cfg.par_entry_bytes, cfg.par_entry_bytes,
-                                                 cfg.par_entry_bytes))
+                            s.loads.append(
+                                _load(
+                                    Buffer.PAR,
+                                    par_base,
+                                    k["par"][j],
+                                    1,
+                                    1,
+                                    cfg.par_entry_bytes,
+                                    cfg.par_entry_bytes,
+                                    cfg.par_entry_bytes,
+                                )
+                            )
                         for ti, (i, ky, kx) in enumerate(chunk):
                             b_local = blocks.index(i)
-                            s.compute.append(isa.make(
-                                Opcode.GEMM, reset=int(q == 0 and ti == 0), wgt_addr=wbase + ti,
-                                inp_base=inp_base + b_local * hin * win + ky * dh * win + kx * dw,
-                                acc_base=acc_base, n_outer=th_a, n_inner=tw_a,
-                                inp_outer_stride=sh * win, inp_inner_stride=sw,
-                                acc_outer_stride=tw_a, acc_inner_stride=1))
-                    self._emit_output(s, acc_base, th_a * tw_a, par_base, y, op.clamp,
-                                      ya + (oy0 * wo + ox0) * co + j * c, th_a, tw_a, wo * co, co,
-                                      min(c, co - j * c))
+                            s.compute.append(
+                                isa.make(
+                                    Opcode.GEMM,
+                                    reset=int(q == 0 and ti == 0),
+                                    wgt_addr=wbase + ti,
+                                    inp_base=inp_base
+                                    + b_local * hin * win
+                                    + ky * dh * win
+                                    + kx * dw,
+                                    acc_base=acc_base,
+                                    n_outer=th_a,
+                                    n_inner=tw_a,
+                                    inp_outer_stride=sh * win,
+                                    inp_inner_stride=sw,
+                                    acc_outer_stride=tw_a,
+                                    acc_inner_stride=1,
+                                )
+                            )
+                    self._emit_output(
+                        s,
+                        acc_base,
+                        th_a * tw_a,
+                        par_base,
+                        y,
+                        op.clamp,
+                        ya + (oy0 * wo + ox0) * co + j * c,
+                        th_a,
+                        tw_a,
+                        wo * co,
+                        co,
+                        min(c, co - j * c),
+                    )
         macs = ho * wo * co * kh * kw * (ci // op.groups)
         return self._stats(op, macs, k["weight_bytes"], f"{th}x{tw} px, {max_blocks} in-blocks")
 
-    def _emit_output(self, s: _Step, acc: int, count: int, par: int, y: QTensor,
-                     clamp, dram: int, ys: int, xs: int, ystride: int, xstride: int, eb: int):
+    def _emit_output(
+        self,
+        s: _Step,
+        acc: int,
+        count: int,
+        par: int,
+        y: QTensor,
+        clamp,
+        dram: int,
+        ys: int,
+        xs: int,
+        ystride: int,
+        xstride: int,
+        eb: int,
+    ):
         out = self.em.new_use("out", count)
         s.compute.append(_post(acc, out, count, par, y.zero_point, clamp))
         s.stores.append(_store(out, dram, ys, xs, ystride, xstride, eb, first=True))
@@ -380,8 +526,9 @@ class LayerCompiler:
         best = None
         for tw in widths:
             win = (tw - 1) * sw + (kw - 1) * dw + 1
-            blocks_opts = sorted({most_blocks, *[max(1, most_blocks >> s) for s in range(1, 8)]},
-                                 reverse=True)
+            blocks_opts = sorted(
+                {most_blocks, *[max(1, most_blocks >> s) for s in range(1, 8)]}, reverse=True
+            )
             for mb in blocks_opts:
                 th = min(ho, min(half["acc"], half["out"]) // tw)
                 while th > 0 and mb * ((th - 1) * sh + (kh - 1) * dh + 1) * win > half["inp"]:
@@ -406,7 +553,9 @@ class LayerCompiler:
         gemms = sum(len(ts) for ts in terms)
         compute = gemms * (2 * cfg.rows + cfg.cols - 2 + t)
         blocks = max(len({q[0] for q in ts}) for ts in terms)
-        reloads = 1 if blocks <= mb and len(terms) == 1 or blocks <= mb and _same(terms) else len(terms)
+        reloads = (
+            1 if blocks <= mb and len(terms) == 1 or blocks <= mb and _same(terms) else len(terms)
+        )
         hin = (th - 1) * op.stride[0] + (op.kernel[0] - 1) * op.dilation[0] + 1
         win = (tw - 1) * op.stride[1] + (op.kernel[1] - 1) * op.dilation[1] + 1
         inp_bytes = reloads * hin * win * x.hwc[2]
@@ -415,8 +564,14 @@ class LayerCompiler:
         return n_tiles * (max(compute, dma) + steps * cfg.dram_latency_cycles * 0.5)
 
     # -- layers on the ALU ----------------------------------------------------------------
-    def _elementwise_tile(self, wo: int, ho: int, acc_per_px: int, name: str,
-                          halo: tuple[int, int, int, int] = (1, 0, 1, 0)) -> tuple[int, int]:
+    def _elementwise_tile(
+        self,
+        wo: int,
+        ho: int,
+        acc_per_px: int,
+        name: str,
+        halo: tuple[int, int, int, int] = (1, 0, 1, 0),
+    ) -> tuple[int, int]:
         """Largest (rows, cols) output tile whose ACC footprint fits half of ACC."""
         half = self.em.half
         sh, kh, sw, kw = halo
@@ -424,7 +579,10 @@ class LayerCompiler:
             th = min(ho, half["out"] // tw)
             while th > 0:
                 hin, win = (th - 1) * sh + kh, (tw - 1) * sw + kw
-                if acc_per_px * th * tw + hin * win * (acc_per_px == 0 or kh > 1 or kw > 1) <= half["acc"]:
+                if (
+                    acc_per_px * th * tw + hin * win * (acc_per_px == 0 or kh > 1 or kw > 1)
+                    <= half["acc"]
+                ):
                     return th, tw
                 th -= 1
         raise CompileError(f"layer '{name}': one output pixel does not fit the ACC buffer")
@@ -455,19 +613,61 @@ class LayerCompiler:
                     base = em.new_use("acc", hin * win + th_a * tw_a)
                     dst = base + hin * win
                     pbase = em.new_use("par", 1)
-                    s.loads.append(_load(Buffer.ACC, base, xa + (vy0 * wi_ + vx0) * ch + cb * c,
-                                         max(0, vy1 - vy0), max(0, vx1 - vx0), wi_ * ch, ch,
-                                         min(c, ch - cb * c), pads, -128))
-                    s.loads.append(_load(Buffer.PAR, pbase, par, 1, 1, cfg.par_entry_bytes,
-                                         cfg.par_entry_bytes, cfg.par_entry_bytes))
+                    s.loads.append(
+                        _load(
+                            Buffer.ACC,
+                            base,
+                            xa + (vy0 * wi_ + vx0) * ch + cb * c,
+                            max(0, vy1 - vy0),
+                            max(0, vx1 - vx0),
+                            wi_ * ch,
+                            ch,
+                            min(c, ch - cb * c),
+                            pads,
+                            -128,
+                        )
+                    )
+                    s.loads.append(
+                        _load(
+                            Buffer.PAR,
+                            pbase,
+                            par,
+                            1,
+                            1,
+                            cfg.par_entry_bytes,
+                            cfg.par_entry_bytes,
+                            cfg.par_entry_bytes,
+                        )
+                    )
                     for ky in range(kh):
                         for kx in range(kw):
-                            s.compute.append(_alu(
-                                AluOp.MOV if ky == kx == 0 else AluOp.MAX, dst,
-                                base + ky * win + kx, th_a, tw_a, tw_a, 1, sh * win, sw))
-                    self._emit_output(s, dst, th_a * tw_a, pbase, y, op.clamp,
-                                      ya + (oy0 * wo + ox0) * ch + cb * c, th_a, tw_a, wo * ch,
-                                      ch, min(c, ch - cb * c))
+                            s.compute.append(
+                                _alu(
+                                    AluOp.MOV if ky == kx == 0 else AluOp.MAX,
+                                    dst,
+                                    base + ky * win + kx,
+                                    th_a,
+                                    tw_a,
+                                    tw_a,
+                                    1,
+                                    sh * win,
+                                    sw,
+                                )
+                            )
+                    self._emit_output(
+                        s,
+                        dst,
+                        th_a * tw_a,
+                        pbase,
+                        y,
+                        op.clamp,
+                        ya + (oy0 * wo + ox0) * ch + cb * c,
+                        th_a,
+                        tw_a,
+                        wo * ch,
+                        ch,
+                        min(c, ch - cb * c),
+                    )
         return self._stats(op, 0, 0, f"{th}x{tw} px")
 
     def _maxpool_tile(self, op: QMaxPool, ho: int, wo: int) -> tuple[int, int]:
@@ -504,16 +704,29 @@ class LayerCompiler:
                     off = (oy0 * w + ox0) * ch + cb * c
                     eb = min(c, ch - cb * c)
                     for src, dst in ((aa, base), (ba, base + cnt)):
-                        s.loads.append(_load(Buffer.ACC, dst, src + off, th_a, tw_a, w * ch, ch, eb))
-                    s.loads.append(_load(Buffer.PAR, pbase, par, 1, 1, cfg.par_entry_bytes,
-                                         cfg.par_entry_bytes, cfg.par_entry_bytes))
+                        s.loads.append(
+                            _load(Buffer.ACC, dst, src + off, th_a, tw_a, w * ch, ch, eb)
+                        )
+                    s.loads.append(
+                        _load(
+                            Buffer.PAR,
+                            pbase,
+                            par,
+                            1,
+                            1,
+                            cfg.par_entry_bytes,
+                            cfg.par_entry_bytes,
+                            cfg.par_entry_bytes,
+                        )
+                    )
                     s.compute += [
                         _alu(AluOp.MULI, base, base, 1, cnt, 0, 1, 0, 1, ma),
                         _alu(AluOp.MULI, base + cnt, base + cnt, 1, cnt, 0, 1, 0, 1, mb),
                         _alu(AluOp.ADD, base, base + cnt, 1, cnt, 0, 1, 0, 1),
                     ]
-                    self._emit_output(s, base, cnt, pbase, y, op.clamp, ya + off, th_a, tw_a,
-                                      w * ch, ch, eb)
+                    self._emit_output(
+                        s, base, cnt, pbase, y, op.clamp, ya + off, th_a, tw_a, w * ch, ch, eb
+                    )
         return self._stats(op, 0, 0, f"{th}x{tw} px")
 
     def _flat_tile(self, h: int, w: int, per_px: int) -> tuple[int, int]:
@@ -545,13 +758,44 @@ class LayerCompiler:
                         base = em.new_use("acc", cnt)
                         pbase = em.new_use("par", 1)
                         eb = min(c, cx - cb * c)
-                        s.loads.append(_load(Buffer.ACC, base, xa + (oy0 * w + ox0) * cx + cb * c,
-                                             th_a, tw_a, w * cx, cx, eb))
-                        s.loads.append(_load(Buffer.PAR, pbase, par, 1, 1, cfg.par_entry_bytes,
-                                             cfg.par_entry_bytes, cfg.par_entry_bytes))
-                        self._emit_output(s, base, cnt, pbase, y, (-128, 127),
-                                          ya + (oy0 * w + ox0) * cy + ch_off + cb * c, th_a,
-                                          tw_a, w * cy, cy, eb)
+                        s.loads.append(
+                            _load(
+                                Buffer.ACC,
+                                base,
+                                xa + (oy0 * w + ox0) * cx + cb * c,
+                                th_a,
+                                tw_a,
+                                w * cx,
+                                cx,
+                                eb,
+                            )
+                        )
+                        s.loads.append(
+                            _load(
+                                Buffer.PAR,
+                                pbase,
+                                par,
+                                1,
+                                1,
+                                cfg.par_entry_bytes,
+                                cfg.par_entry_bytes,
+                                cfg.par_entry_bytes,
+                            )
+                        )
+                        self._emit_output(
+                            s,
+                            base,
+                            cnt,
+                            pbase,
+                            y,
+                            (-128, 127),
+                            ya + (oy0 * w + ox0) * cy + ch_off + cb * c,
+                            th_a,
+                            tw_a,
+                            w * cy,
+                            cy,
+                            eb,
+                        )
             ch_off += cx
         return self._stats(op, 0, 0, f"{th}x{tw} px")
 
@@ -569,8 +813,9 @@ def _same(terms) -> bool:
     return all({t[0] for t in ts} == first for ts in terms)
 
 
-def compile_subgraph(cfg: HwConfig, ops: list[DpuOp], tensors: dict[str, QTensor],
-                     dram: Dram) -> tuple[list[Instr], list[LayerStats]]:
+def compile_subgraph(
+    cfg: HwConfig, ops: list[DpuOp], tensors: dict[str, QTensor], dram: Dram
+) -> tuple[list[Instr], list[LayerStats]]:
     em = Emitter(cfg)
     lc = LayerCompiler(cfg, em, dram, tensors)
     stats = []

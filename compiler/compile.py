@@ -14,9 +14,13 @@ from dpukit.compiler.ir import QView, op_inputs
 from dpukit.compiler.program import Program, Subgraph, TensorSpec
 from dpukit.errors import CompileError, ExecutionError
 
-_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT8: "int8",
-           onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT64: "int64",
-           onnx.TensorProto.INT32: "int32"}
+_DTYPES = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.INT8: "int8",
+    onnx.TensorProto.UINT8: "uint8",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.INT32: "int32",
+}
 
 
 def partition(low: Lowered) -> list[tuple[str, list]]:
@@ -29,70 +33,73 @@ def partition(low: Lowered) -> list[tuple[str, list]]:
     return parts
 
 
-def _io(items, produced_by, consumers_later) -> tuple[list[str], list[str]]:
-    ins, outs = [], []
-    made = set()
-    for it in items:
-        names_in = list(op_inputs(it)) if not isinstance(it, onnx.NodeProto) else [i for i in it.input if i]
-        for n in names_in:
-            if n not in made and n not in ins:
-                ins.append(n)
-        names_out = [it.y] if not isinstance(it, onnx.NodeProto) else list(it.output)
-        made.update(names_out)
-        outs += [n for n in names_out if n in consumers_later]
-    return ins, outs
+def _names(item) -> tuple[list[str], list[str]]:
+    """(inputs, outputs) of a DPU op or an ONNX node."""
+    if isinstance(item, onnx.NodeProto):
+        return [i for i in item.input if i], list(item.output)
+    return list(op_inputs(item)), [item.y]
 
 
-def compile_model(source: str | Path | onnx.ModelProto, config: str | HwConfig = "pynq-z2") -> Program:
+def _subgraph_io(
+    parts: list[tuple[str, list]], graph_outputs: list[str], constants: set[str]
+) -> list[tuple[list[str], list[str]]]:
+    """Each part's inputs (made elsewhere) and outputs (needed by a later part or the user)."""
+    needed_later = set(graph_outputs)
+    io = []
+    for _, items in reversed(parts):
+        made = {o for it in items for o in _names(it)[1]}
+        ins = list(dict.fromkeys(i for it in items for i in _names(it)[0]))
+        ins = [i for i in ins if i not in made and i not in constants]
+        outs = [o for it in items for o in _names(it)[1] if o in needed_later]
+        io.append((ins, outs))
+        needed_later.update(ins)
+    return io[::-1]
+
+
+def compile_model(
+    source: str | Path | onnx.ModelProto, config: str | HwConfig = "pynq-z2"
+) -> Program:
+    """Compile a QDQ model for a hardware config into a checked, self-describing Program."""
     cfg = load_config(config) if not isinstance(config, HwConfig) else config
     low = lower(source)
     g = low.model.graph
-    init_names = {t.name for t in g.initializer}
+    constants = {t.name for t in g.initializer}
     graph_outputs = [o.name for o in g.output]
     parts = partition(low)
     views = {op.y: op.x for dev, op in low.items if dev == "dpu" and isinstance(op, QView)}
     dram = codegen.Dram()
-    subgraphs: list[Subgraph] = []
-    # which tensors are needed after each part
-    needed_after: list[set[str]] = []
-    later: set[str] = set(graph_outputs)
-    for device, items in reversed(parts):
-        needed_after.append(set(later))
-        for it in items:
-            ins = op_inputs(it) if device == "dpu" else list(it.input)
-            later.update(i for i in ins if i)
-    needed_after.reverse()
-    pending = []
-    for k, (device, items) in enumerate(parts):
-        ins, outs = _io(items, None, needed_after[k])
-        ins = [i for i in ins if i not in init_names]
-        pending.append((device, items, ins, outs))
     dram.place_tensors(low.tensors, views)
-    for k, (device, items, ins, outs) in enumerate(pending):
+    subgraphs: list[Subgraph] = []
+    for k, ((device, items), (ins, outs)) in enumerate(
+        zip(parts, _subgraph_io(parts, graph_outputs, constants), strict=True)
+    ):
         if device == "dpu":
             instrs, stats = codegen.compile_subgraph(cfg, items, low.tensors, dram)
             stream = isa.to_bytes(instrs)
-            subgraphs.append(Subgraph(f"subgraph_{k}_dpu", "DPU", ins, outs, stream,
-                                      [asdict(s) for s in stats]))
+            layers = [asdict(s) for s in stats]
+            subgraphs.append(Subgraph(f"subgraph_{k}_dpu", "DPU", ins, outs, stream, layers))
         else:
-            subgraphs.append(Subgraph(f"subgraph_{k}_cpu", "CPU", ins, outs,
-                                      _cpu_model(low, items, ins, outs)))
+            onnx_bytes = _cpu_model(low, items, ins, outs)
+            subgraphs.append(Subgraph(f"subgraph_{k}_cpu", "CPU", ins, outs, onnx_bytes))
     for k, sg in enumerate(subgraphs):
         if sg.device == "DPU":
             _check_program(cfg, sg.payload, dram.size, k)
-    spec = lambda name: TensorSpec(name, list(low.value_types[name][1]),  # noqa: E731
-                                   _DTYPES.get(low.value_types[name][0], "float32"))
-    graph_inputs = [i.name for i in g.input if i.name not in init_names]
-    used_tensors = {t for sg in subgraphs if sg.device == "DPU" for t in (*sg.inputs, *sg.outputs)}
-    used_tensors |= {op.y for dev, op in low.items if dev == "dpu"}
-    used_tensors |= {i for dev, op in low.items if dev == "dpu" for i in op_inputs(op)}
+
+    def spec(name: str) -> TensorSpec:
+        elem, shape = low.value_types[name]
+        return TensorSpec(name, list(shape), _DTYPES.get(elem, "float32"))
+
     return Program(
-        config=cfg.as_dict(), fingerprint=cfg.fingerprint,
+        config=cfg.as_dict(),
+        fingerprint=cfg.fingerprint,
         source=str(source) if not isinstance(source, onnx.ModelProto) else g.name or "model",
-        inputs=[spec(n) for n in graph_inputs], outputs=[spec(n) for n in graph_outputs],
-        tensors={n: t for n, t in low.tensors.items() if n in used_tensors},
-        dram_offsets={n: o for n, o in dram.tensors.items() if n in used_tensors},
-        const_base=dram.const_base, const=bytes(dram.const), subgraphs=subgraphs,
+        inputs=[spec(i.name) for i in g.input if i.name not in constants],
+        outputs=[spec(n) for n in graph_outputs],
+        tensors=dict(low.tensors),
+        dram_offsets=dict(dram.tensors),
+        const_base=dram.const_base,
+        const=bytes(dram.const),
+        subgraphs=subgraphs,
     )
 
 
@@ -110,11 +117,16 @@ def _cpu_model(low: Lowered, nodes: list[onnx.NodeProto], ins: list[str], outs: 
     g = low.model.graph
     inits = {t.name: t for t in g.initializer}
     used = {i for n in nodes for i in n.input}
+
     def vi(name):
         et, shape = low.value_types.get(name, (onnx.TensorProto.FLOAT, None))
         return onnx.helper.make_tensor_value_info(name, et, list(shape) if shape else None)
+
     graph = onnx.helper.make_graph(
-        list(nodes), "cpu_subgraph", [vi(n) for n in ins], [vi(n) for n in outs],
+        list(nodes),
+        "cpu_subgraph",
+        [vi(n) for n in ins],
+        [vi(n) for n in outs],
         [inits[n] for n in used if n in inits],
     )
     model = onnx.helper.make_model(graph, opset_imports=list(low.model.opset_import))

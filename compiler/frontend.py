@@ -33,7 +33,9 @@ def load_onnx(source: str | Path | onnx.ModelProto) -> onnx.ModelProto:
         try:
             model = onnx.load(str(source))
         except Exception as exc:  # protobuf raises several unrelated types
-            raise ModelError(f"{where}: not a readable ONNX file (truncated or garbled?): {exc}")
+            raise ModelError(
+                f"{where}: not a readable ONNX file (truncated or garbled?): {exc}"
+            ) from None
     if not model.graph.node:
         raise ModelError(f"{where}: the ONNX graph has no nodes (truncated or garbled file?)")
     _check_ops_known(model)
@@ -129,7 +131,7 @@ class _Matcher:
         z = int(zp.reshape(())) - (128 if dtype == "uint8" else 0)
         return float(scale.reshape(())), z, dtype
 
-    def _register(self, name: str, scale: float, zp: int, dtype: str, **extra) -> str | None:
+    def _register(self, name: str, scale: float, zp: int, dtype: str) -> str | None:
         shape = self.g.types.get(name, (None, None))[1]
         if shape is None or any(d <= 0 for d in shape):
             return None
@@ -140,9 +142,9 @@ class _Matcher:
         else:
             return None
         known = self.tensors.get(name)
-        if known and (known.scale, known.zero_point) != (scale, zp):
-            return None
-        self.tensors[name] = QTensor(name, tuple(shape), scale, zp, dtype, hwc, **extra)
+        if known:  # seen before (e.g. a view reached again through its DQ): keep it
+            return name if (known.scale, known.zero_point) == (scale, zp) else None
+        self.tensors[name] = QTensor(name, tuple(shape), scale, zp, dtype, hwc)
         return name
 
     def act_source(self, name: str, via: list[onnx.NodeProto]) -> str | None:
@@ -172,12 +174,13 @@ class _Matcher:
             return None
         h, w, c = t.hwc
         flat = (c, h, w) if h * w > 1 else None
-        reg = self._register(name, t.scale, t.zero_point, t.onnx_dtype, flatten_of=flat)
-        if reg:
-            self.tensors[name] = QTensor(
-                name, tuple(shape), t.scale, t.zero_point, t.onnx_dtype, (1, 1, h * w * c), flat
-            )
-        return reg
+        known = self.tensors.get(name)
+        if known and (known.scale, known.zero_point) != (t.scale, t.zero_point):
+            return None
+        self.tensors[name] = QTensor(
+            name, tuple(shape), t.scale, t.zero_point, t.onnx_dtype, (1, 1, h * w * c), flat
+        )
+        return name
 
     def out_target(self, name: str, fused: list[onnx.NodeProto]):
         """Follow a float output through optional Relu/Clip into QuantizeLinear.
@@ -307,8 +310,15 @@ class _Matcher:
         if np.abs(b).max(initial=0) >= 2**31:
             return None
         return QConv(
-            name=node.name or node.output[0], x=x, y=y, weight=w, bias=b.astype(np.int32),
-            multiplier=acc_scale / ty.scale, clamp=clamp, kind=node.op_type, **geom,
+            name=node.name or node.output[0],
+            x=x,
+            y=y,
+            weight=w,
+            bias=b.astype(np.int32),
+            multiplier=acc_scale / ty.scale,
+            clamp=clamp,
+            kind=node.op_type,
+            **geom,
         )
 
     def _m_Conv(self, node, via, fused):
@@ -323,9 +333,17 @@ class _Matcher:
         kh, kw = w.shape[2:]
         pads = a.get("pads", [0, 0, 0, 0])
         return self._conv_like(
-            node, x, w, scale, axis, self.bias(node.input[2] if len(node.input) > 2 else ""),
-            fused, stride=tuple(a.get("strides", [1, 1])), dilation=tuple(a.get("dilations", [1, 1])),
-            pads=(pads[0], pads[1], pads[2], pads[3]), groups=a.get("group", 1),
+            node,
+            x,
+            w,
+            scale,
+            axis,
+            self.bias(node.input[2] if len(node.input) > 2 else ""),
+            fused,
+            stride=tuple(a.get("strides", [1, 1])),
+            dilation=tuple(a.get("dilations", [1, 1])),
+            pads=(pads[0], pads[1], pads[2], pads[3]),
+            groups=a.get("group", 1),
         )
 
     def _fc(self, node, x, w_kn, scale, axis_n, bias_real, fused):
@@ -336,8 +354,13 @@ class _Matcher:
             c, h, wd = tx.flatten_of
             w = w.reshape(-1, c, h, wd).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
         return self._conv_like(
-            node, x, w[:, :, None, None], scale, 0 if scale.size > 1 and axis_n else axis_n,
-            bias_real, fused,
+            node,
+            x,
+            w[:, :, None, None],
+            scale,
+            0 if scale.size > 1 and axis_n else axis_n,
+            bias_real,
+            fused,
         )
 
     def _m_Gemm(self, node, via, fused):
@@ -403,8 +426,9 @@ class _Matcher:
         """Average pooling = depthwise conv with weights 1, dividing in the requantizer."""
         c = self.tensors[x].hwc[2]
         w = np.ones((c, 1, *k), np.int8)
-        op = self._conv_like(node, x, w, np.full(1, 1.0 / (k[0] * k[1])), 0, None, fused,
-                             stride=s, pads=p, groups=c)
+        op = self._conv_like(
+            node, x, w, np.full(1, 1.0 / (k[0] * k[1])), 0, None, fused, stride=s, pads=p, groups=c
+        )
         return op
 
     def _m_AveragePool(self, node, via, fused):

@@ -21,13 +21,13 @@ import numpy as np
 from dpukit.compiler import check, isa, timing
 from dpukit.compiler.hwconfig import HwConfig
 from dpukit.compiler.isa import AluOp, Buffer, Opcode
-from dpukit.errors import ExecutionError
 
 _EXACT_F32_K = 1024  # int8*int8 sums of up to this many terms are exact in float32
 
 
 def wrap32(v: np.ndarray) -> np.ndarray:
-    return ((v.astype(np.int64) + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)
+    """Two's-complement wrap to int32 (numpy's int64 -> int32 cast truncates the high bits)."""
+    return np.asarray(v, np.int64).astype(np.int32)
 
 
 @dataclass
@@ -63,6 +63,48 @@ class _Plan:
         check.check_hazards(cfg, self.col, self.sched)
         self.activity = _activity(cfg, self.col, self.sched)
         self.steps = _plan_steps(cfg, self.col)
+        # Weight tiles of batched GEMMs come straight from the LOADs that fill WGT.
+        self.wgt_loads: dict[int, int] = {}  # LOAD -> first row in the weight matrix
+        rows = 0
+        for kind, payload in self.steps:
+            if kind == "gemm_batch":
+                for g in payload.groups:
+                    for load, _ in g.wsrc:
+                        if load not in self.wgt_loads:
+                            self.wgt_loads[load] = rows
+                            rows += _entries_of(self.col, load)
+                payload.rows = np.array(
+                    [[self.wgt_loads[ld] + k for ld, k in g.wsrc] for g in payload.groups]
+                )
+        spans = [check._dram_span(self.col, ld) for ld in self.wgt_loads]
+        spans = [sp for sp in spans if sp]
+        self.wgt_span = (
+            (min(a for a, _ in spans), max(b for _, b in spans) + 1) if spans else (0, 0)
+        )
+        self.wgt_snapshot: np.ndarray | None = None
+        self.wgt_matrix = np.zeros((rows, cfg.rows * cfg.cols), np.float32)
+        self.pending: dict[int, np.ndarray] = {}
+
+    def refresh_weights(self, cfg: HwConfig, dram: np.ndarray) -> None:
+        """Rebuild each batch's weight matrix when the DRAM bytes behind it changed."""
+        lo, hi = self.wgt_span
+        if self.wgt_snapshot is not None and np.array_equal(self.wgt_snapshot, dram[lo:hi]):
+            return
+        for load, row in self.wgt_loads.items():
+            tiles = load_entries(self.col, load, dram, cfg.wgt_entry_bytes)
+            self.wgt_matrix[row : row + len(tiles)] = tiles
+        r, c = cfg.rows, cfg.cols
+        for kind, batch in self.steps:
+            if kind == "gemm_batch":
+                j, g = batch.rows.shape
+                w = self.wgt_matrix[batch.rows.ravel()].reshape(j, g, r, c)
+                batch.w = np.ascontiguousarray(w.transpose(1, 2, 0, 3).reshape(g * r, j * c))
+        self.wgt_snapshot = dram[lo:hi].copy()
+
+
+def _entries_of(col, i: int) -> int:
+    rows = int(col["pad_top"][i]) + int(col["y_size"][i]) + int(col["pad_bottom"][i])
+    return rows * (int(col["pad_left"][i]) + int(col["x_size"][i]) + int(col["pad_right"][i]))
 
 
 class GoldenDPU:
@@ -76,6 +118,9 @@ class GoldenDPU:
         self.acc = np.zeros((cfg.acc_entries, c), np.int32)
         self.out = np.zeros((cfg.out_entries, c), np.int8)
         self.par = np.zeros((cfg.par_entries, 3, c), np.int32)
+        # float32 copies of INP and WGT, kept in step by LOAD, so GEMMs feed BLAS directly
+        self.inp_f = np.zeros(self.inp.shape, np.float32)
+        self.wgt_f = np.zeros((cfg.wgt_entries, r * c), np.float32)
         self._plans: dict[bytes, _Plan] = {}
 
     def prepare(self, stream: bytes, dram_size: int) -> _Plan:
@@ -87,9 +132,16 @@ class GoldenDPU:
     def run(self, stream: bytes, dram: np.ndarray) -> Activity:
         """Execute `stream` against `dram` (a uint8 array: the program's data window)."""
         plan = self.prepare(stream, dram.size)
+        plan.refresh_weights(self.cfg, dram)
         for kind, payload in plan.steps:
             if kind == "gemm":
-                self._gemm_group(*payload)
+                self._gemm_group(payload)
+            elif kind == "gemm_batch":
+                self._gemm_batch(plan, payload, dram)
+            elif kind == "gemm_apply":
+                self._gemm_apply(plan, *payload)
+            elif kind == "alu":
+                self._alu(payload)
             else:
                 getattr(self, f"_{kind}")(plan.col, payload, dram)
         return plan.activity
@@ -98,63 +150,68 @@ class GoldenDPU:
     def _buffer(self, which: int) -> np.ndarray:
         return (self.inp, self.wgt, self.acc, self.par)[which]
 
+    @property
+    def _lanes(self) -> tuple[int, int, int, int]:
+        """Bytes per entry as LOAD fills them, by Buffer (PAR entries are raw bytes)."""
+        c = self.cfg
+        return (c.inp_entry_bytes, c.wgt_entry_bytes, c.cols, c.par_entry_bytes)
+
     def _load(self, col, i, dram) -> None:
         buf = self._buffer(int(col["buffer"][i]))
-        pt, pb = int(col["pad_top"][i]), int(col["pad_bottom"][i])
-        pl, pr = int(col["pad_left"][i]), int(col["pad_right"][i])
-        ys, xs, eb = int(col["y_size"][i]), int(col["x_size"][i]), int(col["elem_bytes"][i])
-        rows, cols = pt + ys + pb, pl + xs + pr
-        lanes = buf[0].size if buf is not self.par else buf[0].size * 4
-        block = np.zeros((rows, cols, lanes), np.int8)
-        if buf is not self.par:
-            block[:] = np.int8(col["pad_value"][i])
-        if ys and xs and eb:
-            base = int(col["dram_offset"][i])
-            idx = (
-                base
-                + int(col["y_stride"][i]) * np.arange(ys)[:, None, None]
-                + int(col["x_stride"][i]) * np.arange(xs)[None, :, None]
-                + np.arange(eb)[None, None, :]
-            )
-            block[pt : pt + ys, pl : pl + xs, :eb] = dram[idx].view(np.int8)
-            block[pt : pt + ys, pl : pl + xs, eb:] = 0
+        flat = load_entries(col, i, dram, self._lanes[int(col["buffer"][i])])
         sram = int(col["sram_base"][i])
-        flat = block.reshape(rows * cols, lanes)
+        end = sram + len(flat)
         if buf is self.par:
-            buf[sram : sram + rows * cols] = flat.view("<i4").reshape(-1, 3, self.cfg.cols)
+            buf[sram:end] = flat.view("<i4").reshape(-1, 3, self.cfg.cols)
         elif buf is self.wgt:
-            buf[sram : sram + rows * cols] = flat.reshape(-1, self.cfg.rows, self.cfg.cols)
+            buf[sram:end] = flat.reshape(-1, self.cfg.rows, self.cfg.cols)
+            self.wgt_f[sram:end] = flat
         else:  # INP lanes are int8; into ACC each byte is sign-extended
-            buf[sram : sram + rows * cols] = flat
+            buf[sram:end] = flat
+            if buf is self.inp:
+                self.inp_f[sram:end] = flat
 
     def _store(self, col, i, dram) -> None:
         ys, xs, eb = int(col["y_size"][i]), int(col["x_size"][i]), int(col["elem_bytes"][i])
         if not (ys and xs and eb):
             return
         sram = int(col["sram_base"][i])
-        data = self.out[sram : sram + ys * xs, :eb].reshape(ys, xs, eb)
-        idx = (
-            int(col["dram_offset"][i])
-            + int(col["y_stride"][i]) * np.arange(ys)[:, None, None]
-            + int(col["x_stride"][i]) * np.arange(xs)[None, :, None]
-            + np.arange(eb)[None, None, :]
-        )
-        dram[idx] = data.view(np.uint8)
+        _dram_view(col, i, dram)[...] = self.out[sram : sram + ys * xs, :eb].reshape(ys, xs, eb)
 
-    def _gemm_group(self, acc_idx: np.ndarray, reset: bool, inp_idx: np.ndarray, wgt: np.ndarray):
-        """GEMMs g = 1..G into the same ACC entries: acc (+)= sum_g INP[inp_idx[g]] @ WGT[wgt[g]]."""
+    def _product(self, inp_idx: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """sum_g INP[inp_idx[g]] @ w[g] exactly: inp_idx [G, T], w [G*R, N] float32."""
         r = self.cfg.rows
-        total = np.zeros((acc_idx.size, self.cfg.cols), np.int64)
         per = max(1, _EXACT_F32_K // r)
-        for g0 in range(0, len(wgt), per):
-            x = self.inp[inp_idx[g0 : g0 + per]]  # [g, T, R]
-            w = self.wgt[wgt[g0 : g0 + per]]  # [g, R, C]
-            g = x.shape[0]
-            xm = x.transpose(1, 0, 2).reshape(-1, g * r).astype(np.float32)
-            total += (xm @ w.reshape(g * r, -1).astype(np.float32)).astype(np.int64)
+        total = None
+        for g0 in range(0, len(inp_idx), per):
+            idx = inp_idx[g0 : g0 + per].T  # [T, g]: entry of each term for each pixel
+            xm = self.inp_f[idx].reshape(idx.shape[0], -1)  # [T, g*R]
+            part = (xm @ w[g0 * r : (g0 + len(idx[0])) * r]).astype(np.int64)
+            total = part if total is None else total + part
+        return total
+
+    def _accumulate(self, acc_idx: np.ndarray, reset: bool, total: np.ndarray) -> None:
         if not reset:
-            total += self.acc[acc_idx]
+            total = total + self.acc[acc_idx]
         self.acc[acc_idx] = wrap32(total)
+
+    def _gemm_group(self, g: _Group) -> None:
+        """GEMMs into the same ACC entries: acc (+)= sum_g INP[inp[g]] @ WGT[wgt[g]]."""
+        w = self.wgt_f[g.wgt].reshape(-1, self.cfg.cols)
+        self._accumulate(g.acc, g.reset, self._product(g.inp, w))
+
+    def _gemm_batch(self, plan: _Plan, batch: _Batch, dram: np.ndarray) -> None:
+        """Every group of the batch in one product; the first group's result applies now."""
+        total = self._product(batch.groups[0].inp, batch.w)
+        plan.pending[id(batch)] = total
+        self._gemm_apply(plan, batch, 0)
+
+    def _gemm_apply(self, plan: _Plan, batch: _Batch, k: int) -> None:
+        c = self.cfg.cols
+        g = batch.groups[k]
+        self._accumulate(g.acc, g.reset, plan.pending[id(batch)][:, k * c : (k + 1) * c])
+        if k == len(batch.groups) - 1:
+            del plan.pending[id(batch)]
 
     def _gemm_serial(self, col, i, dram) -> None:
         """A GEMM whose ACC targets repeat: every iteration sees the previous one's result."""
@@ -173,19 +230,56 @@ class GoldenDPU:
         lo, hi = int(col["clamp_lo"][i]), int(col["clamp_hi"][i])
         self.out[o : o + n] = np.clip(r + int(col["zero_point"][i]), lo, hi).astype(np.int8)
 
-    def _alu(self, col, i, dram) -> None:
+    def _alu(self, a: _AluPlan) -> None:
+        if a.independent:
+            self.acc[a.dst] = _alu_lane(a.op, self.acc[a.dst], self.acc[a.src], a.imm)
+        else:  # iterations depend on each other (a reduction or overlap): in order
+            for d, s in zip(a.dst, a.src, strict=True):
+                self.acc[d] = _alu_lane(a.op, self.acc[d], self.acc[s], a.imm)
+
+
+@dataclass
+class _AluPlan:
+    op: AluOp
+    imm: np.int64
+    dst: np.ndarray  # ACC entry written by each iteration
+    src: np.ndarray  # ACC entry read by each iteration
+    independent: bool  # no iteration reads or writes what another one writes
+
+    @classmethod
+    def of(cls, col, i: int) -> _AluPlan:
         no, ni = int(col["n_outer"][i]), int(col["n_inner"][i])
-        if no == 0 or ni == 0:
-            return
         d = _grid(col, i, "dst", no, ni)
         s = _grid(col, i, "src", no, ni)
-        op, imm = AluOp(int(col["alu_op"][i])), np.int64(col["imm"][i])
-        if np.unique(d).size != d.size or np.intersect1d(d, s).size:
-            # Iterations depend on each other (a reduction or overlap): run them in order.
-            for dd, ss in zip(d, s, strict=True):
-                self.acc[dd] = _alu_lane(op, self.acc[dd], self.acc[ss], imm)
-        else:
-            self.acc[d] = _alu_lane(op, self.acc[d], self.acc[s], imm)
+        independent = np.unique(d).size == d.size and (
+            np.array_equal(d, s) or not np.intersect1d(d, s).size
+        )
+        return cls(AluOp(int(col["alu_op"][i])), np.int64(col["imm"][i]), d, s, independent)
+
+
+def _dram_view(col, i: int, dram: np.ndarray) -> np.ndarray:
+    """The [y_size, x_size, elem_bytes] DRAM bytes of a LOAD/STORE, as a strided view.
+
+    `check.check_bounds` has proved every byte of it lies inside `dram`.
+    """
+    off = int(col["dram_offset"][i])
+    shape = (int(col["y_size"][i]), int(col["x_size"][i]), int(col["elem_bytes"][i]))
+    strides = (int(col["y_stride"][i]), int(col["x_stride"][i]), 1)
+    return np.lib.stride_tricks.as_strided(dram[off:], shape, strides, writeable=True)
+
+
+def load_entries(col, i: int, dram: np.ndarray, lanes: int) -> np.ndarray:
+    """The entries LOAD i writes, int8 [entries, lanes]: DRAM data, zero fill, padding."""
+    pt, pb = int(col["pad_top"][i]), int(col["pad_bottom"][i])
+    pl, pr = int(col["pad_left"][i]), int(col["pad_right"][i])
+    ys, xs, eb = int(col["y_size"][i]), int(col["x_size"][i]), int(col["elem_bytes"][i])
+    rows, cols = pt + ys + pb, pl + xs + pr
+    pad = 0 if int(col["buffer"][i]) == Buffer.PAR else int(col["pad_value"][i])
+    block = np.full((rows, cols, lanes), pad, np.int8)
+    if ys and xs and eb:
+        block[pt : pt + ys, pl : pl + xs, :eb] = _dram_view(col, i, dram).view(np.int8)
+        block[pt : pt + ys, pl : pl + xs, eb:] = 0
+    return block.reshape(rows * cols, lanes)
 
 
 def round_shift(p: np.ndarray, shift: np.ndarray) -> np.ndarray:
@@ -220,36 +314,124 @@ def _gemm_grids(col, i) -> tuple[np.ndarray, np.ndarray]:
     return _grid(col, i, "inp", no, ni), _grid(col, i, "acc", no, ni)
 
 
+@dataclass
+class _Group:
+    """Consecutive GEMMs accumulating into the same ACC entries."""
+
+    step: int  # its position in the plan
+    acc: np.ndarray
+    reset: bool
+    inp: np.ndarray  # [G, T] INP entries streamed by each GEMM
+    wgt: np.ndarray  # [G] WGT entries
+    wsrc: list[tuple[int, int]] | None  # per GEMM: (LOAD, entry within it) that filled WGT
+
+
+@dataclass
+class _Batch:
+    """GEMM groups that stream the same INP entries, unchanged in between: one product.
+
+    Their weights are taken from the LOADs that filled WGT (those DRAM bytes are never
+    stored to); each group's result is applied to ACC at the group's own place in program
+    order, so every other instruction sees exactly the hardware's ACC.
+    """
+
+    groups: list[_Group]
+    rows: np.ndarray | None = None  # [groups, GEMMs]: rows of the plan's weight matrix
+    w: np.ndarray | None = None  # [GEMMs*rows, groups*cols] float32, from refresh_weights
+
+
 def _plan_steps(cfg: HwConfig, col) -> list[tuple[str, object]]:
-    """Program order, with runs of GEMMs into the same ACC entries merged."""
-    steps: list[tuple[str, object]] = []
+    """Program order, with GEMM work merged into as few matrix products as is exact."""
     op = col["op"]
     n = len(op)
+    store_spans = [check._dram_span(col, i) for i in np.flatnonzero(op == Opcode.STORE)]
+    store_spans = [sp for sp in store_spans if sp]
+
+    def dram_stable(i: int) -> bool:
+        lo, hi = check._dram_span(col, i) or (0, -1)
+        return all(hi < a or lo > b for a, b in store_spans)
+
+    src_load = np.full(cfg.wgt_entries, -1, np.int64)
+    src_k = np.full(cfg.wgt_entries, -1, np.int64)
+    steps: list[tuple[str, object]] = []
+    groups: list[_Group] = []
+    inp_writes: list[tuple[int, int, int]] = []  # (plan step, first, last) of INP writes
     i = 0
     while i < n:
         code = Opcode(int(op[i]))
         if code != Opcode.GEMM:
-            if code != Opcode.END:
+            if code == Opcode.LOAD:
+                rows = int(col["pad_top"][i]) + int(col["y_size"][i]) + int(col["pad_bottom"][i])
+                cols = int(col["pad_left"][i]) + int(col["x_size"][i]) + int(col["pad_right"][i])
+                lo = int(col["sram_base"][i])
+                hi = lo + rows * cols - 1
+                if col["buffer"][i] == Buffer.WGT and hi >= lo:
+                    stable = dram_stable(i)
+                    src_load[lo : hi + 1] = i if stable else -1
+                    src_k[lo : hi + 1] = np.arange(hi - lo + 1)
+                elif col["buffer"][i] == Buffer.INP:
+                    inp_writes.append((len(steps), lo, hi))
+            if code == Opcode.ALU:
+                if col["n_outer"][i] and col["n_inner"][i]:  # zero trips: the layer barrier
+                    steps.append(("alu", _AluPlan.of(col, i)))
+            elif code != Opcode.END:
                 steps.append((code.name.lower(), i))
             i += 1
             continue
         inp0, acc0 = _gemm_grids(col, i)
-        inps, wgts = [inp0], [int(col["wgt_addr"][i])]
-        reset = bool(col["reset"][i])
         j = i + 1
         while j < n and op[j] == Opcode.GEMM and not col["reset"][j]:
             inp_j, acc_j = _gemm_grids(col, j)
             if acc_j.shape != acc0.shape or not np.array_equal(acc_j, acc0):
                 break
-            inps.append(inp_j)
-            wgts.append(int(col["wgt_addr"][j]))
             j += 1
         if np.unique(acc0).size != acc0.size:  # ACC entries repeat: iterations chain
             steps += [("gemm_serial", k) for k in range(i, j)]
         else:
-            steps.append(("gemm", (acc0, reset, np.stack(inps), np.array(wgts))))
+            wgt = col["wgt_addr"][i:j].copy()
+            known = (src_load[wgt] >= 0).all()
+            wsrc = (
+                list(zip(src_load[wgt].tolist(), src_k[wgt].tolist(), strict=True))
+                if known
+                else None
+            )
+            inps = np.stack([_gemm_grids(col, k)[0] for k in range(i, j)])
+            groups.append(_Group(len(steps), acc0, bool(col["reset"][i]), inps, wgt, wsrc))
+            steps.append(("gemm", groups[-1]))
         i = j
+    _merge_groups(steps, groups, inp_writes)
     return steps
+
+
+def _merge_groups(steps, groups: list[_Group], inp_writes) -> None:
+    """Replace runs of groups reading identical, unchanged INP entries by one batch."""
+    w_step = np.array([w[0] for w in inp_writes], np.int64)
+    w_lo = np.array([w[1] for w in inp_writes], np.int64)
+    w_hi = np.array([w[2] for w in inp_writes], np.int64)
+    taken = np.zeros(len(groups), bool)
+    for gi, g in enumerate(groups):
+        if taken[gi] or g.wsrc is None:
+            continue
+        lo, hi = int(g.inp.min()), int(g.inp.max())
+        clobber = (w_step > g.step) & (w_hi >= lo) & (w_lo <= hi)
+        limit = int(w_step[clobber].min()) if clobber.any() else len(steps)
+        members = [g]
+        for hj in range(gi + 1, len(groups)):
+            h = groups[hj]
+            if h.step > limit:
+                break
+            if (
+                not taken[hj]
+                and h.wsrc is not None
+                and h.inp.shape == g.inp.shape
+                and np.array_equal(h.inp, g.inp)
+            ):
+                members.append(h)
+                taken[hj] = True
+        batch = _Batch(members)
+        steps[g.step] = ("gemm_batch", batch)
+        for k, h in enumerate(members[1:], start=1):
+            steps[h.step] = ("gemm_apply", (batch, k))
 
 
 def _activity(cfg: HwConfig, col, sched: timing.Schedule) -> Activity:
@@ -268,9 +450,9 @@ def _activity(cfg: HwConfig, col, sched: timing.Schedule) -> Activity:
             moved = entries * int(col["elem_bytes"][i])
             if code == Opcode.LOAD:
                 act.dram_read_bytes += moved
-                total = (int(col["pad_top"][i]) + int(col["y_size"][i]) + int(col["pad_bottom"][i])) * (
-                    int(col["pad_left"][i]) + int(col["x_size"][i]) + int(col["pad_right"][i])
-                )
+                total = (
+                    int(col["pad_top"][i]) + int(col["y_size"][i]) + int(col["pad_bottom"][i])
+                ) * (int(col["pad_left"][i]) + int(col["x_size"][i]) + int(col["pad_right"][i]))
                 writes[Buffer(int(col["buffer"][i])).name.lower()] += total
             else:
                 act.dram_write_bytes += moved

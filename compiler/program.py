@@ -67,7 +67,8 @@ class Program:
             raise ProgramError(
                 f"program was compiled for hardware config '{self.config['name']}' "
                 f"(fingerprint {self.fingerprint}) but the target is '{cfg.name}' "
-                f"(fingerprint {cfg.fingerprint}); recompile with `dpukit compile --config {cfg.name}`"
+                f"(fingerprint {cfg.fingerprint}); recompile with "
+                f"`dpukit compile --config {cfg.name}`"
             )
 
     def save(self, path: str | Path) -> None:
@@ -82,8 +83,16 @@ class Program:
         subs = []
         for k, sg in enumerate(self.subgraphs):
             add(f"subgraph.{k}", sg.payload)
-            subs.append({"name": sg.name, "device": sg.device, "inputs": sg.inputs,
-                         "outputs": sg.outputs, "layers": sg.layers, "section": f"subgraph.{k}"})
+            subs.append(
+                {
+                    "name": sg.name,
+                    "device": sg.device,
+                    "inputs": sg.inputs,
+                    "outputs": sg.outputs,
+                    "layers": sg.layers,
+                    "section": f"subgraph.{k}",
+                }
+            )
         header = {
             "format_version": FORMAT_VERSION,
             "config": self.config,
@@ -108,16 +117,22 @@ class Program:
             raise ProgramError(f"{path}: no such program file")
         blob = path.read_bytes()
         if len(blob) < _FIXED.size + 32 or blob[:8] != MAGIC:
-            raise ProgramError(f"{path}: not a dpukit program (bad magic); compile one with "
-                               "`dpukit compile model.qdq.onnx`")
+            raise ProgramError(
+                f"{path}: not a dpukit program (bad magic); compile one with "
+                "`dpukit compile model.qdq.onnx`"
+            )
         body, digest = blob[:-32], blob[-32:]
         _, version, head_len = _FIXED.unpack_from(body)
         if version != FORMAT_VERSION:
-            raise ProgramError(f"{path}: program format version {version}; this dpukit reads "
-                               f"version {FORMAT_VERSION}: recompile the model")
+            raise ProgramError(
+                f"{path}: program format version {version}; this dpukit reads "
+                f"version {FORMAT_VERSION}: recompile the model"
+            )
         if hashlib.sha256(body).digest() != digest:
-            raise ProgramError(f"{path}: checksum mismatch: the file is corrupted or truncated; "
-                               "recompile the model")
+            raise ProgramError(
+                f"{path}: checksum mismatch: the file is corrupted or truncated; "
+                "recompile the model"
+            )
         try:
             h = json.loads(body[_FIXED.size : _FIXED.size + head_len])
             payload = body[_FIXED.size + head_len :]
@@ -137,8 +152,14 @@ class Program:
                 const_base=h["const_base"],
                 const=section("const"),
                 subgraphs=[
-                    Subgraph(s["name"], s["device"], s["inputs"], s["outputs"],
-                             section(s["section"]), s["layers"])
+                    Subgraph(
+                        s["name"],
+                        s["device"],
+                        s["inputs"],
+                        s["outputs"],
+                        section(s["section"]),
+                        s["layers"],
+                    )
                     for s in h["subgraphs"]
                 ],
             )
@@ -147,11 +168,24 @@ class Program:
 
 
 def _tensor_json(t: QTensor) -> dict:
-    return {"shape": list(t.shape), "scale": t.scale, "zero_point": t.zero_point,
-            "onnx_dtype": t.onnx_dtype, "hwc": list(t.hwc),
-            "flatten_of": list(t.flatten_of) if t.flatten_of else None, "layout": "HWC"}
+    return {
+        "shape": list(t.shape),
+        "scale": t.scale,
+        "zero_point": t.zero_point,
+        "onnx_dtype": t.onnx_dtype,
+        "hwc": list(t.hwc),
+        "flatten_of": list(t.flatten_of) if t.flatten_of else None,
+        "layout": "HWC",
+    }
 
 
 def _tensor_from_json(name: str, d: dict) -> QTensor:
-    return QTensor(name, tuple(d["shape"]), d["scale"], d["zero_point"], d["onnx_dtype"],
-                   tuple(d["hwc"]), tuple(d["flatten_of"]) if d["flatten_of"] else None)
+    return QTensor(
+        name,
+        tuple(d["shape"]),
+        d["scale"],
+        d["zero_point"],
+        d["onnx_dtype"],
+        tuple(d["hwc"]),
+        tuple(d["flatten_of"]) if d["flatten_of"] else None,
+    )

@@ -97,9 +97,9 @@ def instr_cycles(cfg: HwConfig, col: dict[str, np.ndarray]) -> np.ndarray:
         beats = dma_beats(starts, length, cfg.bus_bytes)
         entries = int(col["y_size"][i]) * int(col["x_size"][i])
         if op[i] == Opcode.LOAD:
-            entries = (int(col["pad_top"][i]) + int(col["y_size"][i]) + int(col["pad_bottom"][i])) * (
-                int(col["pad_left"][i]) + int(col["x_size"][i]) + int(col["pad_right"][i])
-            )
+            entries = (
+                int(col["pad_top"][i]) + int(col["y_size"][i]) + int(col["pad_bottom"][i])
+            ) * (int(col["pad_left"][i]) + int(col["x_size"][i]) + int(col["pad_right"][i]))
         cyc[i] = cfg.dram_latency_cycles + max(beats, entries)
     g = op == Opcode.GEMM
     cyc[g] = 2 * cfg.rows + cfg.cols - 2 + col["n_outer"][g] * col["n_inner"][g]

@@ -48,7 +48,9 @@ class Runner:
         opts.log_severity_level = 3
         for k, sg in enumerate(program.subgraphs):
             if sg.device == "CPU":
-                self.cpu[k] = ort.InferenceSession(sg.payload, opts, providers=["CPUExecutionProvider"])
+                self.cpu[k] = ort.InferenceSession(
+                    sg.payload, opts, providers=["CPUExecutionProvider"]
+                )
             else:
                 self.dpu.prepare(sg.payload, self.dram.size)
         self._jobs: dict[int, RunResult] = {}
@@ -75,7 +77,9 @@ class Runner:
         specs = {t.name: t for t in self.program.inputs}
         missing = specs.keys() - inputs.keys()
         if missing:
-            raise ExecutionError(f"missing inputs {sorted(missing)}; the model takes {sorted(specs)}")
+            raise ExecutionError(
+                f"missing inputs {sorted(missing)}; the model takes {sorted(specs)}"
+            )
         batch = {len(np.asarray(v)) for v in inputs.values()}
         if len(batch) != 1:
             raise ExecutionError("all inputs must have the same batch size")
@@ -116,8 +120,9 @@ class Runner:
         return act
 
 
-def create_runner(program: Program | str | Path, backend: str = "golden",
-                  config: str | HwConfig | None = None) -> Runner:
+def create_runner(
+    program: Program | str | Path, backend: str = "golden", config: str | HwConfig | None = None
+) -> Runner:
     """Load a program (object or .dpu path) and bind it to a backend.
 
     The hardware config defaults to the one the program was compiled for; giving another
@@ -130,7 +135,9 @@ def create_runner(program: Program | str | Path, backend: str = "golden",
         try:
             cfg = load_config(name)
         except Exception:
-            raise ProgramError(f"program was compiled for config '{name}', which is not installed") from None
+            raise ProgramError(
+                f"program was compiled for config '{name}', which is not installed"
+            ) from None
     else:
         cfg = load_config(config) if not isinstance(config, HwConfig) else config
     return Runner(program, backend, cfg)

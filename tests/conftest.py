@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from dpukit.models import zoo
-from dpukit.models.digits import digits_model
+from dpukit.models.digits import digits_model, load_digits_split
 from dpukit.quantize import quantize_model
 
-QuantizedZoo = Callable[[str, bool, str], Path]
+QuantizedZoo = Callable[..., Path]
 
 
 @pytest.fixture(scope="session")
 def digits_float(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Path of the trained float digits CNN."""
-    return digits_model(tmp_path_factory.mktemp("digits"))
+    """Path of the trained float digits CNN, trained once per run even across xdist workers."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by all workers of this run
+    cache = root / "digits"
+    cache.mkdir(exist_ok=True)
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other workers wait, then find the cached file
+        return digits_model(cache)
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +48,11 @@ def quantized_zoo(tmp_path_factory: pytest.TempPathFactory) -> QuantizedZoo:
         return path
 
     return quantized
+
+
+@pytest.fixture(scope="session")
+def digits_qdq(digits_float: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits CNN quantized per channel, int8, calibrated on the digits training images."""
+    x_train = load_digits_split()[0]
+    path = tmp_path_factory.mktemp("digits_qdq") / "digits_pc_int8.onnx"
+    return quantize_model(digits_float, path, x_train, per_channel=True, activation_type="int8")

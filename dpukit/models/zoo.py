@@ -87,6 +87,7 @@ class _GraphBuilder:
         return self.node("BatchNormalization", [x, *names], epsilon=1e-5)
 
     def relu(self, x: str) -> str:
+        """Relu."""
         return self.node("Relu", [x])
 
     def relu6(self, x: str) -> str:

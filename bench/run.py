@@ -1,0 +1,105 @@
+"""`make bench`: the foundation's speed targets, measured in one run, written to a JSON file.
+
+ResNet-18-shaped QDQ model (224x224, random weights, built here): compile time, golden
+inference time and onnxruntime's inference time on the same model, and their ratio.
+Targets (issue 2): compile < 10 s; golden <= 5x onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from rich.console import Console
+from rich.table import Table
+
+from dpukit.compiler.compile import compile_model
+from dpukit.host.runner import create_runner
+from dpukit.models import zoo
+from dpukit.quantize import quantize_model
+
+
+def _median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench_resnet18(config: str, workdir: Path) -> dict:
+    model, shape = zoo.resnet18()
+    qdq = quantize_model(model, workdir / "resnet18.qdq.onnx", zoo.calibration_data(shape, n=4))
+    t = time.perf_counter()
+    program = compile_model(qdq, config)
+    compile_s = time.perf_counter() - t
+    runner = create_runner(program)
+    x = zoo.calibration_data(shape, n=1, seed=1)
+    feed = {program.inputs[0].name: x}
+    result = runner.run(feed)  # warm-up (first run also prepares nothing more: plans are built)
+    golden_s = _median_time(lambda: runner.run(feed), 3)
+    session = ort.InferenceSession(str(qdq), providers=["CPUExecutionProvider"])
+    session.run(None, feed)
+    ort_s = _median_time(lambda: session.run(None, feed), 20)
+    dpu_instrs = sum(len(sg.payload) // 32 for sg in program.subgraphs if sg.device == "DPU")
+    act = result.activity
+    return {
+        "model": "resnet18-shaped, 224x224, random weights, int8 QDQ (onnxruntime quantize_static)",
+        "config": config,
+        "compile_s": round(compile_s, 3),
+        "golden_inference_s": round(golden_s, 4),
+        "onnxruntime_inference_s": round(ort_s, 4),
+        "golden_over_onnxruntime": round(golden_s / ort_s, 2),
+        "targets": {"compile_s_max": 10.0, "golden_over_onnxruntime_max": 5.0},
+        "dpu_instructions": dpu_instrs,
+        "modeled_cycles": act.cycles,
+        "modeled_latency_ms": round(act.cycles / (program.config["clock_mhz"] * 1e3), 3),
+        "array_macs": act.macs,
+        "pe_utilization_modeled": round(act.mac_cycles / act.cycles, 4),
+        "dram_read_bytes": act.dram_read_bytes,
+        "dram_write_bytes": act.dram_write_bytes,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="bench/results.json")
+    ap.add_argument("--config", default="pynq-z2")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        r18 = bench_resnet18(args.config, Path(tmp))
+    results = {
+        "machine": {
+            "python": platform.python_version(),
+            "cpu_count": __import__("os").cpu_count(),
+            "numpy": np.__version__,
+            "onnxruntime": ort.__version__,
+        },
+        "resnet18": r18,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    table = Table(title=f"dpukit benchmark ({args.config}) -> {args.out}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    table.add_row("compile time (s)", f"{r18['compile_s']:.2f}", "< 10")
+    table.add_row("golden inference (s)", f"{r18['golden_inference_s']:.3f}", "")
+    table.add_row("onnxruntime inference (s)", f"{r18['onnxruntime_inference_s']:.4f}", "")
+    table.add_row("golden / onnxruntime", f"{r18['golden_over_onnxruntime']:.1f}x", "<= 5x")
+    table.add_row("modeled cycles", f"{r18['modeled_cycles']:,}", "")
+    table.add_row("modeled latency (ms)", f"{r18['modeled_latency_ms']:.2f}", "")
+    table.add_row("modeled PE utilization", f"{r18['pe_utilization_modeled']:.1%}", "")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""The `dpukit` command line, run in-process: compile, inspect, run, quantize, demo, and its
+error contract (one red `error:` line and exit code 1, never a traceback; usage errors exit 2)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+
+from dpukit.cli import main
+from dpukit.compiler.hwconfig import available_configs, load_config
+from dpukit.compiler.program import Program
+from dpukit.models import zoo
+from dpukit.quantize import quantize_model
+
+
+@pytest.fixture(autouse=True)
+def _wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables as wide as they like, so cells are never truncated in the captured text."""
+    monkeypatch.setenv("COLUMNS", "250")
+
+
+@pytest.fixture(scope="module")
+def mlp_float(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model, _ = zoo.MODELS["mlp"]()
+    path = tmp_path_factory.mktemp("cli_float") / "mlp.onnx"
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mlp_qdq(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model, shape = zoo.MODELS["mlp"]()
+    path = tmp_path_factory.mktemp("cli_qdq") / "mlp.qdq.onnx"
+    return quantize_model(model, path, zoo.calibration_data(shape), per_channel=True)
+
+
+@pytest.fixture(scope="module")
+def mlp_dpu(mlp_qdq: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli_dpu") / "mlp.dpu"
+    assert main(["compile", str(mlp_qdq), "-o", str(out)]) == 0
+    return out
+
+
+def _error_line(capsys: pytest.CaptureFixture) -> str:
+    """The one line a failing command prints (to stderr), checked for the contract."""
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("error: "), captured
+    assert "\n" not in err, err
+    assert "Traceback" not in captured.err + captured.out
+    return err
+
+
+def test_compile_summary(mlp_qdq: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "prog.dpu"
+    assert main(["compile", str(mlp_qdq), "-o", str(out), "--config", "pynq-z2"]) == 0
+    text = capsys.readouterr().out
+    program = Program.load(out)
+    assert program.fingerprint == load_config("pynq-z2").fingerprint
+    for sg in program.subgraphs:
+        assert sg.name in text
+    assert "DPU" in text and "instructions" in text and "data window" in text
+    assert "compiled for pynq-z2" in text
+
+
+def test_compile_default_output(mlp_qdq: Path, tmp_path: Path) -> None:
+    model = tmp_path / "net.qdq.onnx"
+    shutil.copy(mlp_qdq, model)
+    assert main(["compile", str(model)]) == 0
+    assert (tmp_path / "net.dpu").is_file()
+
+
+def test_inspect_lists_layers(mlp_dpu: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["inspect", str(mlp_dpu)]) == 0
+    text = capsys.readouterr().out
+    program = Program.load(mlp_dpu)
+    assert program.config["name"] in text and program.fingerprint in text
+    layers = [layer for sg in program.subgraphs for layer in sg.layers]
+    assert layers
+    for layer in layers:
+        assert layer["name"] in text
+        for op in layer["instructions"]:
+            assert op in text
+    for spec in (*program.inputs, *program.outputs):
+        assert spec.name in text
+
+
+def test_run_json_is_consistent(
+    mlp_dpu: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    report = tmp_path / "run.json"
+    argv = ["run", str(mlp_dpu), "--random", "3", "--batch", "2", "--json", str(report)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "modeled (cycle model)" in text and "PE utilization" in text
+    doc = json.loads(report.read_text())
+    act = doc["activity"]
+    assert doc["images"] == 3
+    assert act["cycles"] > 0 and act["dram_read_bytes"] > 0 and act["dram_write_bytes"] > 0
+    assert act["macs"] > 0 and 0 < act["mac_cycles"] <= act["cycles"]
+    assert doc["cycles_per_image"] * 3 == pytest.approx(act["cycles"])
+    assert doc["latency_ms_per_image"] == pytest.approx(
+        doc["cycles_per_image"] / (doc["clock_mhz"] * 1e3)
+    )
+    assert doc["pe_utilization"] == pytest.approx(act["mac_cycles"] / act["cycles"])
+    assert act["macs"] >= 3 * doc["model_macs_per_image"] > 0  # the array also multiplies padding
+    # every image runs the same program: the first image's subgraphs add up to one third
+    assert sum(s["cycles"] for s in doc["per_subgraph_first_image"]) * 3 == act["cycles"]
+    (out,) = doc["outputs"].values()
+    assert out["shape"] == [3, 10] and len(out["argmax"]) == 3
+
+
+def test_run_input_file(mlp_dpu: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import numpy as np
+
+    x = tmp_path / "x.npy"
+    np.save(x, zoo.calibration_data((1, 64), n=1)[0])  # one sample without the batch dim
+    assert main(["run", str(mlp_dpu), "--input", str(x)]) == 0
+    assert "[1, 10]" in capsys.readouterr().out
+
+
+def test_quantize_command(mlp_float: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "q.onnx"
+    assert main(["quantize", str(mlp_float), "-o", str(out), "--calib-random", "4"]) == 0
+    ops = {n.op_type for n in onnx.load(out).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert str(out) in capsys.readouterr().out
+
+
+def test_configs_lists_shipped(capsys: pytest.CaptureFixture) -> None:
+    assert main(["configs"]) == 0
+    text = capsys.readouterr().out
+    for name in available_configs():
+        assert name in text
+        assert load_config(name).fpga_part in text
+
+
+@pytest.mark.parametrize("command", ["run", "inspect"])
+def test_missing_program(command: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main([command, str(tmp_path / "nope.dpu")]) == 1
+    assert "nope.dpu" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("command", ["run", "inspect"])
+def test_garbage_program(command: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.dpu"
+    bad.write_bytes(b"this is not a program\n" * 10)
+    assert main([command, str(bad)]) == 1
+    assert "not a dpukit program" in _error_line(capsys)
+
+
+def test_truncated_program(mlp_dpu: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "cut.dpu"
+    bad.write_bytes(mlp_dpu.read_bytes()[:-100])
+    assert main(["run", str(bad)]) == 1
+    assert "checksum" in _error_line(capsys)
+
+
+def test_compile_float_model(mlp_float: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["compile", str(mlp_float)]) == 1
+    assert "not quantized" in _error_line(capsys)
+
+
+def test_compile_unknown_config(mlp_qdq: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["compile", str(mlp_qdq), "--config", "no-such-board"]) == 1
+    err = _error_line(capsys)
+    assert "no-such-board" in err and "pynq-z2" in err  # names the available ones
+
+
+def test_digits_options_on_wrong_model(
+    mlp_float: Path, mlp_dpu: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["quantize", str(mlp_float), "--calib-digits"]) == 1
+    assert "--calib-digits" in _error_line(capsys)
+    assert main(["run", str(mlp_dpu), "--digits"]) == 1
+    assert "--digits" in _error_line(capsys)
+
+
+def test_missing_input_file(mlp_dpu: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["run", str(mlp_dpu), "--input", str(tmp_path / "x.npy")]) == 1
+    _error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["run"], ["compile", "m.onnx", "--bogus"], ["run", "p.dpu", "--batch", "0"]],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture) -> None:
+    assert main(argv) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo(digits_float: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The whole flow; the golden model must mean exactly what the QDQ model means."""
+    work = tmp_path / "demo"
+    work.mkdir()
+    shutil.copy(digits_float, work / "digits_cnn.onnx")  # skip training: it is cached
+    assert main(["demo", "--workdir", str(work)]) == 0
+    text = capsys.readouterr().out
+    assert "golden DPU model" in text and "modeled (cycle model)" in text
+    doc = json.loads((work / "demo.json").read_text())
+    assert doc["accuracy"]["float model (onnxruntime)"] > 0.9
+    assert doc["cycles_per_image"] > 0 and doc["latency_ms_per_image"] > 0
+    ref = doc["golden_vs_onnxruntime"]["QDQ reference (graph optimizations off)"]
+    assert ref["bit_identical"] == doc["images"]
+    assert doc["accuracy"]["golden DPU model"] > 0.9
