@@ -399,101 +399,103 @@ class LayerCompiler:
         inp_base = 0
         for oy0, th_a in _tiles(ho, th):
             for ox0, tw_a in _tiles(wo, tw):
+                t = th_a * tw_a
                 hin = (th_a - 1) * sh + (kh - 1) * dh + 1
                 win = (tw_a - 1) * sw + (kw - 1) * dw + 1
                 iy, ix = oy0 * sh - pt, ox0 * sw - pl
                 vy0, vy1 = max(0, iy), min(hi_, iy + hin)
                 vx0, vx1 = max(0, ix), min(wi_, ix + win)
                 pads = (vy0 - iy, vx0 - ix, iy + hin - max(vy1, vy0), ix + win - max(vx1, vx0))
-                ys, xs = max(0, vy1 - vy0), max(0, vx1 - vx0)
-                for j in range(n_co):
-                    acc_base = None
-                    for q, chunk in enumerate(chunks_of[j]):
-                        s = em.step()
-                        blocks = list(dict.fromkeys(t[0] for t in chunk))
-                        key = (oy0, ox0, tuple(blocks))
-                        if key != last_inp:
-                            inp_base = em.new_use("inp", len(blocks) * hin * win)
-                            for b_local, b in enumerate(blocks):
-                                s.loads.append(
-                                    _load(
-                                        Buffer.INP,
-                                        inp_base + b_local * hin * win,
-                                        xa + (vy0 * wi_ + vx0) * ci + b * r,
-                                        ys,
-                                        xs,
-                                        wi_ * ci,
-                                        ci,
-                                        min(r, ci - b * r),
-                                        pads,
-                                        x.zero_point,
+                # Output channel blocks whose accumulators fit half of ACC together share
+                # each input chunk: one INP load serves all of them.
+                group = max(1, min(n_co, em.half["acc"] // t))
+                for j0 in range(0, n_co, group):
+                    members = range(j0, min(n_co, j0 + group))
+                    acc_base = em.new_use("acc", t * len(members))
+                    for q in range(max(len(chunks_of[j]) for j in members)):
+                        for jl, j in enumerate(members):
+                            if q >= len(chunks_of[j]):
+                                continue
+                            chunk = chunks_of[j][q]
+                            s = em.step()
+                            blocks = list(dict.fromkeys(term[0] for term in chunk))
+                            key = (oy0, ox0, tuple(blocks))
+                            if key != last_inp:
+                                inp_base = em.new_use("inp", len(blocks) * hin * win)
+                                for bl, blk in enumerate(blocks):
+                                    s.loads.append(
+                                        _load(
+                                            Buffer.INP,
+                                            inp_base + bl * hin * win,
+                                            xa + (vy0 * wi_ + vx0) * ci + blk * r,
+                                            max(0, vy1 - vy0),
+                                            max(0, vx1 - vx0),
+                                            wi_ * ci,
+                                            ci,
+                                            min(r, ci - blk * r),
+                                            pads,
+                                            x.zero_point,
+                                        )
                                     )
-                                )
-                            last_inp = key
-                        wbase = em.new_use("wgt", len(chunk))
-                        s.loads.append(
-                            _load(
-                                Buffer.WGT,
-                                wbase,
-                                wofs[j, q],
-                                1,
-                                len(chunk),
-                                len(chunk) * r * c,
-                                r * c,
-                                r * c,
-                            )
-                        )
-                        if acc_base is None:
-                            acc_base = em.new_use("acc", th_a * tw_a)
-                            par_base = em.new_use("par", 1)
+                                last_inp = key
+                            wbase = em.new_use("wgt", len(chunk))
                             s.loads.append(
                                 _load(
-                                    Buffer.PAR,
+                                    Buffer.WGT,
+                                    wbase,
+                                    wofs[j, q],
+                                    1,
+                                    len(chunk),
+                                    len(chunk) * r * c,
+                                    r * c,
+                                    r * c,
+                                )
+                            )
+                            acc = acc_base + jl * t
+                            for ti, (i, ky, kx) in enumerate(chunk):
+                                s.compute.append(
+                                    isa.make(
+                                        Opcode.GEMM,
+                                        reset=int(q == 0 and ti == 0),
+                                        wgt_addr=wbase + ti,
+                                        inp_base=inp_base
+                                        + blocks.index(i) * hin * win
+                                        + ky * dh * win
+                                        + kx * dw,
+                                        acc_base=acc,
+                                        n_outer=th_a,
+                                        n_inner=tw_a,
+                                        inp_outer_stride=sh * win,
+                                        inp_inner_stride=sw,
+                                        acc_outer_stride=tw_a,
+                                        acc_inner_stride=1,
+                                    )
+                                )
+                            if q == len(chunks_of[j]) - 1:  # accumulation complete
+                                par_base = self._load_par(s, k["par"][j])
+                                self._emit_output(
+                                    s,
+                                    acc,
+                                    t,
                                     par_base,
-                                    k["par"][j],
-                                    1,
-                                    1,
-                                    cfg.par_entry_bytes,
-                                    cfg.par_entry_bytes,
-                                    cfg.par_entry_bytes,
+                                    y,
+                                    op.clamp,
+                                    ya + (oy0 * wo + ox0) * co + j * c,
+                                    th_a,
+                                    tw_a,
+                                    wo * co,
+                                    co,
+                                    min(c, co - j * c),
                                 )
-                            )
-                        for ti, (i, ky, kx) in enumerate(chunk):
-                            b_local = blocks.index(i)
-                            s.compute.append(
-                                isa.make(
-                                    Opcode.GEMM,
-                                    reset=int(q == 0 and ti == 0),
-                                    wgt_addr=wbase + ti,
-                                    inp_base=inp_base
-                                    + b_local * hin * win
-                                    + ky * dh * win
-                                    + kx * dw,
-                                    acc_base=acc_base,
-                                    n_outer=th_a,
-                                    n_inner=tw_a,
-                                    inp_outer_stride=sh * win,
-                                    inp_inner_stride=sw,
-                                    acc_outer_stride=tw_a,
-                                    acc_inner_stride=1,
-                                )
-                            )
-                    self._emit_output(
-                        s,
-                        acc_base,
-                        th_a * tw_a,
-                        par_base,
-                        y,
-                        op.clamp,
-                        ya + (oy0 * wo + ox0) * co + j * c,
-                        th_a,
-                        tw_a,
-                        wo * co,
-                        co,
-                        min(c, co - j * c),
-                    )
         macs = ho * wo * co * kh * kw * (ci // op.groups)
         return self._stats(op, macs, k["weight_bytes"], f"{th}x{tw} px, {max_blocks} in-blocks")
+
+    def _load_par(self, s: _Step, dram: int) -> int:
+        """Load one PAR entry for this step; returns its on-chip address."""
+        base = self.em.new_use("par", 1)
+        n = self.cfg.par_entry_bytes
+        s.loads.append(_load(Buffer.PAR, base, dram, 1, 1, n, n, n))
+        return base
 
     def _emit_output(
         self,
@@ -546,6 +548,7 @@ class LayerCompiler:
         return best[1], best[2], best[3]
 
     def _conv_cost(self, op, terms, x, th, tw, mb) -> float:
+        """Modeled cycles of a tiling: compute and DMA overlap; each step pays some latency."""
         cfg = self.cfg
         ho, wo, _ = self.t[op.y].hwc
         n_tiles = -(-ho // th) * -(-wo // tw)
@@ -553,40 +556,18 @@ class LayerCompiler:
         gemms = sum(len(ts) for ts in terms)
         compute = gemms * (2 * cfg.rows + cfg.cols - 2 + t)
         blocks = max(len({q[0] for q in ts}) for ts in terms)
-        reloads = (
-            1 if blocks <= mb and len(terms) == 1 or blocks <= mb and _same(terms) else len(terms)
-        )
+        chunks = -(-blocks // mb)
+        groups = -(-len(terms) // max(1, min(len(terms), self.em.half["acc"] // t)))
+        shared = _same(terms)  # dense: co blocks of a group share each INP chunk
+        inp_loads = (1 if chunks == 1 else groups * chunks) if shared else len(terms) * chunks
         hin = (th - 1) * op.stride[0] + (op.kernel[0] - 1) * op.dilation[0] + 1
         win = (tw - 1) * op.stride[1] + (op.kernel[1] - 1) * op.dilation[1] + 1
-        inp_bytes = reloads * hin * win * x.hwc[2]
-        dma = inp_bytes / cfg.bus_bytes + gemms * cfg.rows * cfg.cols / cfg.bus_bytes
-        steps = len(terms) * max(1, -(-blocks // mb))
+        inp_bytes = inp_loads * min(mb, blocks) * hin * win * cfg.rows
+        dma = (inp_bytes + gemms * cfg.rows * cfg.cols) / cfg.bus_bytes
+        steps = len(terms) * chunks
         return n_tiles * (max(compute, dma) + steps * cfg.dram_latency_cycles * 0.5)
 
     # -- layers on the ALU ----------------------------------------------------------------
-    def _elementwise_tile(
-        self,
-        wo: int,
-        ho: int,
-        acc_per_px: int,
-        name: str,
-        halo: tuple[int, int, int, int] = (1, 0, 1, 0),
-    ) -> tuple[int, int]:
-        """Largest (rows, cols) output tile whose ACC footprint fits half of ACC."""
-        half = self.em.half
-        sh, kh, sw, kw = halo
-        for tw in sorted({-(-wo // d) for d in range(1, wo + 1)}, reverse=True):
-            th = min(ho, half["out"] // tw)
-            while th > 0:
-                hin, win = (th - 1) * sh + kh, (tw - 1) * sw + kw
-                if (
-                    acc_per_px * th * tw + hin * win * (acc_per_px == 0 or kh > 1 or kw > 1)
-                    <= half["acc"]
-                ):
-                    return th, tw
-                th -= 1
-        raise CompileError(f"layer '{name}': one output pixel does not fit the ACC buffer")
-
     def maxpool(self, op: QMaxPool) -> LayerStats:
         cfg, em = self.cfg, self.em
         c = cfg.cols
@@ -612,7 +593,6 @@ class LayerCompiler:
                     s = em.step()
                     base = em.new_use("acc", hin * win + th_a * tw_a)
                     dst = base + hin * win
-                    pbase = em.new_use("par", 1)
                     s.loads.append(
                         _load(
                             Buffer.ACC,
@@ -627,18 +607,7 @@ class LayerCompiler:
                             -128,
                         )
                     )
-                    s.loads.append(
-                        _load(
-                            Buffer.PAR,
-                            pbase,
-                            par,
-                            1,
-                            1,
-                            cfg.par_entry_bytes,
-                            cfg.par_entry_bytes,
-                            cfg.par_entry_bytes,
-                        )
-                    )
+                    pbase = self._load_par(s, par)
                     for ky in range(kh):
                         for kx in range(kw):
                             s.compute.append(
@@ -700,25 +669,13 @@ class LayerCompiler:
                     s = em.step()
                     cnt = th_a * tw_a
                     base = em.new_use("acc", 2 * cnt)
-                    pbase = em.new_use("par", 1)
                     off = (oy0 * w + ox0) * ch + cb * c
                     eb = min(c, ch - cb * c)
                     for src, dst in ((aa, base), (ba, base + cnt)):
                         s.loads.append(
                             _load(Buffer.ACC, dst, src + off, th_a, tw_a, w * ch, ch, eb)
                         )
-                    s.loads.append(
-                        _load(
-                            Buffer.PAR,
-                            pbase,
-                            par,
-                            1,
-                            1,
-                            cfg.par_entry_bytes,
-                            cfg.par_entry_bytes,
-                            cfg.par_entry_bytes,
-                        )
-                    )
+                    pbase = self._load_par(s, par)
                     s.compute += [
                         _alu(AluOp.MULI, base, base, 1, cnt, 0, 1, 0, 1, ma),
                         _alu(AluOp.MULI, base + cnt, base + cnt, 1, cnt, 0, 1, 0, 1, mb),
@@ -756,7 +713,6 @@ class LayerCompiler:
                         s = em.step()
                         cnt = th_a * tw_a
                         base = em.new_use("acc", cnt)
-                        pbase = em.new_use("par", 1)
                         eb = min(c, cx - cb * c)
                         s.loads.append(
                             _load(
@@ -770,18 +726,7 @@ class LayerCompiler:
                                 eb,
                             )
                         )
-                        s.loads.append(
-                            _load(
-                                Buffer.PAR,
-                                pbase,
-                                par,
-                                1,
-                                1,
-                                cfg.par_entry_bytes,
-                                cfg.par_entry_bytes,
-                                cfg.par_entry_bytes,
-                            )
-                        )
+                        pbase = self._load_par(s, par)
                         self._emit_output(
                             s,
                             base,

@@ -91,7 +91,7 @@ class _Plan:
         if self.wgt_snapshot is not None and np.array_equal(self.wgt_snapshot, dram[lo:hi]):
             return
         for load, row in self.wgt_loads.items():
-            tiles = load_entries(self.col, load, dram, cfg.wgt_entry_bytes)
+            tiles = _Dma.of(self.col, load).entries(dram, cfg.wgt_entry_bytes)
             self.wgt_matrix[row : row + len(tiles)] = tiles
         r, c = cfg.rows, cfg.cols
         for kind, batch in self.steps:
@@ -142,6 +142,8 @@ class GoldenDPU:
                 self._gemm_apply(plan, *payload)
             elif kind == "alu":
                 self._alu(payload)
+            elif kind in ("load", "store"):
+                getattr(self, f"_{kind}")(payload, dram)
             else:
                 getattr(self, f"_{kind}")(plan.col, payload, dram)
         return plan.activity
@@ -156,27 +158,24 @@ class GoldenDPU:
         c = self.cfg
         return (c.inp_entry_bytes, c.wgt_entry_bytes, c.cols, c.par_entry_bytes)
 
-    def _load(self, col, i, dram) -> None:
-        buf = self._buffer(int(col["buffer"][i]))
-        flat = load_entries(col, i, dram, self._lanes[int(col["buffer"][i])])
-        sram = int(col["sram_base"][i])
-        end = sram + len(flat)
-        if buf is self.par:
-            buf[sram:end] = flat.view("<i4").reshape(-1, 3, self.cfg.cols)
-        elif buf is self.wgt:
-            buf[sram:end] = flat.reshape(-1, self.cfg.rows, self.cfg.cols)
-            self.wgt_f[sram:end] = flat
-        else:  # INP lanes are int8; into ACC each byte is sign-extended
-            buf[sram:end] = flat
-            if buf is self.inp:
-                self.inp_f[sram:end] = flat
+    def _load(self, d: _Dma, dram: np.ndarray) -> None:
+        flat = d.entries(dram, self._lanes[d.buffer])
+        end = d.sram + len(flat)
+        if d.buffer == Buffer.PAR:
+            self.par[d.sram : end] = flat.view("<i4").reshape(-1, 3, self.cfg.cols)
+        elif d.buffer == Buffer.WGT:
+            self.wgt[d.sram : end] = flat.reshape(-1, self.cfg.rows, self.cfg.cols)
+            self.wgt_f[d.sram : end] = flat
+        elif d.buffer == Buffer.INP:
+            self.inp[d.sram : end] = flat
+            self.inp_f[d.sram : end] = flat
+        else:  # into ACC each byte is sign-extended
+            self.acc[d.sram : end] = flat
 
-    def _store(self, col, i, dram) -> None:
-        ys, xs, eb = int(col["y_size"][i]), int(col["x_size"][i]), int(col["elem_bytes"][i])
-        if not (ys and xs and eb):
-            return
-        sram = int(col["sram_base"][i])
-        _dram_view(col, i, dram)[...] = self.out[sram : sram + ys * xs, :eb].reshape(ys, xs, eb)
+    def _store(self, d: _Dma, dram: np.ndarray) -> None:
+        if d.ys and d.xs and d.eb:
+            out = self.out[d.sram : d.sram + d.ys * d.xs, : d.eb]
+            d.view(dram)[...] = out.reshape(d.ys, d.xs, d.eb).view(np.uint8)
 
     def _product(self, inp_idx: np.ndarray, w: np.ndarray) -> np.ndarray:
         """sum_g INP[inp_idx[g]] @ w[g] exactly: inp_idx [G, T], w [G*R, N] float32."""
@@ -185,7 +184,7 @@ class GoldenDPU:
         total = None
         for g0 in range(0, len(inp_idx), per):
             idx = inp_idx[g0 : g0 + per].T  # [T, g]: entry of each term for each pixel
-            xm = self.inp_f[idx].reshape(idx.shape[0], -1)  # [T, g*R]
+            xm = np.take(self.inp_f, idx, axis=0).reshape(idx.shape[0], -1)  # [T, g*R]
             part = (xm @ w[g0 * r : (g0 + len(idx[0])) * r]).astype(np.int64)
             total = part if total is None else total + part
         return total
@@ -257,38 +256,69 @@ class _AluPlan:
         return cls(AluOp(int(col["alu_op"][i])), np.int64(col["imm"][i]), d, s, independent)
 
 
-def _dram_view(col, i: int, dram: np.ndarray) -> np.ndarray:
-    """The [y_size, x_size, elem_bytes] DRAM bytes of a LOAD/STORE, as a strided view.
+@dataclass(frozen=True)
+class _Dma:
+    """A LOAD's or STORE's fields as plain ints, read once per program."""
 
-    `check.check_bounds` has proved every byte of it lies inside `dram`.
-    """
-    off = int(col["dram_offset"][i])
-    shape = (int(col["y_size"][i]), int(col["x_size"][i]), int(col["elem_bytes"][i]))
-    strides = (int(col["y_stride"][i]), int(col["x_stride"][i]), 1)
-    return np.lib.stride_tricks.as_strided(dram[off:], shape, strides, writeable=True)
+    buffer: int
+    sram: int
+    offset: int
+    ys: int
+    xs: int
+    eb: int
+    y_stride: int
+    x_stride: int
+    pads: tuple[int, int, int, int]  # top, left, bottom, right
+    pad_value: int
 
+    @classmethod
+    def of(cls, col, i: int) -> _Dma:
+        f = {k: int(v[i]) for k, v in col.items()}
+        load = f["op"] == Opcode.LOAD
+        return cls(
+            f.get("buffer", 0) if load else -1,
+            f["sram_base"],
+            f["dram_offset"],
+            f["y_size"],
+            f["x_size"],
+            f["elem_bytes"],
+            f["y_stride"],
+            f["x_stride"],
+            (f["pad_top"], f["pad_left"], f["pad_bottom"], f["pad_right"]) if load else (0,) * 4,
+            0 if not load or f["buffer"] == Buffer.PAR else f["pad_value"],
+        )
 
-def load_entries(col, i: int, dram: np.ndarray, lanes: int) -> np.ndarray:
-    """The entries LOAD i writes, int8 [entries, lanes]: DRAM data, zero fill, padding."""
-    pt, pb = int(col["pad_top"][i]), int(col["pad_bottom"][i])
-    pl, pr = int(col["pad_left"][i]), int(col["pad_right"][i])
-    ys, xs, eb = int(col["y_size"][i]), int(col["x_size"][i]), int(col["elem_bytes"][i])
-    rows, cols = pt + ys + pb, pl + xs + pr
-    pad = 0 if int(col["buffer"][i]) == Buffer.PAR else int(col["pad_value"][i])
-    block = np.full((rows, cols, lanes), pad, np.int8)
-    if ys and xs and eb:
-        block[pt : pt + ys, pl : pl + xs, :eb] = _dram_view(col, i, dram).view(np.int8)
-        block[pt : pt + ys, pl : pl + xs, eb:] = 0
-    return block.reshape(rows * cols, lanes)
+    def view(self, dram: np.ndarray) -> np.ndarray:
+        """The [ys, xs, eb] DRAM bytes, as a strided view (check_bounds proved them inside)."""
+        return np.ndarray(
+            (self.ys, self.xs, self.eb),
+            np.uint8,
+            dram,
+            self.offset,
+            (self.y_stride, self.x_stride, 1),
+        )
+
+    def entries(self, dram: np.ndarray, lanes: int) -> np.ndarray:
+        """The entries a LOAD writes, int8 [entries, lanes]: DRAM data, zero fill, padding."""
+        pt, pl, pb, pr = self.pads
+        ys, xs, eb = self.ys, self.xs, self.eb
+        block = np.full((pt + ys + pb, pl + xs + pr, lanes), self.pad_value, np.int8)
+        if ys and xs and eb:
+            block[pt : pt + ys, pl : pl + xs, :eb] = self.view(dram).view(np.int8)
+            block[pt : pt + ys, pl : pl + xs, eb:] = 0
+        return block.reshape(-1, lanes)
 
 
 def round_shift(p: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """p / 2^shift rounded to nearest, ties to even (as ONNX QuantizeLinear rounds)."""
-    q = p >> shift
-    rem = p - (q << shift)
-    half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 1)
-    up = (shift > 0) & ((rem > half) | ((rem == half) & (q & 1 == 1)))
-    return q + up
+    """p / 2^shift rounded to nearest, ties to even (as ONNX QuantizeLinear rounds).
+
+    With p = q*2^s + r: q + 1 exactly when r > 2^(s-1), or r == 2^(s-1) and q is odd, i.e.
+    (p + 2^(s-1) - 1 + (q & 1)) >> s. The shift uses its low 6 bits; |p| < 2^62, no overflow.
+    """
+    s = shift & 63
+    on = s > 0
+    half_minus_1 = np.where(on, np.left_shift(1, np.maximum(s - 1, 0)) - 1, 0)
+    return (p + half_minus_1 + ((p >> s) & on)) >> s
 
 
 def _alu_lane(op: AluOp, dst: np.ndarray, src: np.ndarray, imm: np.int64) -> np.ndarray:
@@ -374,6 +404,8 @@ def _plan_steps(cfg: HwConfig, col) -> list[tuple[str, object]]:
             if code == Opcode.ALU:
                 if col["n_outer"][i] and col["n_inner"][i]:  # zero trips: the layer barrier
                     steps.append(("alu", _AluPlan.of(col, i)))
+            elif code in (Opcode.LOAD, Opcode.STORE):
+                steps.append((code.name.lower(), _Dma.of(col, i)))
             elif code != Opcode.END:
                 steps.append((code.name.lower(), i))
             i += 1

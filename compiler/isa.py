@@ -197,7 +197,7 @@ SEMANTICS: dict[Opcode, str] = {
         "(as ONNX QuantizeLinear rounds; in hardware: floor shift, then add 1 when the "
         "remainder exceeds half, or equals half and the quotient is odd); "
         "`OUT[out_base + k][c] = clamp(r + zero_point, clamp_lo, clamp_hi)`. "
-        "`mult` is in `[0, 2^31)` and `shift` in `[0, 62]`."
+        "`mult` is in `[0, 2^31)` and `shift` in `[0, 62]` (only its low 6 bits are used)."
     ),
     Opcode.ALU: (
         "For `o < n_outer`, `i < n_inner`: "
@@ -334,6 +334,9 @@ def decode_array(blob: bytes) -> dict[str, np.ndarray]:
         raise IsaError(f"instruction {i}: illegal opcode {int(cols['op'][i])}")
     for i, f in enumerate(FLAGS):
         cols[f] = bits(OPCODE_BITS + i, 1).astype(np.int64)
+    for fields in LAYOUT.values():  # every field has a column, whatever the stream holds
+        for f in fields:
+            cols.setdefault(f.name, np.zeros(n, dtype=np.int64))
     for op, fields in LAYOUT.items():
         sel = cols["op"] == int(op)
         if not sel.any():
@@ -343,8 +346,7 @@ def decode_array(blob: bytes) -> dict[str, np.ndarray]:
             raw = bits(pos, f.bits).astype(np.int64)
             if f.signed:
                 raw = np.where(raw >> (f.bits - 1), raw - (1 << f.bits), raw)
-            col = cols.setdefault(f.name, np.zeros(n, dtype=np.int64))
-            col[sel] = raw[sel]
+            cols[f.name][sel] = raw[sel]
             pos += f.bits
         rest = np.zeros(n, dtype=bool)
         for w in range(INSTR_BITS // 64):

@@ -94,7 +94,7 @@ class Runner:
                     raise ExecutionError(
                         f"input '{name}': shape {list(env[name].shape)}, model expects {spec.shape}"
                     )
-                env[name] = env[name].astype(spec.dtype)
+                env[name] = _coerce(name, env[name], spec.dtype)
             for k, sg in enumerate(self.program.subgraphs):
                 if sg.device == "CPU":
                     res = self.cpu[k].run(sg.outputs, {i: env[i] for i in sg.inputs})
@@ -118,6 +118,17 @@ class Runner:
             t, off = p.tensors[name], p.dram_offsets[name]
             env[name] = from_dram(t, self.dram[off : off + t.nbytes])
         return act
+
+
+def _coerce(name: str, value: np.ndarray, dtype: str) -> np.ndarray:
+    """Accept another float width for a float input; anything else must match exactly."""
+    want = np.dtype(dtype)
+    if value.dtype == want or (value.dtype.kind == "f" and want.kind == "f"):
+        return value.astype(want)
+    raise ExecutionError(
+        f"input '{name}': the model takes {dtype}, got {value.dtype}"
+        + (" (scale images to floats as in training)" if want.kind == "f" else "")
+    )
 
 
 def create_runner(

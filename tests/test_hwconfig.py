@@ -8,13 +8,13 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
 from dpukit.compiler.hwconfig import (
     DEFAULT_CONFIG,
     available_configs,
     config_dir,
     load_config,
 )
-
 from dpukit.errors import ConfigError
 
 SHIPPED = available_configs()

@@ -1,0 +1,127 @@
+"""The `.dpu` program file: round trip, layout on disk, versioning.
+
+Layout (compiler/program.py): 8-byte magic | format version u32 LE | header length u32 LE |
+JSON header | payload sections | SHA-256 of everything before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dpukit.compiler.compile import compile_model
+from dpukit.compiler.program import Program
+from dpukit.errors import ProgramError
+from dpukit.host.runner import create_runner
+from dpukit.models import zoo
+
+
+@pytest.fixture(scope="module")
+def program(quantized_zoo) -> Program:
+    """pools_concat on sim-small: CPU and DPU subgraphs, views, constants."""
+    return compile_model(quantized_zoo("pools_concat", True, "uint8"), "sim-small")
+
+
+@pytest.fixture(scope="module")
+def saved(program: Program, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("program") / "pools_concat.dpu"
+    program.save(path)
+    return path
+
+
+def _split(blob: bytes) -> tuple[bytes, int, dict, bytes]:
+    magic = blob[:8]
+    version, head_len = struct.unpack_from("<II", blob, 8)
+    header = json.loads(blob[16 : 16 + head_len])
+    return magic, version, header, blob[-32:]
+
+
+def test_round_trip_preserves_everything(program: Program, saved: Path) -> None:
+    loaded = Program.load(saved)
+    assert [sg.device for sg in program.subgraphs].count("DPU") >= 1
+    assert [sg.device for sg in program.subgraphs].count("CPU") >= 1
+    assert len(loaded.subgraphs) == len(program.subgraphs)
+    for a, b in zip(loaded.subgraphs, program.subgraphs, strict=True):
+        assert (a.name, a.device, a.inputs, a.outputs) == (b.name, b.device, b.inputs, b.outputs)
+        assert a.payload == b.payload and len(a.payload) > 0
+        assert a.layers == b.layers
+    assert loaded.tensors == program.tensors and len(program.tensors) > 3
+    assert loaded.dram_offsets == program.dram_offsets
+    assert loaded.const_base == program.const_base and loaded.const == program.const
+    assert loaded.fingerprint == program.fingerprint and loaded.config == program.config
+    assert loaded.inputs == program.inputs and loaded.outputs == program.outputs
+    assert loaded.source == program.source
+    assert loaded == program  # and nothing else was forgotten
+
+
+def test_loaded_program_runs_like_the_original(program: Program, saved: Path) -> None:
+    x = zoo.calibration_data((1, 3, 16, 16), n=2, seed=3)
+    a = create_runner(program).run({"input": x})
+    b = create_runner(saved).run({"input": x})
+    for name, value in a.outputs.items():
+        np.testing.assert_array_equal(b.outputs[name], value)
+    assert b.activity.cycles == a.activity.cycles > 0
+
+
+def test_saving_is_deterministic(program: Program, saved: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again.dpu"
+    Program.load(saved).save(again)
+    assert again.read_bytes() == saved.read_bytes()
+
+
+def test_file_has_magic_version_and_checksum(saved: Path) -> None:
+    blob = saved.read_bytes()
+    magic, version, header, digest = _split(blob)
+    assert magic.startswith(b"DPUKIT") and len(magic) == 8
+    assert version >= 1 and header["format_version"] == version
+    assert header["config"]["name"] == "sim-small"
+    assert digest == hashlib.sha256(blob[:-32]).digest()
+
+
+def _with_version(blob: bytes, version: int) -> bytes:
+    """The same file claiming another format version (fixed part and header), re-checksummed."""
+    _, old, _, _ = _split(blob)
+    head_len = struct.unpack_from("<I", blob, 12)[0]
+    head = blob[16 : 16 + head_len].replace(
+        f'"format_version": {old}'.encode(), f'"format_version": {version}'.encode()
+    )
+    body = blob[:8] + struct.pack("<II", version, len(head)) + head + blob[16 + head_len : -32]
+    return body + hashlib.sha256(body).digest()
+
+
+def test_version_rewrite_changes_nothing_else(saved: Path) -> None:
+    blob = saved.read_bytes()
+    assert _with_version(blob, _split(blob)[1]) == blob
+
+
+def test_newer_format_version_is_refused(saved: Path, tmp_path: Path) -> None:
+    blob = saved.read_bytes()
+    version = _split(blob)[1]
+    bumped = tmp_path / "future.dpu"
+    bumped.write_bytes(_with_version(blob, version + 1))
+    assert _split(bumped.read_bytes())[2]["format_version"] == version + 1
+    with pytest.raises(ProgramError) as exc:
+        Program.load(bumped)
+    msg = str(exc.value)
+    assert "version" in msg and str(version + 1) in msg and "recompile" in msg, msg
+
+
+def test_bad_magic_is_refused(saved: Path, tmp_path: Path) -> None:
+    blob = bytearray(saved.read_bytes())
+    blob[:6] = b"ONNXRT"
+    bad = tmp_path / "magic.dpu"
+    bad.write_bytes(bytes(blob))
+    with pytest.raises(ProgramError) as exc:
+        Program.load(bad)
+    assert "magic" in str(exc.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ProgramError) as exc:
+        Program.load(tmp_path / "nowhere.dpu")
+    assert "nowhere.dpu" in str(exc.value)
