@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dpukit.compiler.dma import Dma
 from dpukit.compiler.hwconfig import HwConfig
 from dpukit.compiler.isa import AluOp, Buffer, Opcode
 from dpukit.compiler.timing import Schedule
@@ -30,34 +31,21 @@ def _span(base: int, no: int, ni: int, so: int, si: int) -> tuple[int, int]:
     return base, base + (no - 1) * so + (ni - 1) * si
 
 
-def _dram_span(col, i) -> tuple[int, int] | None:
-    ys, xs, eb = int(col["y_size"][i]), int(col["x_size"][i]), int(col["elem_bytes"][i])
-    if not (ys and xs and eb):
-        return None
-    lo = int(col["dram_offset"][i])
-    return lo, lo + (ys - 1) * int(col["y_stride"][i]) + (xs - 1) * int(col["x_stride"][i]) + eb - 1
-
-
 def accesses(col, i: int) -> list[tuple[str, int, int, bool]]:
     """(resource, first, last, is_write) for everything instruction i touches."""
     op = Opcode(int(col["op"][i]))
     out: list[tuple[str, int, int, bool]] = []
-    if op == Opcode.LOAD:
-        rows = int(col["pad_top"][i]) + int(col["y_size"][i]) + int(col["pad_bottom"][i])
-        cols = int(col["pad_left"][i]) + int(col["x_size"][i]) + int(col["pad_right"][i])
-        if rows * cols:
-            base = int(col["sram_base"][i])
-            buf = Buffer(int(col["buffer"][i])).name.lower()
-            out.append((buf, base, base + rows * cols - 1, True))
-        span = _dram_span(col, i)
-        if span:
-            out.append(("dram", *span, False))
-    elif op == Opcode.STORE:
-        n = int(col["y_size"][i]) * int(col["x_size"][i])
-        span = _dram_span(col, i)
-        if span and n:
-            base = int(col["sram_base"][i])
-            out += [("out", base, base + n - 1, False), ("dram", *span, True)]
+    if op in (Opcode.LOAD, Opcode.STORE):
+        d = Dma.of(col, i)
+        span = d.dram_span()
+        if d.is_load:
+            if d.entries:
+                buf = Buffer(d.buffer).name.lower()
+                out.append((buf, d.sram, d.sram + d.entries - 1, True))
+            if span:
+                out.append(("dram", *span, False))
+        elif span and d.entries:
+            out += [("out", d.sram, d.sram + d.entries - 1, False), ("dram", *span, True)]
     elif op == Opcode.GEMM:
         no, ni = int(col["n_outer"][i]), int(col["n_inner"][i])
         if no and ni:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dpukit.compiler import check, isa, timing
+from dpukit.compiler.dma import Dma
 from dpukit.compiler.hwconfig import HwConfig
 from dpukit.compiler.isa import AluOp, Buffer, Opcode
 
@@ -72,11 +73,11 @@ class _Plan:
                     for load, _ in g.wsrc:
                         if load not in self.wgt_loads:
                             self.wgt_loads[load] = rows
-                            rows += _entries_of(self.col, load)
+                            rows += Dma.of(self.col, load).entries
                 payload.rows = np.array(
                     [[self.wgt_loads[ld] + k for ld, k in g.wsrc] for g in payload.groups]
                 )
-        spans = [check._dram_span(self.col, ld) for ld in self.wgt_loads]
+        spans = [Dma.of(self.col, ld).dram_span() for ld in self.wgt_loads]
         spans = [sp for sp in spans if sp]
         self.wgt_span = (
             (min(a for a, _ in spans), max(b for _, b in spans) + 1) if spans else (0, 0)
@@ -91,7 +92,7 @@ class _Plan:
         if self.wgt_snapshot is not None and np.array_equal(self.wgt_snapshot, dram[lo:hi]):
             return
         for load, row in self.wgt_loads.items():
-            tiles = _Dma.of(self.col, load).entries(dram, cfg.wgt_entry_bytes)
+            tiles = Dma.of(self.col, load).load_entries(dram, cfg.wgt_entry_bytes)
             self.wgt_matrix[row : row + len(tiles)] = tiles
         r, c = cfg.rows, cfg.cols
         for kind, batch in self.steps:
@@ -100,11 +101,6 @@ class _Plan:
                 w = self.wgt_matrix[batch.rows.ravel()].reshape(j, g, r, c)
                 batch.w = np.ascontiguousarray(w.transpose(1, 2, 0, 3).reshape(g * r, j * c))
         self.wgt_snapshot = dram[lo:hi].copy()
-
-
-def _entries_of(col, i: int) -> int:
-    rows = int(col["pad_top"][i]) + int(col["y_size"][i]) + int(col["pad_bottom"][i])
-    return rows * (int(col["pad_left"][i]) + int(col["x_size"][i]) + int(col["pad_right"][i]))
 
 
 class GoldenDPU:
@@ -122,6 +118,7 @@ class GoldenDPU:
         self.inp_f = np.zeros(self.inp.shape, np.float32)
         self.wgt_f = np.zeros((cfg.wgt_entries, r * c), np.float32)
         self._plans: dict[bytes, _Plan] = {}
+        self._requant_cache: dict[bytes, _Requant] = {}
 
     def prepare(self, stream: bytes, dram_size: int) -> _Plan:
         key = stream + dram_size.to_bytes(8, "little")
@@ -142,6 +139,8 @@ class GoldenDPU:
                 self._gemm_apply(plan, *payload)
             elif kind == "alu":
                 self._alu(payload)
+            elif kind == "post":
+                self._post(payload)
             elif kind in ("load", "store"):
                 getattr(self, f"_{kind}")(payload, dram)
             else:
@@ -158,8 +157,8 @@ class GoldenDPU:
         c = self.cfg
         return (c.inp_entry_bytes, c.wgt_entry_bytes, c.cols, c.par_entry_bytes)
 
-    def _load(self, d: _Dma, dram: np.ndarray) -> None:
-        flat = d.entries(dram, self._lanes[d.buffer])
+    def _load(self, d: Dma, dram: np.ndarray) -> None:
+        flat = d.load_entries(dram, self._lanes[d.buffer])
         end = d.sram + len(flat)
         if d.buffer == Buffer.PAR:
             self.par[d.sram : end] = flat.view("<i4").reshape(-1, 3, self.cfg.cols)
@@ -172,10 +171,10 @@ class GoldenDPU:
         else:  # into ACC each byte is sign-extended
             self.acc[d.sram : end] = flat
 
-    def _store(self, d: _Dma, dram: np.ndarray) -> None:
-        if d.ys and d.xs and d.eb:
-            out = self.out[d.sram : d.sram + d.ys * d.xs, : d.eb]
-            d.view(dram)[...] = out.reshape(d.ys, d.xs, d.eb).view(np.uint8)
+    def _store(self, d: Dma, dram: np.ndarray) -> None:
+        if d.has_data:
+            out = self.out[d.sram : d.sram + d.entries, : d.eb]
+            d.view(dram)[...] = out.reshape(d.view(dram).shape).view(np.uint8)
 
     def _product(self, inp_idx: np.ndarray, w: np.ndarray) -> np.ndarray:
         """sum_g INP[inp_idx[g]] @ w[g] exactly: inp_idx [G, T], w [G*R, N] float32."""
@@ -221,13 +220,23 @@ class GoldenDPU:
             p = self.inp[x].astype(np.int64) @ w
             self.acc[a] = wrap32(p if reset else self.acc[a] + p)
 
-    def _post(self, col, i, dram) -> None:
-        n, a, o = int(col["count"][i]), int(col["acc_base"][i]), int(col["out_base"][i])
-        bias, mult, shift = self.par[int(col["par_addr"][i])].astype(np.int64)
-        v = wrap32(self.acc[a : a + n].astype(np.int64) + bias).astype(np.int64)
-        r = round_shift(v * mult, shift)
-        lo, hi = int(col["clamp_lo"][i]), int(col["clamp_hi"][i])
-        self.out[o : o + n] = np.clip(r + int(col["zero_point"][i]), lo, hi).astype(np.int8)
+    def _post(self, p: _PostPlan) -> None:
+        lanes = self._requant_lanes(self.par[p.par])
+        v = np.add(self.acc[p.acc : p.acc + p.count], lanes.bias, dtype=np.int32)  # wraps
+        r = lanes.rounding.apply(v.astype(np.int64) * lanes.mult)
+        r += p.zero_point
+        np.clip(r, p.lo, p.hi, out=r)
+        self.out[p.out : p.out + p.count] = r
+
+    def _requant_lanes(self, entry: np.ndarray) -> _Requant:
+        """A PAR entry's per-lane constants; cached by content (PAR is only ever data)."""
+        key = entry.tobytes()
+        lanes = self._requant_cache.get(key)
+        if lanes is None:
+            bias, mult, shift = entry
+            lanes = _Requant(bias.copy(), mult.astype(np.int64), _Rounding.of(shift))
+            self._requant_cache[key] = lanes
+        return lanes
 
     def _alu(self, a: _AluPlan) -> None:
         if a.independent:
@@ -257,80 +266,82 @@ class _AluPlan:
 
 
 @dataclass(frozen=True)
-class _Dma:
-    """A LOAD's or STORE's fields as plain ints, read once per program."""
-
-    buffer: int
-    sram: int
-    offset: int
-    ys: int
-    xs: int
-    eb: int
-    y_stride: int
-    x_stride: int
-    pads: tuple[int, int, int, int]  # top, left, bottom, right
-    pad_value: int
-
-    @classmethod
-    def of(cls, col, i: int) -> _Dma:
-        f = {k: int(v[i]) for k, v in col.items()}
-        load = f["op"] == Opcode.LOAD
-        return cls(
-            f.get("buffer", 0) if load else -1,
-            f["sram_base"],
-            f["dram_offset"],
-            f["y_size"],
-            f["x_size"],
-            f["elem_bytes"],
-            f["y_stride"],
-            f["x_stride"],
-            (f["pad_top"], f["pad_left"], f["pad_bottom"], f["pad_right"]) if load else (0,) * 4,
-            0 if not load or f["buffer"] == Buffer.PAR else f["pad_value"],
-        )
-
-    def view(self, dram: np.ndarray) -> np.ndarray:
-        """The [ys, xs, eb] DRAM bytes, as a strided view (check_bounds proved them inside)."""
-        return np.ndarray(
-            (self.ys, self.xs, self.eb),
-            np.uint8,
-            dram,
-            self.offset,
-            (self.y_stride, self.x_stride, 1),
-        )
-
-    def entries(self, dram: np.ndarray, lanes: int) -> np.ndarray:
-        """The entries a LOAD writes, int8 [entries, lanes]: DRAM data, zero fill, padding."""
-        pt, pl, pb, pr = self.pads
-        ys, xs, eb = self.ys, self.xs, self.eb
-        block = np.full((pt + ys + pb, pl + xs + pr, lanes), self.pad_value, np.int8)
-        if ys and xs and eb:
-            block[pt : pt + ys, pl : pl + xs, :eb] = self.view(dram).view(np.int8)
-            block[pt : pt + ys, pl : pl + xs, eb:] = 0
-        return block.reshape(-1, lanes)
-
-
-def round_shift(p: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """p / 2^shift rounded to nearest, ties to even (as ONNX QuantizeLinear rounds).
+class _Rounding:
+    """Division by 2^shift, rounded to nearest with ties to even (as QuantizeLinear rounds).
 
     With p = q*2^s + r: q + 1 exactly when r > 2^(s-1), or r == 2^(s-1) and q is odd, i.e.
     (p + 2^(s-1) - 1 + (q & 1)) >> s. The shift uses its low 6 bits; |p| < 2^62, no overflow.
     """
-    s = shift & 63
-    on = s > 0
-    half_minus_1 = np.where(on, np.left_shift(1, np.maximum(s - 1, 0)) - 1, 0)
-    return (p + half_minus_1 + ((p >> s) & on)) >> s
+
+    shift: np.ndarray
+    half_minus_1: np.ndarray
+    odd_mask: np.ndarray  # 1 where shift > 0: only then can the quotient's parity matter
+
+    @classmethod
+    def of(cls, shift: np.ndarray) -> _Rounding:
+        s = np.asarray(shift, np.int64) & 63
+        on = (s > 0).astype(np.int64)
+        return cls(s, np.where(on, np.left_shift(1, np.maximum(s - 1, 0)) - 1, 0), on)
+
+    def apply(self, p: np.ndarray) -> np.ndarray:
+        q = p >> self.shift
+        q &= self.odd_mask
+        q += p
+        q += self.half_minus_1
+        q >>= self.shift
+        return q
+
+
+def round_shift(p: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """p / 2^shift, rounded to nearest with ties to even (int64 in, int64 out)."""
+    return _Rounding.of(shift).apply(np.asarray(p, np.int64))
+
+
+@dataclass(frozen=True)
+class _Requant:
+    bias: np.ndarray  # int32 per lane
+    mult: np.ndarray  # int64 per lane
+    rounding: _Rounding
+
+
+@dataclass(frozen=True)
+class _PostPlan:
+    acc: int
+    out: int
+    count: int
+    par: int
+    zero_point: int
+    lo: int
+    hi: int
+
+    @classmethod
+    def of(cls, col, i: int) -> _PostPlan:
+        f = [
+            int(col[k][i])
+            for k in (
+                "acc_base",
+                "out_base",
+                "count",
+                "par_addr",
+                "zero_point",
+                "clamp_lo",
+                "clamp_hi",
+            )
+        ]
+        return cls(*f)
 
 
 def _alu_lane(op: AluOp, dst: np.ndarray, src: np.ndarray, imm: np.int64) -> np.ndarray:
-    dst, src = dst.astype(np.int64), src.astype(np.int64)
-    result = {
-        AluOp.MOV: lambda: src,
-        AluOp.ADD: lambda: dst + src,
-        AluOp.MAX: lambda: np.maximum(dst, src),
-        AluOp.MULI: lambda: src * imm,
-        AluOp.ADDI: lambda: src + imm,
-    }[op]()
-    return wrap32(result)
+    """One ALU operation on int32 lanes, wrapping like the hardware."""
+    if op == AluOp.MOV:
+        return src
+    if op == AluOp.MAX:
+        return np.maximum(dst, src)
+    if op == AluOp.ADD:
+        return np.add(dst, src, dtype=np.int32)  # int32 array addition wraps
+    if op == AluOp.MULI:
+        return wrap32(src.astype(np.int64) * imm)
+    return wrap32(src.astype(np.int64) + imm)  # ADDI
 
 
 def _grid(col, i, prefix: str, no: int, ni: int) -> np.ndarray:
@@ -374,11 +385,11 @@ def _plan_steps(cfg: HwConfig, col) -> list[tuple[str, object]]:
     """Program order, with GEMM work merged into as few matrix products as is exact."""
     op = col["op"]
     n = len(op)
-    store_spans = [check._dram_span(col, i) for i in np.flatnonzero(op == Opcode.STORE)]
+    store_spans = [Dma.of(col, i).dram_span() for i in np.flatnonzero(op == Opcode.STORE)]
     store_spans = [sp for sp in store_spans if sp]
 
     def dram_stable(i: int) -> bool:
-        lo, hi = check._dram_span(col, i) or (0, -1)
+        lo, hi = Dma.of(col, i).dram_span() or (0, -1)
         return all(hi < a or lo > b for a, b in store_spans)
 
     src_load = np.full(cfg.wgt_entries, -1, np.int64)
@@ -391,21 +402,21 @@ def _plan_steps(cfg: HwConfig, col) -> list[tuple[str, object]]:
         code = Opcode(int(op[i]))
         if code != Opcode.GEMM:
             if code == Opcode.LOAD:
-                rows = int(col["pad_top"][i]) + int(col["y_size"][i]) + int(col["pad_bottom"][i])
-                cols = int(col["pad_left"][i]) + int(col["x_size"][i]) + int(col["pad_right"][i])
-                lo = int(col["sram_base"][i])
-                hi = lo + rows * cols - 1
-                if col["buffer"][i] == Buffer.WGT and hi >= lo:
+                d = Dma.of(col, i)
+                lo, hi = d.sram, d.sram + d.entries - 1
+                if d.buffer == Buffer.WGT and hi >= lo:
                     stable = dram_stable(i)
                     src_load[lo : hi + 1] = i if stable else -1
                     src_k[lo : hi + 1] = np.arange(hi - lo + 1)
-                elif col["buffer"][i] == Buffer.INP:
+                elif d.buffer == Buffer.INP:
                     inp_writes.append((len(steps), lo, hi))
             if code == Opcode.ALU:
                 if col["n_outer"][i] and col["n_inner"][i]:  # zero trips: the layer barrier
                     steps.append(("alu", _AluPlan.of(col, i)))
             elif code in (Opcode.LOAD, Opcode.STORE):
-                steps.append((code.name.lower(), _Dma.of(col, i)))
+                steps.append((code.name.lower(), Dma.of(col, i)))
+            elif code == Opcode.POST:
+                steps.append(("post", _PostPlan.of(col, i)))
             elif code != Opcode.END:
                 steps.append((code.name.lower(), i))
             i += 1
@@ -478,17 +489,13 @@ def _activity(cfg: HwConfig, col, sched: timing.Schedule) -> Activity:
     for i in range(len(op)):
         code = Opcode(int(op[i]))
         if code in (Opcode.LOAD, Opcode.STORE):
-            entries = int(col["y_size"][i]) * int(col["x_size"][i])
-            moved = entries * int(col["elem_bytes"][i])
-            if code == Opcode.LOAD:
-                act.dram_read_bytes += moved
-                total = (
-                    int(col["pad_top"][i]) + int(col["y_size"][i]) + int(col["pad_bottom"][i])
-                ) * (int(col["pad_left"][i]) + int(col["x_size"][i]) + int(col["pad_right"][i]))
-                writes[Buffer(int(col["buffer"][i])).name.lower()] += total
+            d = Dma.of(col, i)
+            if d.is_load:
+                act.dram_read_bytes += d.data_bytes
+                writes[Buffer(d.buffer).name.lower()] += d.entries
             else:
-                act.dram_write_bytes += moved
-                reads["out"] += entries
+                act.dram_write_bytes += d.data_bytes
+                reads["out"] += d.entries
         elif code == Opcode.GEMM:
             t = int(col["n_outer"][i]) * int(col["n_inner"][i])
             act.mac_cycles += t

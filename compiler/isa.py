@@ -88,6 +88,7 @@ class Field:
     bits: int
     signed: bool = False
     doc: str = ""
+    default: int | None = None  # a field with a default may be left out of `make`
 
     @property
     def lo(self) -> int:
@@ -117,6 +118,8 @@ LAYOUT: dict[Opcode, list[Field]] = {
         Field("pad_left", 6, doc="padding entries before each row"),
         Field("pad_right", 6, doc="padding entries after each row"),
         Field("pad_value", 8, signed=True, doc="value of every lane of a padding entry"),
+        Field("z_size", 16, doc="planes of y x x entries (e.g. channel blocks)", default=1),
+        Field("z_stride", 32, doc="bytes between planes in DRAM", default=0),
     ],
     Opcode.STORE: [
         Field("sram_base", 16, doc="first OUT entry read"),
@@ -165,17 +168,18 @@ for _op, _fields in LAYOUT.items():
 # model implements exactly this; docs/isa.md shows it next to the field tables.
 SEMANTICS: dict[Opcode, str] = {
     Opcode.LOAD: (
-        "For `y` in `[0, pad_top + y_size + pad_bottom)` and `x` in "
-        "`[0, pad_left + x_size + pad_right)`, entry "
-        "`sram_base + y*(pad_left + x_size + pad_right) + x` of `buffer` receives, if `(y, x)` "
+        "For each plane `z` in `[0, z_size)`, `y` in `[0, pad_top + y_size + pad_bottom)` and "
+        "`x` in `[0, pad_left + x_size + pad_right)`, with `rows = pad_top + y_size + "
+        "pad_bottom` and `cols = pad_left + x_size + pad_right`, entry "
+        "`sram_base + (z*rows + y)*cols + x` of `buffer` receives, if `(y, x)` "
         "is inside the data (`pad_top <= y < pad_top + y_size` and "
         "`pad_left <= x < pad_left + x_size`), the `elem_bytes` bytes read from DRAM at "
-        "`base + dram_offset + (y - pad_top)*y_stride + (x - pad_left)*x_stride`, zero-filled "
-        "to the entry width; otherwise `pad_value` in every lane. INP and WGT lanes are int8; "
-        "into ACC each byte is sign-extended to one int32 lane; into PAR the bytes are copied "
-        "raw. A DRAM byte outside `[0, limit)` of the data window, or an entry outside the "
-        "buffer, is an error: the DPU stops with an error code. (`base` and `limit` are the "
-        "data window's base address and size registers.)"
+        "`base + dram_offset + z*z_stride + (y - pad_top)*y_stride + (x - pad_left)*x_stride`, "
+        "zero-filled to the entry width; otherwise `pad_value` in every lane. INP and WGT "
+        "lanes are int8; into ACC each byte is sign-extended to one int32 lane; into PAR the "
+        "bytes are copied raw. A DRAM byte outside `[0, limit)` of the data window, or an "
+        "entry outside the buffer, is an error: the DPU stops with an error code. (`base` and "
+        "`limit` are the data window's base address and size registers.)"
     ),
     Opcode.STORE: (
         "For `y < y_size` and `x < x_size`, the first `elem_bytes` lanes (int8) of OUT entry "
@@ -245,8 +249,11 @@ class Instr:
 
 
 def make(op: Opcode, **fields: int) -> Instr:
-    """Build an instruction; every field of the opcode must be given (flags default to 0)."""
+    """Build an instruction; every field without a default must be given (flags default 0)."""
     flags = {k: bool(fields.pop(k)) for k in FLAGS if k in fields}
+    for f in LAYOUT[op]:
+        if f.default is not None:
+            fields.setdefault(f.name, f.default)
     names = [f.name for f in LAYOUT[op]]
     missing = set(names) - fields.keys()
     extra = fields.keys() - set(names)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dpukit.compiler.dma import Dma
 from dpukit.compiler.hwconfig import HwConfig
 from dpukit.compiler.isa import INSTR_BYTES, Engine, Opcode
 from dpukit.errors import ExecutionError
@@ -74,33 +75,14 @@ def dma_beats(starts: np.ndarray, length: int, bus_bytes: int) -> int:
     return int(((starts + length - 1) // bus_bytes - starts // bus_bytes + 1).sum())
 
 
-def dma_runs(col: dict[str, np.ndarray], i: int) -> tuple[np.ndarray, int]:
-    """Start addresses and length of the contiguous DRAM runs of a LOAD/STORE."""
-    off, ys, xs = int(col["dram_offset"][i]), int(col["y_size"][i]), int(col["x_size"][i])
-    yst, xst, eb = int(col["y_stride"][i]), int(col["x_stride"][i]), int(col["elem_bytes"][i])
-    if ys == 0 or xs == 0 or eb == 0:
-        return np.zeros(0, np.int64), 0
-    if xst == eb:  # a row is one run
-        if yst == xs * eb:
-            return np.array([off], np.int64), ys * xs * eb
-        return off + yst * np.arange(ys, dtype=np.int64), xs * eb
-    grid = off + yst * np.arange(ys, dtype=np.int64)[:, None] + xst * np.arange(xs)[None, :]
-    return grid.ravel(), eb
-
-
 def instr_cycles(cfg: HwConfig, col: dict[str, np.ndarray]) -> np.ndarray:
     n = len(col["op"])
     cyc = np.ones(n, dtype=np.int64)
     op = col["op"]
     for i in np.flatnonzero((op == Opcode.LOAD) | (op == Opcode.STORE)):
-        starts, length = dma_runs(col, i)
-        beats = dma_beats(starts, length, cfg.bus_bytes)
-        entries = int(col["y_size"][i]) * int(col["x_size"][i])
-        if op[i] == Opcode.LOAD:
-            entries = (
-                int(col["pad_top"][i]) + int(col["y_size"][i]) + int(col["pad_bottom"][i])
-            ) * (int(col["pad_left"][i]) + int(col["x_size"][i]) + int(col["pad_right"][i]))
-        cyc[i] = cfg.dram_latency_cycles + max(beats, entries)
+        d = Dma.of(col, i)
+        beats = dma_beats(*d.runs(), cfg.bus_bytes)
+        cyc[i] = cfg.dram_latency_cycles + max(beats, d.entries)
     g = op == Opcode.GEMM
     cyc[g] = 2 * cfg.rows + cfg.cols - 2 + col["n_outer"][g] * col["n_inner"][g]
     p = op == Opcode.POST

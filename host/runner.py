@@ -46,6 +46,10 @@ class Runner:
         self.cpu: dict[int, ort.InferenceSession] = {}
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        # CPU subgraphs are small; a thread pool would spin after each run and steal the
+        # cores the DPU backend is about to use.
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
         for k, sg in enumerate(program.subgraphs):
             if sg.device == "CPU":
                 self.cpu[k] = ort.InferenceSession(

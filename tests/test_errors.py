@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from stream_helpers import instr
 
 from dpukit.compiler import isa
 from dpukit.compiler.compile import compile_model
@@ -156,14 +157,9 @@ def test_missing_input(dpu_file: Path) -> None:
 CFG = load_config("sim-small")
 
 
-def _i(op: Opcode, **fields: int) -> isa.Instr:
-    """An instruction; fields not given are 0 (flags too)."""
-    return isa.make(op, **({f.name: 0 for f in isa.LAYOUT[op]} | fields))
-
-
 def _load_inp(entries: int, dram_offset: int = 0, **flags: bool) -> isa.Instr:
     """LOAD `entries` INP entries of 4 bytes from consecutive DRAM bytes."""
-    return _i(
+    return instr(
         Opcode.LOAD,
         buffer=Buffer.INP,
         dram_offset=dram_offset,
@@ -178,7 +174,7 @@ def _load_inp(entries: int, dram_offset: int = 0, **flags: bool) -> isa.Instr:
 
 def _gemm(entries: int, **flags: bool) -> isa.Instr:
     """GEMM streaming INP[0:entries] into ACC[0:entries]."""
-    return _i(
+    return instr(
         Opcode.GEMM,
         reset=1,
         n_outer=1,
@@ -192,10 +188,10 @@ def _gemm(entries: int, **flags: bool) -> isa.Instr:
 # compiler/timing.py needs a POST and a GEMM or ALU in every stream (see
 # test_golden_semantics.test_stream_without_post_runs); this POST and ALU touch nothing.
 FILLER = [
-    _i(Opcode.POST, clamp_lo=-128, clamp_hi=127),
-    _i(Opcode.ALU, alu_op=AluOp.MOV),
+    instr(Opcode.POST, clamp_lo=-128, clamp_hi=127),
+    instr(Opcode.ALU, alu_op=AluOp.MOV),
 ]
-END = _i(Opcode.END)
+END = instr(Opcode.END)
 
 
 def _run(instrs: list[isa.Instr], dram_size: int = 256):
@@ -234,7 +230,7 @@ def test_load_outside_the_data_window() -> None:
 
 
 def test_load_outside_its_buffer() -> None:
-    load = _i(
+    load = instr(
         Opcode.LOAD,
         buffer=Buffer.INP,
         sram_base=CFG.inp_entries - 1,

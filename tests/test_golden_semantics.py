@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from stream_helpers import instr
 
 from dpukit.compiler import isa
 from dpukit.compiler.golden import GoldenDPU
@@ -18,11 +19,6 @@ from dpukit.compiler.hwconfig import load_config
 from dpukit.compiler.isa import AluOp, Buffer, Opcode
 
 CFG = load_config("sim-small")
-
-
-def _i(op: Opcode, **fields: int) -> isa.Instr:
-    """An instruction; fields not given are 0 (flags too)."""
-    return isa.make(op, **({f.name: 0 for f in isa.LAYOUT[op]} | fields))
 
 
 def _load(
@@ -36,7 +32,7 @@ def _load(
     elem_bytes: int,
     **rest: int,
 ) -> isa.Instr:
-    return _i(
+    return instr(
         Opcode.LOAD,
         buffer=buffer,
         sram_base=sram_base,
@@ -51,34 +47,28 @@ def _load(
 
 
 def _gemm(**fields: int) -> isa.Instr:
-    return _i(Opcode.GEMM, **fields)
+    return instr(Opcode.GEMM, **fields)
 
 
 def _alu(op: AluOp, **fields: int) -> isa.Instr:
     """ALU of one trip (n_outer = n_inner = 1) unless given."""
-    return _i(Opcode.ALU, alu_op=op, **({"n_outer": 1, "n_inner": 1} | fields))
+    return instr(Opcode.ALU, alu_op=op, **({"n_outer": 1, "n_inner": 1} | fields))
 
 
 def _post(acc_base: int, out_base: int, count: int, par_addr: int, **rest: int) -> isa.Instr:
     """POST; no clamp (-128..127) and zero point 0 unless given."""
     fields = {"zero_point": 0, "clamp_lo": -128, "clamp_hi": 127} | rest
-    return _i(
+    return instr(
         Opcode.POST, acc_base=acc_base, out_base=out_base, count=count, par_addr=par_addr, **fields
     )
 
 
 END = isa.make(Opcode.END)
-# compiler/timing.py reads the POST `count` and the GEMM/ALU `n_outer`/`n_inner` columns of
-# every stream, and decode_array only has them when such an instruction is present: a stream
-# without a POST (or without a GEMM and an ALU) dies with KeyError (pinned by
-# test_stream_without_post_runs). Until that is fixed the streams below end with a POST of
-# count 0 and an ALU of zero trips: neither touches any buffer.
-FILLER = [_post(0, 0, 0, 0), _i(Opcode.ALU, alu_op=AluOp.MOV)]
 
 
-def _run(instrs: list[isa.Instr], dram: np.ndarray, filler: bool = True):
+def _run(instrs: list[isa.Instr], dram: np.ndarray):
     dpu = GoldenDPU(CFG)
-    activity = dpu.run(isa.to_bytes([*instrs, *(FILLER if filler else []), END]), dram)
+    activity = dpu.run(isa.to_bytes([*instrs, END]), dram)
     return dpu, activity
 
 
@@ -284,7 +274,7 @@ def test_store_writes_strided_bytes() -> None:
 def test_stream_without_post_runs() -> None:
     """A stream of one LOAD and END is legal (it passes the checker's rules) and must run."""
     dram = _dram(64, {0: _i8([1, 2, 3, 4])})
-    dpu, _ = _run([_load(Buffer.INP, 0, 0, 1, 1, 0, 4, 4)], dram, filler=False)
+    dpu, _ = _run([_load(Buffer.INP, 0, 0, 1, 1, 0, 4, 4)], dram)
     np.testing.assert_array_equal(dpu.inp[0], [1, 2, 3, 4])
 
 
@@ -311,7 +301,7 @@ def test_single_gemm_cycle_count() -> None:
       and takes 1 cycle.
     Total: 16 + 4 + (2*4 + 4 - 2 + 15) + 1 = 46.
     """
-    _, activity = _run([_single_gemm(3, 5)], np.zeros(64, np.uint8), filler=False)
+    _, activity = _run([_single_gemm(3, 5)], np.zeros(64, np.uint8))
     assert activity.cycles == 16 + 4 + (2 * 4 + 4 - 2 + 3 * 5) + 1 == 46
     assert activity.busy == {"load": 0, "compute": 25, "store": 0}
 
@@ -322,6 +312,6 @@ def test_single_gemm_then_empty_post_cycle_count(n_outer: int, n_inner: int) -> 
     engine, count + POST_PIPELINE = 0 + 4 cycles. Total 16 + 4 + (10 + n) + 4 + 1 = 35 + n."""
     n = n_outer * n_inner
     stream = [_single_gemm(n_outer, n_inner), _post(0, 0, 0, 0)]
-    _, activity = _run(stream, np.zeros(64, np.uint8), filler=False)
+    _, activity = _run(stream, np.zeros(64, np.uint8))
     assert activity.cycles == 16 + 4 + (2 * 4 + 4 - 2 + n) + (0 + 4) + 1 == 35 + n
     assert activity.busy == {"load": 0, "compute": 10 + n + 4, "store": 0}

@@ -37,7 +37,11 @@ package dpu_isa_pkg;
   localparam int unsigned LoadPadRightBits = 6;  // [185:180]
   localparam int unsigned LoadPadValueLsb = LoadPadRightLsb + LoadPadRightBits;
   localparam int unsigned LoadPadValueBits = 8;  // [193:186]
-  localparam int unsigned LoadReservedLsb = LoadPadValueLsb + LoadPadValueBits;
+  localparam int unsigned LoadZSizeLsb = LoadPadValueLsb + LoadPadValueBits;
+  localparam int unsigned LoadZSizeBits = 16;  // [209:194]
+  localparam int unsigned LoadZStrideLsb = LoadZSizeLsb + LoadZSizeBits;
+  localparam int unsigned LoadZStrideBits = 32;  // [241:210]
+  localparam int unsigned LoadReservedLsb = LoadZStrideLsb + LoadZStrideBits;
 
   // STORE
   localparam int unsigned StoreSramBaseLsb = FieldsLsb;
@@ -164,6 +168,8 @@ package dpu_isa_pkg;
   // One struct per opcode: <op>_instr_t'(word) decodes an instruction word.
   typedef struct packed {
     logic [InstrBits-LoadReservedLsb-1:0] reserved;
+    logic [LoadZStrideBits-1:0] z_stride;
+    logic [LoadZSizeBits-1:0] z_size;
     logic signed [LoadPadValueBits-1:0] pad_value;
     logic [LoadPadRightBits-1:0] pad_right;
     logic [LoadPadLeftBits-1:0] pad_left;
