@@ -26,13 +26,10 @@ from dpukit.models import zoo
 from dpukit.quantize import quantize_model
 
 
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def _time(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
 
 
 def bench_resnet18(config: str, workdir: Path) -> dict:
@@ -44,11 +41,16 @@ def bench_resnet18(config: str, workdir: Path) -> dict:
     runner = create_runner(program)
     x = zoo.calibration_data(shape, n=1, seed=1)
     feed = {program.inputs[0].name: x}
-    result = runner.run(feed)  # warm-up (first run also prepares nothing more: plans are built)
-    golden_s = _median_time(lambda: runner.run(feed), 3)
+    result = runner.run(feed)  # warm-up: builds the golden model's plan once
     session = ort.InferenceSession(str(qdq), providers=["CPUExecutionProvider"])
     session.run(None, feed)
-    ort_s = _median_time(lambda: session.run(None, feed), 20)
+    # Alternating blocks, so both see the same machine; the first run of each block is
+    # dropped (onnxruntime's worker threads keep spinning for a while after a run).
+    golden_times, ort_times = [], []
+    for _ in range(3):
+        golden_times += [_time(lambda: runner.run(feed)) for _ in range(6)][1:]
+        ort_times += [_time(lambda: session.run(None, feed)) for _ in range(21)][1:]
+    golden_s, ort_s = statistics.median(golden_times), statistics.median(ort_times)
     dpu_instrs = sum(len(sg.payload) // 32 for sg in program.subgraphs if sg.device == "DPU")
     act = result.activity
     return {

@@ -212,6 +212,8 @@ def _load(
     eb: int,
     pads=(0, 0, 0, 0),
     pad_value: int = 0,
+    planes: int = 1,
+    plane_stride: int = 0,
 ) -> Instr:
     pt, pl, pb, pr = pads
     if max(pads) > 63:
@@ -231,6 +233,8 @@ def _load(
         pad_left=pl,
         pad_right=pr,
         pad_value=pad_value,
+        z_size=planes,
+        z_stride=plane_stride,
     )
 
 
@@ -341,15 +345,14 @@ class LayerCompiler:
             [(i, ky, kx) for i in needed[j] for ky in range(kh) for kx in range(kw)]
             for j in range(n_co)
         ]
-        par = []
+        entries = []
         for j in range(n_co):
             sl = slice(j * c, min((j + 1) * c, co))
             pairs = [requant_params(float(m)) for m in op.multiplier[sl]]
-            par.append(
-                self.dram.add_const(
-                    _par_entry(cfg, op.bias[sl], [p[0] for p in pairs], [p[1] for p in pairs])
-                )
-            )
+            mults, shifts = [p[0] for p in pairs], [p[1] for p in pairs]
+            entries.append(_par_entry(cfg, op.bias[sl], mults, shifts))
+        par0 = self.dram.add_const(b"".join(entries))  # entry j at par0 + j*entry bytes
+        par = [par0 + j * cfg.par_entry_bytes for j in range(n_co)]
         return {
             "tiles": tiles,
             "terms": terms,
@@ -408,35 +411,36 @@ class LayerCompiler:
                 pads = (vy0 - iy, vx0 - ix, iy + hin - max(vy1, vy0), ix + win - max(vx1, vx0))
                 # Output channel blocks whose accumulators fit half of ACC together share
                 # each input chunk: one INP load serves all of them.
-                group = max(1, min(n_co, em.half["acc"] // t))
+                group = max(1, min(n_co, em.half["acc"] // t, em.half["par"]))
                 for j0 in range(0, n_co, group):
                     members = range(j0, min(n_co, j0 + group))
                     acc_base = em.new_use("acc", t * len(members))
+                    par_base = None
                     for q in range(max(len(chunks_of[j]) for j in members)):
                         for jl, j in enumerate(members):
                             if q >= len(chunks_of[j]):
                                 continue
                             chunk = chunks_of[j][q]
                             s = em.step()
+                            if par_base is None:  # the group's requantization parameters
+                                par_base = self._load_par(s, k["par"][j0], len(members))
                             blocks = list(dict.fromkeys(term[0] for term in chunk))
                             key = (oy0, ox0, tuple(blocks))
                             if key != last_inp:
                                 inp_base = em.new_use("inp", len(blocks) * hin * win)
-                                for bl, blk in enumerate(blocks):
-                                    s.loads.append(
-                                        _load(
-                                            Buffer.INP,
-                                            inp_base + bl * hin * win,
-                                            xa + (vy0 * wi_ + vx0) * ci + blk * r,
-                                            max(0, vy1 - vy0),
-                                            max(0, vx1 - vx0),
-                                            wi_ * ci,
-                                            ci,
-                                            min(r, ci - blk * r),
-                                            pads,
-                                            x.zero_point,
-                                        )
-                                    )
+                                self._load_inp(
+                                    s,
+                                    inp_base,
+                                    blocks,
+                                    hin * win,
+                                    xa + (vy0 * wi_ + vx0) * ci,
+                                    max(0, vy1 - vy0),
+                                    max(0, vx1 - vx0),
+                                    wi_ * ci,
+                                    ci,
+                                    pads,
+                                    x.zero_point,
+                                )
                                 last_inp = key
                             wbase = em.new_use("wgt", len(chunk))
                             s.loads.append(
@@ -472,12 +476,11 @@ class LayerCompiler:
                                     )
                                 )
                             if q == len(chunks_of[j]) - 1:  # accumulation complete
-                                par_base = self._load_par(s, k["par"][j])
                                 self._emit_output(
                                     s,
                                     acc,
                                     t,
-                                    par_base,
+                                    par_base + jl,
                                     y,
                                     op.clamp,
                                     ya + (oy0 * wo + ox0) * co + j * c,
@@ -490,12 +493,42 @@ class LayerCompiler:
         macs = ho * wo * co * kh * kw * (ci // op.groups)
         return self._stats(op, macs, k["weight_bytes"], f"{th}x{tw} px, {max_blocks} in-blocks")
 
-    def _load_par(self, s: _Step, dram: int) -> int:
-        """Load one PAR entry for this step; returns its on-chip address."""
-        base = self.em.new_use("par", 1)
+    def _load_par(self, s: _Step, dram: int, count: int = 1) -> int:
+        """Load `count` consecutive PAR entries in this step; returns the first's address."""
+        base = self.em.new_use("par", count)
         n = self.cfg.par_entry_bytes
-        s.loads.append(_load(Buffer.PAR, base, dram, 1, 1, n, n, n))
+        s.loads.append(_load(Buffer.PAR, base, dram, 1, count, count * n, n, n))
         return base
+
+    def _load_inp(self, s, base, blocks, plane, src, ys, xs, ystride, ci, pads, zp) -> None:
+        """INP loads of a tile: one per run of consecutive, equally wide channel blocks."""
+        r = self.cfg.rows
+        first = 0
+        for k in range(1, len(blocks) + 1):
+            same_run = (
+                k < len(blocks)
+                and blocks[k] == blocks[k - 1] + 1
+                and min(r, ci - blocks[k] * r) == min(r, ci - blocks[first] * r)
+            )
+            if not same_run:
+                b = blocks[first]
+                s.loads.append(
+                    _load(
+                        Buffer.INP,
+                        base + first * plane,
+                        src + b * r,
+                        ys,
+                        xs,
+                        ystride,
+                        ci,
+                        min(r, ci - b * r),
+                        pads,
+                        zp,
+                        planes=k - first,
+                        plane_stride=r,
+                    )
+                )
+                first = k
 
     def _emit_output(
         self,
@@ -582,6 +615,7 @@ class LayerCompiler:
         th, tw = self._maxpool_tile(op, ho, wo)
         xa, ya = self.addr(op.x), self.addr(op.y)
         em.begin_layer()
+        pbase = None
         for oy0, th_a in _tiles(ho, th):
             for ox0, tw_a in _tiles(wo, tw):
                 hin, win = (th_a - 1) * sh + kh, (tw_a - 1) * sw + kw
@@ -607,7 +641,8 @@ class LayerCompiler:
                             -128,
                         )
                     )
-                    pbase = self._load_par(s, par)
+                    if pbase is None:  # one parameter entry serves the whole layer
+                        pbase = self._load_par(s, par)
                     for ky in range(kh):
                         for kx in range(kw):
                             s.compute.append(
@@ -663,6 +698,7 @@ class LayerCompiler:
         th, tw = self._flat_tile(h, w, per_px=2)
         aa, ba, ya = self.addr(op.a), self.addr(op.b), self.addr(op.y)
         em.begin_layer()
+        pbase = None
         for oy0, th_a in _tiles(h, th):
             for ox0, tw_a in _tiles(w, tw):
                 for cb in range(-(-ch // c)):
@@ -675,7 +711,8 @@ class LayerCompiler:
                         s.loads.append(
                             _load(Buffer.ACC, dst, src + off, th_a, tw_a, w * ch, ch, eb)
                         )
-                    pbase = self._load_par(s, par)
+                    if pbase is None:  # one parameter entry serves the whole layer
+                        pbase = self._load_par(s, par)
                     s.compute += [
                         _alu(AluOp.MULI, base, base, 1, cnt, 0, 1, 0, 1, ma),
                         _alu(AluOp.MULI, base + cnt, base + cnt, 1, cnt, 0, 1, 0, 1, mb),
@@ -707,6 +744,7 @@ class LayerCompiler:
             mult, shift = requant_params(x.scale / y.scale)
             par = self.dram.add_const(_par_entry(cfg, -x.zero_point, mult, shift))
             xa = self.addr(name)
+            pbase = None
             for oy0, th_a in _tiles(h, th):
                 for ox0, tw_a in _tiles(w, tw):
                     for cb in range(-(-cx // c)):
@@ -726,7 +764,8 @@ class LayerCompiler:
                                 eb,
                             )
                         )
-                        pbase = self._load_par(s, par)
+                        if pbase is None:  # one parameter entry serves this input
+                            pbase = self._load_par(s, par)
                         self._emit_output(
                             s,
                             base,

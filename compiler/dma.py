@@ -115,12 +115,20 @@ class Dma:
             (self.z_stride, self.y_stride, self.x_stride, 1),
         )
 
-    def load_entries(self, dram: np.ndarray, lanes: int) -> np.ndarray:
-        """The entries a LOAD writes, int8 [entries, lanes]: DRAM data, zero fill, padding."""
+    def load_into(self, target: np.ndarray, dram: np.ndarray) -> None:
+        """Write a LOAD's entries into `target` ([entries, lanes], any integer type)."""
         pt, pl, _, _ = self.pads
         ys, xs, eb = self.ys, self.xs, self.eb
-        block = np.full((self.planes, self.rows, self.cols, lanes), self.pad_value, np.int8)
+        block = target.reshape(self.planes, self.rows, self.cols, target.shape[1])
+        if self.entries != self.planes * ys * xs:  # there is padding
+            block[...] = self.pad_value
         if self.has_data:
             block[:, pt : pt + ys, pl : pl + xs, :eb] = self.view(dram).view(np.int8)
-            block[:, pt : pt + ys, pl : pl + xs, eb:] = 0
-        return block.reshape(-1, lanes)
+            if eb < target.shape[1]:
+                block[:, pt : pt + ys, pl : pl + xs, eb:] = 0
+
+    def load_entries(self, dram: np.ndarray, lanes: int) -> np.ndarray:
+        """The entries a LOAD writes, int8 [entries, lanes]."""
+        entries = np.empty((self.entries, lanes), np.int8)
+        self.load_into(entries, dram)
+        return entries

@@ -99,7 +99,10 @@ class _Plan:
             if kind == "gemm_batch":
                 j, g = batch.rows.shape
                 w = self.wgt_matrix[batch.rows.ravel()].reshape(j, g, r, c)
-                batch.w = np.ascontiguousarray(w.transpose(1, 2, 0, 3).reshape(g * r, j * c))
+                w = w.transpose(1, 2, 0, 3).reshape(g * r, j * c)
+                keep = np.flatnonzero(w.any(axis=1))
+                batch.keep = keep if keep.size < 0.75 * len(w) else None
+                batch.w = np.ascontiguousarray(w if batch.keep is None else w[keep])
         self.wgt_snapshot = dram[lo:hi].copy()
 
 
@@ -114,9 +117,9 @@ class GoldenDPU:
         self.acc = np.zeros((cfg.acc_entries, c), np.int32)
         self.out = np.zeros((cfg.out_entries, c), np.int8)
         self.par = np.zeros((cfg.par_entries, 3, c), np.int32)
-        # float32 copies of INP and WGT, kept in step by LOAD, so GEMMs feed BLAS directly
+        # a float32 copy of INP, kept in step by LOAD, so GEMMs feed BLAS directly
         self.inp_f = np.zeros(self.inp.shape, np.float32)
-        self.wgt_f = np.zeros((cfg.wgt_entries, r * c), np.float32)
+        self._im2col = np.empty(0, np.float32)
         self._plans: dict[bytes, _Plan] = {}
         self._requant_cache: dict[bytes, _Requant] = {}
 
@@ -151,40 +154,43 @@ class GoldenDPU:
     def _buffer(self, which: int) -> np.ndarray:
         return (self.inp, self.wgt, self.acc, self.par)[which]
 
-    @property
-    def _lanes(self) -> tuple[int, int, int, int]:
-        """Bytes per entry as LOAD fills them, by Buffer (PAR entries are raw bytes)."""
-        c = self.cfg
-        return (c.inp_entry_bytes, c.wgt_entry_bytes, c.cols, c.par_entry_bytes)
-
     def _load(self, d: Dma, dram: np.ndarray) -> None:
-        flat = d.load_entries(dram, self._lanes[d.buffer])
-        end = d.sram + len(flat)
+        end = d.sram + d.entries
         if d.buffer == Buffer.PAR:
+            flat = d.load_entries(dram, self.cfg.par_entry_bytes)
             self.par[d.sram : end] = flat.view("<i4").reshape(-1, 3, self.cfg.cols)
         elif d.buffer == Buffer.WGT:
+            flat = d.load_entries(dram, self.cfg.wgt_entry_bytes)
             self.wgt[d.sram : end] = flat.reshape(-1, self.cfg.rows, self.cfg.cols)
-            self.wgt_f[d.sram : end] = flat
         elif d.buffer == Buffer.INP:
-            self.inp[d.sram : end] = flat
-            self.inp_f[d.sram : end] = flat
+            d.load_into(self.inp[d.sram : end], dram)
+            self.inp_f[d.sram : end] = self.inp[d.sram : end]
         else:  # into ACC each byte is sign-extended
-            self.acc[d.sram : end] = flat
+            d.load_into(self.acc[d.sram : end], dram)
 
     def _store(self, d: Dma, dram: np.ndarray) -> None:
         if d.has_data:
             out = self.out[d.sram : d.sram + d.entries, : d.eb]
             d.view(dram)[...] = out.reshape(d.view(dram).shape).view(np.uint8)
 
-    def _product(self, inp_idx: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """sum_g INP[inp_idx[g]] @ w[g] exactly: inp_idx [G, T], w [G*R, N] float32."""
-        r = self.cfg.rows
-        per = max(1, _EXACT_F32_K // r)
+    def _product(self, inp_idx: np.ndarray, w: np.ndarray, keep=None) -> np.ndarray:
+        """sum_g INP[inp_idx[g]] @ w[g] exactly: inp_idx [G, T], w [G*R, N] float32.
+
+        `keep` lists the rows of w that are not all zero (w holds only those): the others
+        add nothing, whatever the activations, so their columns are never multiplied.
+        """
+        g, t = inp_idx.shape
+        size = t * g * self.cfg.rows
+        if self._im2col.size < size:  # scratch reused across products: no page faults
+            self._im2col = np.empty(size, np.float32)
+        xm = self._im2col[:size].reshape(t, g, self.cfg.rows)
+        np.take(self.inp_f, inp_idx.T, axis=0, out=xm)
+        xm = xm.reshape(t, -1)  # [T, G*R]: the activations each pixel meets, term by term
+        if keep is not None:
+            xm = xm[:, keep]
         total = None
-        for g0 in range(0, len(inp_idx), per):
-            idx = inp_idx[g0 : g0 + per].T  # [T, g]: entry of each term for each pixel
-            xm = np.take(self.inp_f, idx, axis=0).reshape(idx.shape[0], -1)  # [T, g*R]
-            part = (xm @ w[g0 * r : (g0 + len(idx[0])) * r]).astype(np.int64)
+        for k0 in range(0, xm.shape[1], _EXACT_F32_K):
+            part = (xm[:, k0 : k0 + _EXACT_F32_K] @ w[k0 : k0 + _EXACT_F32_K]).astype(np.int64)
             total = part if total is None else total + part
         return total
 
@@ -195,12 +201,12 @@ class GoldenDPU:
 
     def _gemm_group(self, g: _Group) -> None:
         """GEMMs into the same ACC entries: acc (+)= sum_g INP[inp[g]] @ WGT[wgt[g]]."""
-        w = self.wgt_f[g.wgt].reshape(-1, self.cfg.cols)
+        w = self.wgt[g.wgt].reshape(-1, self.cfg.cols).astype(np.float32)
         self._accumulate(g.acc, g.reset, self._product(g.inp, w))
 
     def _gemm_batch(self, plan: _Plan, batch: _Batch, dram: np.ndarray) -> None:
         """Every group of the batch in one product; the first group's result applies now."""
-        total = self._product(batch.groups[0].inp, batch.w)
+        total = self._product(batch.groups[0].inp, batch.w, batch.keep)
         plan.pending[id(batch)] = total
         self._gemm_apply(plan, batch, 0)
 
@@ -223,7 +229,12 @@ class GoldenDPU:
     def _post(self, p: _PostPlan) -> None:
         lanes = self._requant_lanes(self.par[p.par])
         v = np.add(self.acc[p.acc : p.acc + p.count], lanes.bias, dtype=np.int32)  # wraps
-        r = lanes.rounding.apply(v.astype(np.int64) * lanes.mult)
+        if max(-int(v.min(initial=0)), int(v.max(initial=0))) < lanes.exact_below:
+            # |v*mult| < 2^53: the float64 product is exact, and rint rounds ties to even.
+            r = v * lanes.scale
+            np.rint(r, out=r)
+        else:
+            r = lanes.rounding.apply(v.astype(np.int64) * lanes.mult)
         r += p.zero_point
         np.clip(r, p.lo, p.hi, out=r)
         self.out[p.out : p.out + p.count] = r
@@ -234,13 +245,18 @@ class GoldenDPU:
         lanes = self._requant_cache.get(key)
         if lanes is None:
             bias, mult, shift = entry
-            lanes = _Requant(bias.copy(), mult.astype(np.int64), _Rounding.of(shift))
+            rounding = _Rounding.of(shift)
+            scale = mult.astype(np.float64) * np.exp2(-rounding.shift.astype(np.float64))
+            biggest = int(np.abs(mult.astype(np.int64)).max())
+            exact_below = 2**53 // biggest if biggest else 2**62
+            lanes = _Requant(bias.copy(), mult.astype(np.int64), rounding, scale, exact_below)
             self._requant_cache[key] = lanes
         return lanes
 
     def _alu(self, a: _AluPlan) -> None:
-        if a.independent:
-            self.acc[a.dst] = _alu_lane(a.op, self.acc[a.dst], self.acc[a.src], a.imm)
+        if a.independent:  # all iterations at once, through strided views of ACC
+            dst, src = a.dst_view(self.acc), a.src_view(self.acc)
+            dst[...] = _alu_lane(a.op, dst, src, a.imm)
         else:  # iterations depend on each other (a reduction or overlap): in order
             for d, s in zip(a.dst, a.src, strict=True):
                 self.acc[d] = _alu_lane(a.op, self.acc[d], self.acc[s], a.imm)
@@ -253,6 +269,7 @@ class _AluPlan:
     dst: np.ndarray  # ACC entry written by each iteration
     src: np.ndarray  # ACC entry read by each iteration
     independent: bool  # no iteration reads or writes what another one writes
+    loops: tuple[int, ...]  # n_outer, n_inner, dst base/strides, src base/strides
 
     @classmethod
     def of(cls, col, i: int) -> _AluPlan:
@@ -262,7 +279,37 @@ class _AluPlan:
         independent = np.unique(d).size == d.size and (
             np.array_equal(d, s) or not np.intersect1d(d, s).size
         )
-        return cls(AluOp(int(col["alu_op"][i])), np.int64(col["imm"][i]), d, s, independent)
+        loops = tuple(
+            int(col[k][i])
+            for k in (
+                "n_outer",
+                "n_inner",
+                "dst_base",
+                "dst_outer_stride",
+                "dst_inner_stride",
+                "src_base",
+                "src_outer_stride",
+                "src_inner_stride",
+            )
+        )
+        return cls(AluOp(int(col["alu_op"][i])), np.int64(col["imm"][i]), d, s, independent, loops)
+
+    def dst_view(self, acc: np.ndarray) -> np.ndarray:
+        no, ni, base, so, si = self.loops[:5]
+        return _entries_view(acc, base, no, ni, so, si)
+
+    def src_view(self, acc: np.ndarray) -> np.ndarray:
+        no, ni = self.loops[:2]
+        base, so, si = self.loops[5:]
+        return _entries_view(acc, base, no, ni, so, si)
+
+
+def _entries_view(buf: np.ndarray, base: int, no: int, ni: int, so: int, si: int) -> np.ndarray:
+    """Entries base + o*so + i*si of a buffer as an [no, ni, lanes] view (bounds checked)."""
+    row = buf.strides[0]
+    return np.ndarray(
+        (no, ni, buf.shape[1]), buf.dtype, buf, base * row, (so * row, si * row, buf.strides[1])
+    )
 
 
 @dataclass(frozen=True)
@@ -302,6 +349,8 @@ class _Requant:
     bias: np.ndarray  # int32 per lane
     mult: np.ndarray  # int64 per lane
     rounding: _Rounding
+    scale: np.ndarray  # mult / 2^shift as float64 (exact: a power-of-two scaling)
+    exact_below: int  # |v| below this keeps every |v * mult| under 2^53
 
 
 @dataclass(frozen=True)
@@ -379,6 +428,7 @@ class _Batch:
     groups: list[_Group]
     rows: np.ndarray | None = None  # [groups, GEMMs]: rows of the plan's weight matrix
     w: np.ndarray | None = None  # [GEMMs*rows, groups*cols] float32, from refresh_weights
+    keep: np.ndarray | None = None  # rows of the full matrix that are kept in w, if not all
 
 
 def _plan_steps(cfg: HwConfig, col) -> list[tuple[str, object]]:
