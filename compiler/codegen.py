@@ -33,16 +33,23 @@ from dpukit.errors import CompileError
 ALIGN = 64
 
 
+MULT_BITS = 24  # significant bits of a requantization multiplier
+
+
 def requant_params(multiplier: float) -> tuple[int, int]:
-    """A real multiplier as (mult, shift): multiplier ~= mult / 2^shift, mult < 2^31."""
+    """A real multiplier as (mult, shift): multiplier ~= mult / 2^shift.
+
+    mult keeps 24 significant bits: as precise as the float32 scales onnxruntime uses, it fits
+    a DSP48's 25x18 multiplier in two passes, and mult * accumulator stays exact in a float64
+    for accumulators below 2^29 (the golden model's fast path).
+    """
     if multiplier <= 0:
         raise CompileError(f"requantization multiplier {multiplier} must be positive")
-    shift = 30 - math.floor(math.log2(multiplier))
-    shift = min(max(shift, 0), 62)
+    shift = min(max(MULT_BITS - 1 - math.floor(math.log2(multiplier)), 0), 62)
     mult = round(multiplier * 2.0**shift)
-    if mult >= 1 << 31:
+    if mult >= 1 << MULT_BITS and shift > 0:  # rounding carried into another bit
         mult, shift = round(multiplier * 2.0 ** (shift - 1)), shift - 1
-    if mult >= 1 << 31 or shift < 0:
+    if mult >= 1 << 31:
         raise CompileError(f"requantization multiplier {multiplier} is too large for the DPU")
     return mult, shift
 

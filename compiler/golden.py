@@ -100,9 +100,16 @@ class _Plan:
                 j, g = batch.rows.shape
                 w = self.wgt_matrix[batch.rows.ravel()].reshape(j, g, r, c)
                 w = w.transpose(1, 2, 0, 3).reshape(g * r, j * c)
+                # Rows of all-zero weights (lanes past a tensor's channels) add nothing:
+                # when they are many, gather and multiply only the others.
                 keep = np.flatnonzero(w.any(axis=1))
-                batch.keep = keep if keep.size < 0.75 * len(w) else None
-                batch.w = np.ascontiguousarray(w if batch.keep is None else w[keep])
+                if keep.size < 0.75 * len(w):
+                    inp = batch.groups[0].inp.T  # [T, G]
+                    batch.lanes_idx = inp[:, keep // r] * r + keep % r
+                    w = w[keep]
+                else:
+                    batch.lanes_idx = None
+                batch.w = np.ascontiguousarray(w)
         self.wgt_snapshot = dram[lo:hi].copy()
 
 
@@ -116,12 +123,22 @@ class GoldenDPU:
         self.wgt = np.zeros((cfg.wgt_entries, r, c), np.int8)
         self.acc = np.zeros((cfg.acc_entries, c), np.int32)
         self.out = np.zeros((cfg.out_entries, c), np.int8)
-        self.par = np.zeros((cfg.par_entries, 3, c), np.int32)
+        self.par = np.zeros((cfg.par_entries, 3, c), "<i4")
         # a float32 copy of INP, kept in step by LOAD, so GEMMs feed BLAS directly
         self.inp_f = np.zeros(self.inp.shape, np.float32)
         self._im2col = np.empty(0, np.float32)
+        # What LOAD writes, by Buffer, as [entries, lanes]: WGT and PAR entries as raw bytes
+        # (PAR holds little-endian int32: bias, multiplier and shift per lane).
+        self._load_targets = (
+            self.inp,
+            self.wgt.reshape(cfg.wgt_entries, -1),
+            self.acc,
+            self.par.view(np.int8).reshape(cfg.par_entries, -1),
+        )
         self._plans: dict[bytes, _Plan] = {}
         self._requant_cache: dict[bytes, _Requant] = {}
+        kinds = ("load", "store", "gemm", "gemm_batch", "gemm_apply", "gemm_serial", "post", "alu")
+        self._handlers = {k: getattr(self, f"_{k}") for k in kinds}
 
     def prepare(self, stream: bytes, dram_size: int) -> _Plan:
         key = stream + dram_size.to_bytes(8, "little")
@@ -133,92 +150,75 @@ class GoldenDPU:
         """Execute `stream` against `dram` (a uint8 array: the program's data window)."""
         plan = self.prepare(stream, dram.size)
         plan.refresh_weights(self.cfg, dram)
+        handlers = self._handlers
         for kind, payload in plan.steps:
-            if kind == "gemm":
-                self._gemm_group(payload)
-            elif kind == "gemm_batch":
-                self._gemm_batch(plan, payload, dram)
-            elif kind == "gemm_apply":
-                self._gemm_apply(plan, *payload)
-            elif kind == "alu":
-                self._alu(payload)
-            elif kind == "post":
-                self._post(payload)
-            elif kind in ("load", "store"):
-                getattr(self, f"_{kind}")(payload, dram)
-            else:
-                getattr(self, f"_{kind}")(plan.col, payload, dram)
+            handlers[kind](plan, payload, dram)
         return plan.activity
 
     # -- one function per instruction ---------------------------------------------------
-    def _buffer(self, which: int) -> np.ndarray:
-        return (self.inp, self.wgt, self.acc, self.par)[which]
-
-    def _load(self, d: Dma, dram: np.ndarray) -> None:
+    def _load(self, plan: _Plan, d: Dma, dram: np.ndarray) -> None:
         end = d.sram + d.entries
-        if d.buffer == Buffer.PAR:
-            flat = d.load_entries(dram, self.cfg.par_entry_bytes)
-            self.par[d.sram : end] = flat.view("<i4").reshape(-1, 3, self.cfg.cols)
-        elif d.buffer == Buffer.WGT:
-            flat = d.load_entries(dram, self.cfg.wgt_entry_bytes)
-            self.wgt[d.sram : end] = flat.reshape(-1, self.cfg.rows, self.cfg.cols)
-        elif d.buffer == Buffer.INP:
-            d.load_into(self.inp[d.sram : end], dram)
+        d.load_into(self._load_targets[d.buffer][d.sram : end], dram)
+        if d.buffer == Buffer.INP:
             self.inp_f[d.sram : end] = self.inp[d.sram : end]
-        else:  # into ACC each byte is sign-extended
-            d.load_into(self.acc[d.sram : end], dram)
 
-    def _store(self, d: Dma, dram: np.ndarray) -> None:
+    def _store(self, plan: _Plan, d: Dma, dram: np.ndarray) -> None:
         if d.has_data:
-            out = self.out[d.sram : d.sram + d.entries, : d.eb]
-            d.view(dram)[...] = out.reshape(d.view(dram).shape).view(np.uint8)
+            target = d.view(dram)
+            target[...] = self.out[d.sram : d.sram + d.entries, : d.eb].reshape(target.shape)
 
-    def _product(self, inp_idx: np.ndarray, w: np.ndarray, keep=None) -> np.ndarray:
+    def _product(self, inp_idx: np.ndarray, w: np.ndarray, lanes_idx=None) -> np.ndarray:
         """sum_g INP[inp_idx[g]] @ w[g] exactly: inp_idx [G, T], w [G*R, N] float32.
 
-        `keep` lists the rows of w that are not all zero (w holds only those): the others
-        add nothing, whatever the activations, so their columns are never multiplied.
+        With `lanes_idx` ([T, K], flat indices into INP's lanes) only those activations are
+        gathered: w then holds just the matching rows, the others being all zero.
         """
         g, t = inp_idx.shape
-        size = t * g * self.cfg.rows
-        if self._im2col.size < size:  # scratch reused across products: no page faults
-            self._im2col = np.empty(size, np.float32)
-        xm = self._im2col[:size].reshape(t, g, self.cfg.rows)
-        np.take(self.inp_f, inp_idx.T, axis=0, out=xm)
-        xm = xm.reshape(t, -1)  # [T, G*R]: the activations each pixel meets, term by term
-        if keep is not None:
-            xm = xm[:, keep]
-        total = None
+        if lanes_idx is not None:
+            xm = np.take(self.inp_f.reshape(-1), lanes_idx)
+        else:
+            size = t * g * self.cfg.rows
+            if self._im2col.size < size:  # scratch reused across products: no page faults
+                self._im2col = np.empty(size, np.float32)
+            xm = self._im2col[:size].reshape(t, g, self.cfg.rows)
+            np.take(self.inp_f, inp_idx.T, axis=0, out=xm)
+            xm = xm.reshape(t, -1)  # [T, G*R]: the activations each pixel meets, term by term
+        if xm.shape[1] <= _EXACT_F32_K:  # one exact product, |sum| <= 2^24: int32 holds it
+            return (xm @ w).astype(np.int32)
+        total = np.zeros((t, w.shape[1]), np.int64)
         for k0 in range(0, xm.shape[1], _EXACT_F32_K):
-            part = (xm[:, k0 : k0 + _EXACT_F32_K] @ w[k0 : k0 + _EXACT_F32_K]).astype(np.int64)
-            total = part if total is None else total + part
-        return total
+            total += (xm[:, k0 : k0 + _EXACT_F32_K] @ w[k0 : k0 + _EXACT_F32_K]).astype(np.int64)
+        return wrap32(total)  # the hardware's accumulator wraps; wrapping commutes with sums
 
-    def _accumulate(self, acc_idx: np.ndarray, reset: bool, total: np.ndarray) -> None:
-        if not reset:
-            total = total + self.acc[acc_idx]
-        self.acc[acc_idx] = wrap32(total)
+    def _accumulate(self, acc: slice | np.ndarray, reset: bool, total: np.ndarray) -> None:
+        """ACC = total, or ACC + total with int32 wrap (int32 array addition wraps)."""
+        if reset:
+            self.acc[acc] = total
+        else:
+            self.acc[acc] = np.add(self.acc[acc], total, dtype=np.int32)
 
-    def _gemm_group(self, g: _Group) -> None:
+    def _gemm(self, plan: _Plan, g: _Group, dram: np.ndarray) -> None:
         """GEMMs into the same ACC entries: acc (+)= sum_g INP[inp[g]] @ WGT[wgt[g]]."""
         w = self.wgt[g.wgt].reshape(-1, self.cfg.cols).astype(np.float32)
         self._accumulate(g.acc, g.reset, self._product(g.inp, w))
 
     def _gemm_batch(self, plan: _Plan, batch: _Batch, dram: np.ndarray) -> None:
         """Every group of the batch in one product; the first group's result applies now."""
-        total = self._product(batch.groups[0].inp, batch.w, batch.keep)
+        total = self._product(batch.groups[0].inp, batch.w, batch.lanes_idx)
         plan.pending[id(batch)] = total
-        self._gemm_apply(plan, batch, 0)
+        self._gemm_apply(plan, (batch, 0), dram)
 
-    def _gemm_apply(self, plan: _Plan, batch: _Batch, k: int) -> None:
+    def _gemm_apply(self, plan: _Plan, member: tuple[_Batch, int], dram: np.ndarray) -> None:
+        batch, k = member
         c = self.cfg.cols
         g = batch.groups[k]
         self._accumulate(g.acc, g.reset, plan.pending[id(batch)][:, k * c : (k + 1) * c])
         if k == len(batch.groups) - 1:
             del plan.pending[id(batch)]
 
-    def _gemm_serial(self, col, i, dram) -> None:
+    def _gemm_serial(self, plan: _Plan, i: int, dram: np.ndarray) -> None:
         """A GEMM whose ACC targets repeat: every iteration sees the previous one's result."""
+        col = plan.col
         inp_idx, acc_idx = _gemm_grids(col, i)
         w = self.wgt[int(col["wgt_addr"][i])].astype(np.int64)
         reset = bool(col["reset"][i])
@@ -226,7 +226,7 @@ class GoldenDPU:
             p = self.inp[x].astype(np.int64) @ w
             self.acc[a] = wrap32(p if reset else self.acc[a] + p)
 
-    def _post(self, p: _PostPlan) -> None:
+    def _post(self, plan: _Plan, p: _PostPlan, dram: np.ndarray) -> None:
         lanes = self._requant_lanes(self.par[p.par])
         v = np.add(self.acc[p.acc : p.acc + p.count], lanes.bias, dtype=np.int32)  # wraps
         if max(-int(v.min(initial=0)), int(v.max(initial=0))) < lanes.exact_below:
@@ -236,8 +236,7 @@ class GoldenDPU:
         else:
             r = lanes.rounding.apply(v.astype(np.int64) * lanes.mult)
         r += p.zero_point
-        np.clip(r, p.lo, p.hi, out=r)
-        self.out[p.out : p.out + p.count] = r
+        np.clip(r, p.lo, p.hi, out=self.out[p.out : p.out + p.count], casting="unsafe")
 
     def _requant_lanes(self, entry: np.ndarray) -> _Requant:
         """A PAR entry's per-lane constants; cached by content (PAR is only ever data)."""
@@ -253,7 +252,7 @@ class GoldenDPU:
             self._requant_cache[key] = lanes
         return lanes
 
-    def _alu(self, a: _AluPlan) -> None:
+    def _alu(self, plan: _Plan, a: _AluPlan, dram: np.ndarray) -> None:
         if a.independent:  # all iterations at once, through strided views of ACC
             dst, src = a.dst_view(self.acc), a.src_view(self.acc)
             dst[...] = _alu_lane(a.op, dst, src, a.imm)
@@ -409,7 +408,7 @@ class _Group:
     """Consecutive GEMMs accumulating into the same ACC entries."""
 
     step: int  # its position in the plan
-    acc: np.ndarray
+    acc: slice | np.ndarray  # ACC entries written, a slice when they are consecutive
     reset: bool
     inp: np.ndarray  # [G, T] INP entries streamed by each GEMM
     wgt: np.ndarray  # [G] WGT entries
@@ -428,7 +427,7 @@ class _Batch:
     groups: list[_Group]
     rows: np.ndarray | None = None  # [groups, GEMMs]: rows of the plan's weight matrix
     w: np.ndarray | None = None  # [GEMMs*rows, groups*cols] float32, from refresh_weights
-    keep: np.ndarray | None = None  # rows of the full matrix that are kept in w, if not all
+    lanes_idx: np.ndarray | None = None  # [T, K] INP lanes gathered, when w drops zero rows
 
 
 def _plan_steps(cfg: HwConfig, col) -> list[tuple[str, object]]:
@@ -447,6 +446,7 @@ def _plan_steps(cfg: HwConfig, col) -> list[tuple[str, object]]:
     steps: list[tuple[str, object]] = []
     groups: list[_Group] = []
     inp_writes: list[tuple[int, int, int]] = []  # (plan step, first, last) of INP writes
+    inp_holds: dict[tuple[int, int], Dma] = {}  # INP entry range -> the LOAD that filled it
     i = 0
     while i < n:
         code = Opcode(int(op[i]))
@@ -458,8 +458,18 @@ def _plan_steps(cfg: HwConfig, col) -> list[tuple[str, object]]:
                     stable = dram_stable(i)
                     src_load[lo : hi + 1] = i if stable else -1
                     src_k[lo : hi + 1] = np.arange(hi - lo + 1)
-                elif d.buffer == Buffer.INP:
+                elif d.buffer == Buffer.INP and inp_holds.get((lo, hi)) != d:
+                    # (a LOAD identical to the one that filled these entries, from DRAM not
+                    # stored to since, rewrites the same values: it changes nothing)
                     inp_writes.append((len(steps), lo, hi))
+                    inp_holds = {r: v for r, v in inp_holds.items() if r[1] < lo or r[0] > hi}
+                    inp_holds[lo, hi] = d
+            elif code == Opcode.STORE:
+                span = Dma.of(col, i).dram_span()
+                if span:
+                    inp_holds = {
+                        r: v for r, v in inp_holds.items() if not _overlap(v.dram_span(), span)
+                    }
             if code == Opcode.ALU:
                 if col["n_outer"][i] and col["n_inner"][i]:  # zero trips: the layer barrier
                     steps.append(("alu", _AluPlan.of(col, i)))
@@ -489,11 +499,23 @@ def _plan_steps(cfg: HwConfig, col) -> list[tuple[str, object]]:
                 else None
             )
             inps = np.stack([_gemm_grids(col, k)[0] for k in range(i, j)])
-            groups.append(_Group(len(steps), acc0, bool(col["reset"][i]), inps, wgt, wsrc))
+            acc = _as_slice(acc0)
+            groups.append(_Group(len(steps), acc, bool(col["reset"][i]), inps, wgt, wsrc))
             steps.append(("gemm", groups[-1]))
         i = j
     _merge_groups(steps, groups, inp_writes)
     return steps
+
+
+def _overlap(a: tuple[int, int] | None, b: tuple[int, int]) -> bool:
+    return a is not None and not (a[1] < b[0] or a[0] > b[1])
+
+
+def _as_slice(idx: np.ndarray) -> slice | np.ndarray:
+    """Consecutive indices as a slice (cheaper to read and write through), else unchanged."""
+    if idx.size and np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
+        return slice(int(idx[0]), int(idx[0]) + idx.size)
+    return idx
 
 
 def _merge_groups(steps, groups: list[_Group], inp_writes) -> None:
