@@ -195,6 +195,28 @@ def test_post_bias_multiplier_zero_point_clamp_and_wrap() -> None:
     np.testing.assert_array_equal(out[0], [100, -100, -2, -11])
 
 
+def _half_even(num: int, shift: int) -> int:
+    """num / 2^shift rounded to nearest, ties to even, in exact integer arithmetic."""
+    q, r = divmod(num, 1 << shift)
+    half = 1 << shift >> 1
+    return q + (shift > 0 and (r > half or (r == half and q % 2 == 1)))
+
+
+def test_post_with_products_past_float64_precision() -> None:
+    # |v * mult| beyond 2^53: the exact value is needed (the golden model's integer path).
+    bias = [2**30, -(2**30), 2**31 - 200, 123456789]
+    mult = [2**30 + 1, 2**30 - 3, 2**30, 2**29 + 7]
+    shift = [57, 56, 58, 50]
+    acc = [5, -7, 100, -3]
+    out = _post_run([acc], _par(bias, mult, shift), _post(0, 0, 1, 0))
+    expected = []
+    for a, b, m, sh in zip(acc, bias, mult, shift, strict=True):
+        v = (a + b + 2**31) % 2**32 - 2**31  # int32 wrap
+        expected.append(max(-128, min(127, _half_even(v * m, sh))))
+    assert max(abs(a + b) * m for a, b, m in zip(acc, bias, mult, strict=True)) > 2**53
+    np.testing.assert_array_equal(out[0], expected)
+
+
 # --- ALU --------------------------------------------------------------------------------------
 
 
