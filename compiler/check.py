@@ -17,7 +17,7 @@ import numpy as np
 from dpukit.compiler.dma import Dma
 from dpukit.compiler.hwconfig import HwConfig
 from dpukit.compiler.isa import AluOp, Buffer, Opcode
-from dpukit.compiler.timing import Schedule
+from dpukit.compiler.timing import Schedule, schedule
 from dpukit.errors import ExecutionError
 
 DRAM_BLOCK = 64  # DRAM hazards are tracked per 64-byte block
@@ -33,7 +33,7 @@ def _span(base: int, no: int, ni: int, so: int, si: int) -> tuple[int, int]:
 
 def accesses(col, i: int) -> list[tuple[str, int, int, bool]]:
     """(resource, first, last, is_write) for everything instruction i touches."""
-    op = Opcode(int(col["op"][i]))
+    op = col["op"][i]
     out: list[tuple[str, int, int, bool]] = []
     if op in (Opcode.LOAD, Opcode.STORE):
         d = Dma.of(col, i)
@@ -97,12 +97,22 @@ def accesses(col, i: int) -> list[tuple[str, int, int, bool]]:
                 int(col["src_inner_stride"][i]),
             )
             out += [("acc", *s, False), ("acc", *d, True)]
-            if AluOp(int(col["alu_op"][i])) in (AluOp.ADD, AluOp.MAX):
+            if col["alu_op"][i] in (AluOp.ADD, AluOp.MAX):
                 out.append(("acc", *d, False))
     return out
 
 
-def check_bounds(cfg: HwConfig, col, dram_size: int) -> None:
+def check_stream(cfg: HwConfig, col: dict[str, np.ndarray], dram_size: int) -> Schedule:
+    """Every check on a stream; returns its schedule. Failures are ExecutionErrors."""
+    rows = {k: v.tolist() for k, v in col.items()}  # plain ints: fast to read one by one
+    touched = check_bounds(cfg, rows, dram_size)
+    sched = schedule(cfg, col)
+    check_hazards(cfg, rows, sched, touched)
+    return sched
+
+
+def check_bounds(cfg: HwConfig, col, dram_size: int) -> list[list[tuple[str, int, int, bool]]]:
+    """Field limits and buffer/window bounds; returns what each instruction touches."""
     sizes = _entries(cfg) | {"dram": dram_size}
     width = {
         Buffer.INP: cfg.inp_entry_bytes,
@@ -111,6 +121,7 @@ def check_bounds(cfg: HwConfig, col, dram_size: int) -> None:
         Buffer.PAR: cfg.par_entry_bytes,
     }
     op = col["op"]
+    touched = []
     for i in range(len(op)):
         code = Opcode(int(op[i]))
         if code == Opcode.LOAD:
@@ -124,58 +135,70 @@ def check_bounds(cfg: HwConfig, col, dram_size: int) -> None:
             raise ExecutionError(f"instruction {i}: STORE wider than an OUT entry")
         if code == Opcode.ALU and not 0 <= col["alu_op"][i] < len(AluOp):
             raise ExecutionError(f"instruction {i}: illegal ALU operation {int(col['alu_op'][i])}")
-        for res, lo, hi, _ in accesses(col, i):
+        touched.append(accesses(col, i))
+        for res, lo, hi, _ in touched[-1]:
             if lo < 0 or hi >= sizes[res]:
                 what = "the data window" if res == "dram" else f"the {res.upper()} buffer"
                 raise ExecutionError(
                     f"instruction {i} ({code.name}) touches {res} [{lo}, {hi}] outside "
                     f"{what} of {sizes[res]} {'bytes' if res == 'dram' else 'entries'}"
                 )
+    return touched
 
 
-def check_hazards(cfg: HwConfig, col, sched: Schedule) -> None:
+def check_hazards(cfg: HwConfig, col, sched: Schedule, touched) -> None:
+    """Cross-engine conflicts on what each instruction touches (from check_bounds)."""
     n = len(col["op"]) - 1  # END is a barrier: nothing races with it
-    order = np.lexsort((np.arange(n), sched.start[:n]))
-    vc = np.full((n, 3), -1, dtype=np.int64)
-    last_in_engine = [-1, -1, -1]
+    engine = sched.engine.tolist()
+    seq = sched.seq.tolist()
+    touched = [  # DRAM tracked in blocks
+        [
+            (r, lo // DRAM_BLOCK, hi // DRAM_BLOCK, w) if r == "dram" else (r, lo, hi, w)
+            for r, lo, hi, w in t
+        ]
+        for t in touched[:n]
+    ]
     sizes = _entries(cfg)
-    dram_blocks = 1 + max(
-        (hi // DRAM_BLOCK for i in range(n) for r, _, hi, _ in accesses(col, i) if r == "dram"),
-        default=0,
-    )
-    sizes["dram"] = dram_blocks
+    sizes["dram"] = 1 + max((hi for t in touched for r, _, hi, _ in t if r == "dram"), default=0)
+    # Only engines that touch a resource can race on it: check and record just those.
+    writers = {r: set() for r in sizes}
+    readers = {r: set() for r in sizes}
+    for i in range(n):
+        for r, _, _, w in touched[i]:
+            (writers if w else readers)[r].add(engine[i])
     last_w = {r: np.full((3, s), -1, dtype=np.int64) for r, s in sizes.items()}
     last_r = {r: np.full((3, s), -1, dtype=np.int64) for r, s in sizes.items()}
-    for i in order:
-        e, s = int(sched.engine[i]), int(sched.seq[i])
-        clock = np.full(3, -1, dtype=np.int64)
+    clocks: list[tuple[int, int, int]] = [(-1, -1, -1)] * n
+    last_in_engine = [-1, -1, -1]
+    for i in np.lexsort((np.arange(n), sched.start[:n])).tolist():
+        e, s = engine[i], seq[i]
+        clock = [-1, -1, -1]
         preds = list(sched.token_src[i])
         if last_in_engine[e] >= 0:
             preds.append(last_in_engine[e])
         for j in preds:
-            clock = np.maximum(clock, vc[j])
-            clock[int(sched.engine[j])] = max(clock[int(sched.engine[j])], int(sched.seq[j]))
+            clock = [max(a, b) for a, b in zip(clock, clocks[j], strict=True)]
+            clock[engine[j]] = max(clock[engine[j]], seq[j])
         clock[e] = s
-        vc[i] = clock
+        clocks[i] = tuple(clock)
         last_in_engine[e] = i
-        for res, lo, hi, write in accesses(col, i):
-            if res == "dram":
-                lo, hi = lo // DRAM_BLOCK, hi // DRAM_BLOCK
-            tables = (last_w[res], last_r[res]) if write else (last_w[res],)
-            for table in tables:
-                for f in range(3):
-                    if f == e:
-                        continue
-                    seen = table[f, lo : hi + 1]
-                    if seen.size and seen.max() > clock[f]:
-                        other = _instr_of(sched, f, int(seen.max()))
-                        raise ExecutionError(
-                            f"hazard: instruction {i} ({Opcode(int(col['op'][i])).name}) and "
-                            f"instruction {other} ({Opcode(int(col['op'][other])).name}) touch "
-                            f"{res} [{lo}, {hi}] with no dependency token ordering them"
-                        )
-            target = last_w[res] if write else last_r[res]
-            np.maximum(target[e, lo : hi + 1], s, out=target[e, lo : hi + 1])
+        for res, lo, hi, write in touched[i]:
+            against = [(last_w[res], f) for f in writers[res] if f != e]
+            if write:
+                against += [(last_r[res], f) for f in readers[res] if f != e]
+            for table, f in against:
+                seen = int(table[f, lo : hi + 1].max())
+                if seen > clock[f]:
+                    other = _instr_of(sched, f, seen)
+                    raise ExecutionError(
+                        f"hazard: instruction {i} ({Opcode(int(col['op'][i])).name}) and "
+                        f"instruction {other} ({Opcode(int(col['op'][other])).name}) touch "
+                        f"{res} [{lo}, {hi}] with no dependency token ordering them"
+                    )
+            if write and (writers[res] | readers[res]) - {e}:
+                last_w[res][e, lo : hi + 1] = s  # seq only grows within an engine
+            elif not write and writers[res] - {e}:
+                last_r[res][e, lo : hi + 1] = s
 
 
 def _instr_of(sched: Schedule, engine: int, seq: int) -> int:

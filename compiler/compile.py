@@ -7,7 +7,7 @@ from pathlib import Path
 
 import onnx
 
-from dpukit.compiler import check, codegen, isa, timing
+from dpukit.compiler import check, codegen, isa
 from dpukit.compiler.frontend import Lowered, lower
 from dpukit.compiler.hwconfig import HwConfig, load_config
 from dpukit.compiler.ir import QView, op_inputs
@@ -106,9 +106,7 @@ def compile_model(
 def _check_program(cfg: HwConfig, stream: bytes, dram_size: int, k: int) -> None:
     col = isa.decode_array(stream)
     try:
-        check.check_bounds(cfg, col, dram_size)
-        sched = timing.schedule(cfg, col)
-        check.check_hazards(cfg, col, sched)
+        check.check_stream(cfg, col, dram_size)
     except ExecutionError as exc:
         raise CompileError(f"internal: subgraph {k} failed the checking pass: {exc}") from None
 

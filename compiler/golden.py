@@ -59,9 +59,7 @@ class _Plan:
 
     def __init__(self, cfg: HwConfig, stream: bytes, dram_size: int):
         self.col = isa.decode_array(stream)
-        check.check_bounds(cfg, self.col, dram_size)
-        self.sched = timing.schedule(cfg, self.col)
-        check.check_hazards(cfg, self.col, self.sched)
+        self.sched = check.check_stream(cfg, self.col, dram_size)
         self.activity = _activity(cfg, self.col, self.sched)
         self.steps = _plan_steps(cfg, self.col)
         # Weight tiles of batched GEMMs come straight from the LOADs that fill WGT.
