@@ -315,6 +315,14 @@ def _par_entry(cfg: HwConfig, bias, mult, shift) -> bytes:
     return entry.tobytes()
 
 
+def _window(start: int, size: int, limit: int) -> tuple[int, int, int, int]:
+    """Input positions [start, start + size) against a tensor of `limit`: the first data
+    position (0 when there is none), how many are data, and the padding before and after."""
+    first = min(max(start, 0), start + size)
+    last = max(min(start + size, limit), first)
+    return (first if last > first else 0), last - first, first - start, start + size - last
+
+
 def _tiles(total: int, size: int):
     for start in range(0, total, size):
         yield start, min(size, total - start)
@@ -380,15 +388,19 @@ class LayerCompiler:
         pt, pl, _, _ = op.pads
         k = self.conv_consts(op)
         terms, n_co = k["terms"], k["n_co"]
-        th, tw, max_blocks = self._conv_tile(op, terms, x, y)
-        # Split each co block's terms into chunks: few enough weight tiles for half of WGT
-        # and few enough distinct input blocks for half of INP.
+        th, tw, max_blocks, krc = self._conv_tile(op, terms, x, y)
+        # Split each co block's terms into chunks: few enough weight tiles for half of WGT,
+        # few enough distinct input blocks for half of INP, and (when the input window is
+        # too tall) kernel rows in groups of krc, each group a chunk of its own.
         chunks_of = []
         for j in range(n_co):
+            ordered = sorted(terms[j], key=lambda t: (t[1] // krc, t[0], t[1], t[2]))
             chunks, cur, blocks = [], [], []
-            for t in terms[j]:
+            for t in ordered:
                 if cur and (
-                    len(cur) == em.half["wgt"] or (t[0] not in blocks and len(blocks) == max_blocks)
+                    len(cur) == em.half["wgt"]
+                    or (t[0] not in blocks and len(blocks) == max_blocks)
+                    or t[1] // krc != cur[-1][1] // krc
                 ):
                     chunks.append(cur)
                     cur, blocks = [], []
@@ -410,12 +422,9 @@ class LayerCompiler:
         for oy0, th_a in _tiles(ho, th):
             for ox0, tw_a in _tiles(wo, tw):
                 t = th_a * tw_a
-                hin = (th_a - 1) * sh + (kh - 1) * dh + 1
                 win = (tw_a - 1) * sw + (kw - 1) * dw + 1
-                iy, ix = oy0 * sh - pt, ox0 * sw - pl
-                vy0, vy1 = max(0, iy), min(hi_, iy + hin)
-                vx0, vx1 = max(0, ix), min(wi_, ix + win)
-                pads = (vy0 - iy, vx0 - ix, iy + hin - max(vy1, vy0), ix + win - max(vx1, vx0))
+                ix = ox0 * sw - pl
+                vx0, xs, pad_l, pad_r = _window(ix, win, wi_)
                 # Output channel blocks whose accumulators fit half of ACC together share
                 # each input chunk: one INP load serves all of them.
                 group = max(1, min(n_co, em.half["acc"] // t, em.half["par"]))
@@ -432,7 +441,14 @@ class LayerCompiler:
                             if par_base is None:  # the group's requantization parameters
                                 par_base = self._load_par(s, k["par"][j0], len(members))
                             blocks = list(dict.fromkeys(term[0] for term in chunk))
-                            key = (oy0, ox0, tuple(blocks))
+                            ky0 = min(term[1] for term in chunk)
+                            ky1 = max(term[1] for term in chunk)
+                            # input rows this chunk's kernel rows meet, padding included
+                            hin = (th_a - 1) * sh + (ky1 - ky0) * dh + 1
+                            iy = oy0 * sh - pt + ky0 * dh
+                            vy0, ys, pad_t, pad_b = _window(iy, hin, hi_)
+                            pads = (pad_t, pad_l, pad_b, pad_r)
+                            key = (oy0, ox0, tuple(blocks), ky0, ky1)
                             if key != last_inp:
                                 inp_base = em.new_use("inp", len(blocks) * hin * win)
                                 self._load_inp(
@@ -441,8 +457,8 @@ class LayerCompiler:
                                     blocks,
                                     hin * win,
                                     xa + (vy0 * wi_ + vx0) * ci,
-                                    max(0, vy1 - vy0),
-                                    max(0, vx1 - vx0),
+                                    ys,
+                                    xs,
                                     wi_ * ci,
                                     ci,
                                     pads,
@@ -471,7 +487,7 @@ class LayerCompiler:
                                         wgt_addr=wbase + ti,
                                         inp_base=inp_base
                                         + blocks.index(i) * hin * win
-                                        + ky * dh * win
+                                        + (ky - ky0) * dh * win
                                         + kx * dw,
                                         acc_base=acc,
                                         n_outer=th_a,
@@ -498,7 +514,9 @@ class LayerCompiler:
                                     min(c, co - j * c),
                                 )
         macs = ho * wo * co * kh * kw * (ci // op.groups)
-        return self._stats(op, macs, k["weight_bytes"], f"{th}x{tw} px, {max_blocks} in-blocks")
+        rows = "" if krc == kh else f", {krc} kernel rows"
+        tile = f"{th}x{tw} px, {max_blocks} in-blocks{rows}"
+        return self._stats(op, macs, k["weight_bytes"], tile)
 
     def _load_par(self, s: _Step, dram: int, count: int = 1) -> int:
         """Load `count` consecutive PAR entries in this step; returns the first's address."""
@@ -556,8 +574,12 @@ class LayerCompiler:
         s.compute.append(_post(acc, out, count, par, y.zero_point, clamp))
         s.stores.append(_store(out, dram, ys, xs, ystride, xstride, eb, first=True))
 
-    def _conv_tile(self, op: QConv, terms, x: QTensor, y: QTensor) -> tuple[int, int, int]:
-        """Pick (tile rows, tile cols, input blocks per chunk) with the fewest modeled cycles."""
+    def _conv_tile(self, op: QConv, terms, x: QTensor, y: QTensor) -> tuple[int, int, int, int]:
+        """Pick (tile rows, tile cols, input blocks per chunk, kernel rows per chunk).
+
+        The tiling with the fewest modeled cycles; kernel rows are split over chunks only
+        when not even one output row's whole input window fits half of INP.
+        """
         cfg, half = self.cfg, self.em.half
         ho, wo, _ = y.hwc
         kh, kw = op.kernel
@@ -565,27 +587,30 @@ class LayerCompiler:
         dh, dw = op.dilation
         most_blocks = max(len({t[0] for t in ts}) for ts in terms)
         widths = sorted({-(-wo // d) for d in range(1, wo + 1)}, reverse=True)[:24]
-        best = None
-        for tw in widths:
-            win = (tw - 1) * sw + (kw - 1) * dw + 1
-            blocks_opts = sorted(
-                {most_blocks, *[max(1, most_blocks >> s) for s in range(1, 8)]}, reverse=True
-            )
-            for mb in blocks_opts:
-                th = min(ho, min(half["acc"], half["out"]) // tw)
-                while th > 0 and mb * ((th - 1) * sh + (kh - 1) * dh + 1) * win > half["inp"]:
-                    th -= 1
-                if th < 1:
-                    continue
-                cost = self._conv_cost(op, terms, x, th, tw, mb)
-                if best is None or cost < best[0]:
-                    best = (cost, th, tw, mb)
-        if best is None:
-            raise CompileError(
-                f"layer '{op.name}': even one output pixel's input window "
-                f"({kh}x{kw}, dilation {dh}) does not fit the INP buffer of {cfg.name}"
-            )
-        return best[1], best[2], best[3]
+        if widths[-1] != 1:
+            widths.append(1)
+        for krc in range(kh, 0, -1):
+            best = None
+            for tw in widths:
+                win = (tw - 1) * sw + (kw - 1) * dw + 1
+                blocks_opts = sorted(
+                    {most_blocks, *[max(1, most_blocks >> s) for s in range(1, 8)]}, reverse=True
+                )
+                for mb in blocks_opts:
+                    th = min(ho, min(half["acc"], half["out"]) // tw)
+                    while th > 0 and mb * ((th - 1) * sh + (krc - 1) * dh + 1) * win > half["inp"]:
+                        th -= 1
+                    if th < 1:
+                        continue
+                    cost = self._conv_cost(op, terms, x, th, tw, mb) * -(-kh // krc)
+                    if best is None or cost < best[0]:
+                        best = (cost, th, tw, mb, krc)
+            if best is not None:
+                return best[1:]
+        raise CompileError(
+            f"layer '{op.name}': one kernel row of one output pixel's input window "
+            f"({kw} wide, dilation {dw}) does not fit the INP buffer of {cfg.name}"
+        )
 
     def _conv_cost(self, op, terms, x, th, tw, mb) -> float:
         """Modeled cycles of a tiling: compute and DMA overlap; each step pays some latency."""
@@ -627,9 +652,9 @@ class LayerCompiler:
             for ox0, tw_a in _tiles(wo, tw):
                 hin, win = (th_a - 1) * sh + kh, (tw_a - 1) * sw + kw
                 iy, ix = oy0 * sh - pt, ox0 * sw - pl
-                vy0, vy1 = max(0, iy), min(hi_, iy + hin)
-                vx0, vx1 = max(0, ix), min(wi_, ix + win)
-                pads = (vy0 - iy, vx0 - ix, iy + hin - max(vy1, vy0), ix + win - max(vx1, vx0))
+                vy0, ys, pad_t, pad_b = _window(iy, hin, hi_)
+                vx0, xs, pad_l, pad_r = _window(ix, win, wi_)
+                pads = (pad_t, pad_l, pad_b, pad_r)
                 for cb in range(-(-ch // c)):
                     s = em.step()
                     base = em.new_use("acc", hin * win + th_a * tw_a)
@@ -639,8 +664,8 @@ class LayerCompiler:
                             Buffer.ACC,
                             base,
                             xa + (vy0 * wi_ + vx0) * ch + cb * c,
-                            max(0, vy1 - vy0),
-                            max(0, vx1 - vx0),
+                            ys,
+                            xs,
                             wi_ * ch,
                             ch,
                             min(c, ch - cb * c),

@@ -220,6 +220,31 @@ def test_flatten_of_a_feature_map_then_gemm_is_exact(tmp_path: Path) -> None:
     _assert_layers_exact(path, "sim-small", zoo.calibration_data(shape, n=3, seed=11))
 
 
+# --- layers whose input window is larger than the INP buffer ----------------------------------
+
+
+def _big_windows() -> tuple[onnx.ModelProto, tuple[int, ...]]:
+    """A 7x7 conv with dilation 4 (a 25x25 window per output) and a global average pool
+    over 24x24: on sim-small (512 INP entries per half) neither window fits whole."""
+    shape = (1, 3, 24, 24)
+    g = zoo._GraphBuilder(seed=5)
+    x = g.relu(g.conv("input", 3, 6, 7, dilation=4))
+    x = g.node("GlobalAveragePool", [x])
+    x = g.node("Flatten", [x], axis=1)
+    x = g.gemm(x, 6, 4)
+    return g.model("big_windows", shape, x), shape
+
+
+def test_windows_larger_than_the_input_buffer_compile_and_are_exact(tmp_path: Path) -> None:
+    """Any layer that fits in DRAM compiles: kernel rows are split over several loads."""
+    model, shape = _big_windows()
+    path = quantize_model(model, tmp_path / "big.onnx", zoo.calibration_data(shape))
+    program = compile_model(path, "sim-small")
+    tiles = [layer["tile"] for sg in program.subgraphs for layer in sg.layers]
+    assert sum("kernel rows" in t for t in tiles) == 2, tiles
+    _assert_layers_exact(path, "sim-small", zoo.calibration_data(shape, n=2, seed=11))
+
+
 # --- the digits CNN ---------------------------------------------------------------------------
 
 
