@@ -75,10 +75,16 @@ def accesses(col, i: int) -> list[tuple[str, int, int, bool]]:
             if not col["reset"][i]:
                 out.append(("acc", *acc, False))
     elif op == Opcode.POST:
-        n = int(col["count"][i])
-        if n:
-            a, o, p = int(col["acc_base"][i]), int(col["out_base"][i]), int(col["par_addr"][i])
-            out += [("acc", a, a + n - 1, False), ("par", p, p, False), ("out", o, o + n - 1, True)]
+        n, blocks = col["count"][i], col["blocks"][i]
+        if n and blocks:
+            a, o, p = col["acc_base"][i], col["out_base"][i], col["par_addr"][i]
+            a_end = a + (blocks - 1) * col["acc_block_stride"][i] + n - 1
+            o_end = o + (blocks - 1) * col["out_block_stride"][i] + n - 1
+            out += [
+                ("acc", a, a_end, False),
+                ("par", p, p + blocks - 1, False),
+                ("out", o, o_end, True),
+            ]
     elif op == Opcode.ALU:
         no, ni = int(col["n_outer"][i]), int(col["n_inner"][i])
         if no and ni:

@@ -89,7 +89,7 @@ class Dram:
 class _Step:
     loads: list[Instr] = field(default_factory=list)
     compute: list[Instr] = field(default_factory=list)
-    stores: list[Instr] = field(default_factory=list)
+    stores: list[list[Instr]] = field(default_factory=list)  # one group per POST, in order
 
 
 @dataclass
@@ -158,17 +158,11 @@ class Emitter:
                     if ins.op == Opcode.POST:
                         s.compute[ci] = ins.with_flags(pop_next=k >= 2, push_next=True)
                         k += 1
-                # stores come grouped per POST, in order; mark first/last of each group
-                groups: list[list[int]] = []
-                for idx, ins in enumerate(s.stores):
-                    if ins.fields.get("_first", 0) or not groups:
-                        groups.append([])
-                    groups[-1].append(idx)
-                kk = k - len(groups)
-                for g in groups:
-                    s.stores[g[0]] = s.stores[g[0]].with_flags(pop_prev=True)
-                    last = g[-1]
-                    s.stores[last] = s.stores[last].with_flags(
+                # each POST's STOREs: the first waits for it, the last frees its OUT half
+                kk = k - len(s.stores)
+                for group in s.stores:
+                    group[0] = group[0].with_flags(pop_prev=True)
+                    group[-1] = group[-1].with_flags(
                         push_prev=kk + 2 < k_total or kk == k_total - 1
                     )
                     kk += 1
@@ -179,17 +173,9 @@ class Emitter:
                 if si + 1 < n:
                     stream += steps[si + 1].loads
                 stream += s.compute
-                stream += s.stores
-        stream = [_strip(i) for i in stream]
+                stream += [ins for group in s.stores for ins in group]
         stream.append(isa.make(Opcode.END))
         return stream
-
-
-def _strip(ins: Instr) -> Instr:
-    if "_first" in ins.fields:
-        f = {k: v for k, v in ins.fields.items() if k != "_first"}
-        return Instr(ins.op, f, ins.pop_prev, ins.pop_next, ins.push_prev, ins.push_next)
-    return ins
 
 
 def _nop() -> Instr:
@@ -246,9 +232,17 @@ def _load(
 
 
 def _store(
-    sram: int, dram: int, ys: int, xs: int, ystride: int, xstride: int, eb: int, first: bool
+    sram: int,
+    dram: int,
+    ys: int,
+    xs: int,
+    ystride: int,
+    xstride: int,
+    eb: int,
+    planes: int = 1,
+    plane_stride: int = 0,
 ) -> Instr:
-    ins = isa.make(
+    return isa.make(
         Opcode.STORE,
         sram_base=sram,
         dram_offset=dram,
@@ -257,13 +251,15 @@ def _store(
         y_stride=ystride,
         x_stride=xstride,
         elem_bytes=eb,
+        z_size=planes,
+        z_stride=plane_stride,
     )
-    if first:
-        ins.fields["_first"] = 1
-    return ins
 
 
-def _post(acc: int, out: int, count: int, par: int, zp: int, clamp: tuple[int, int]) -> Instr:
+def _post(
+    acc: int, out: int, count: int, par: int, zp: int, clamp: tuple[int, int], blocks: int = 1
+) -> Instr:
+    """POST of `blocks` channel blocks, `count` entries each, laid out one after another."""
     return isa.make(
         Opcode.POST,
         acc_base=acc,
@@ -273,6 +269,9 @@ def _post(acc: int, out: int, count: int, par: int, zp: int, clamp: tuple[int, i
         zero_point=zp,
         clamp_lo=clamp[0],
         clamp_hi=clamp[1],
+        blocks=blocks,
+        acc_block_stride=count,
+        out_block_stride=count,
     )
 
 
@@ -427,7 +426,7 @@ class LayerCompiler:
                 vx0, xs, pad_l, pad_r = _window(ix, win, wi_)
                 # Output channel blocks whose accumulators fit half of ACC together share
                 # each input chunk: one INP load serves all of them.
-                group = max(1, min(n_co, em.half["acc"] // t, em.half["par"]))
+                group = max(1, min(n_co, em.half["acc"] // t, em.half["out"] // t, em.half["par"]))
                 for j0 in range(0, n_co, group):
                     members = range(j0, min(n_co, j0 + group))
                     acc_base = em.new_use("acc", t * len(members))
@@ -498,21 +497,21 @@ class LayerCompiler:
                                         acc_inner_stride=1,
                                     )
                                 )
-                            if q == len(chunks_of[j]) - 1:  # accumulation complete
-                                self._emit_output(
-                                    s,
-                                    acc,
-                                    t,
-                                    par_base + jl,
-                                    y,
-                                    op.clamp,
-                                    ya + (oy0 * wo + ox0) * co + j * c,
-                                    th_a,
-                                    tw_a,
-                                    wo * co,
-                                    co,
-                                    min(c, co - j * c),
-                                )
+                    # every accumulation of the group is complete: requantize and store
+                    self._emit_output(
+                        s,
+                        acc_base,
+                        t,
+                        par_base,
+                        y,
+                        op.clamp,
+                        ya + (oy0 * wo + ox0) * co + j0 * c,
+                        th_a,
+                        tw_a,
+                        wo * co,
+                        co,
+                        [min(c, co - j * c) for j in members],
+                    )
         macs = ho * wo * co * kh * kw * (ci // op.groups)
         rows = "" if krc == kh else f", {krc} kernel rows"
         tile = f"{th}x{tw} px, {max_blocks} in-blocks{rows}"
@@ -568,11 +567,30 @@ class LayerCompiler:
         xs: int,
         ystride: int,
         xstride: int,
-        eb: int,
-    ):
-        out = self.em.new_use("out", count)
-        s.compute.append(_post(acc, out, count, par, y.zero_point, clamp))
-        s.stores.append(_store(out, dram, ys, xs, ystride, xstride, eb, first=True))
+        widths: list[int],
+    ) -> None:
+        """POST channel blocks of `count` entries each (consecutive in ACC, PAR and OUT) and
+        STORE them: block b, `widths[b]` channels wide, to `dram + b*cols` bytes."""
+        out = self.em.new_use("out", count * len(widths))
+        s.compute.append(_post(acc, out, count, par, y.zero_point, clamp, len(widths)))
+        stores, first = [], 0
+        for b in range(1, len(widths) + 1):  # one STORE per run of equally wide blocks
+            if b == len(widths) or widths[b] != widths[first]:
+                stores.append(
+                    _store(
+                        out + first * count,
+                        dram + first * self.cfg.cols,
+                        ys,
+                        xs,
+                        ystride,
+                        xstride,
+                        widths[first],
+                        planes=b - first,
+                        plane_stride=self.cfg.cols,
+                    )
+                )
+                first = b
+        s.stores.append(stores)
 
     def _conv_tile(self, op: QConv, terms, x: QTensor, y: QTensor) -> tuple[int, int, int, int]:
         """Pick (tile rows, tile cols, input blocks per chunk, kernel rows per chunk).
@@ -702,7 +720,7 @@ class LayerCompiler:
                         tw_a,
                         wo * ch,
                         ch,
-                        min(c, ch - cb * c),
+                        [min(c, ch - cb * c)],
                     )
         return self._stats(op, 0, 0, f"{th}x{tw} px")
 
@@ -751,7 +769,7 @@ class LayerCompiler:
                         _alu(AluOp.ADD, base, base + cnt, 1, cnt, 0, 1, 0, 1),
                     ]
                     self._emit_output(
-                        s, base, cnt, pbase, y, op.clamp, ya + off, th_a, tw_a, w * ch, ch, eb
+                        s, base, cnt, pbase, y, op.clamp, ya + off, th_a, tw_a, w * ch, ch, [eb]
                     )
         return self._stats(op, 0, 0, f"{th}x{tw} px")
 
@@ -810,7 +828,7 @@ class LayerCompiler:
                             tw_a,
                             w * cy,
                             cy,
-                            eb,
+                            [eb],
                         )
             ch_off += cx
         return self._stats(op, 0, 0, f"{th}x{tw} px")
@@ -819,7 +837,7 @@ class LayerCompiler:
         steps = self.em.layers[-1]
         counts: dict[str, int] = {}
         for s in steps:
-            for ins in (*s.loads, *s.compute, *s.stores):
+            for ins in (*s.loads, *s.compute, *(i for group in s.stores for i in group)):
                 counts[ins.op.name] = counts.get(ins.op.name, 0) + 1
         return LayerStats(op.name, op.kind, macs, counts, dict(self.em.peak), weight_bytes, tile)
 

@@ -15,7 +15,7 @@ from dpukit.compiler.isa import Buffer, Opcode
 
 @dataclass(frozen=True)
 class Dma:
-    """A LOAD's or STORE's fields as plain ints. A STORE has one plane and no padding."""
+    """A LOAD's or STORE's fields as plain ints. A STORE has no padding."""
 
     is_load: bool
     buffer: int  # Buffer for a LOAD; -1 for a STORE (it reads OUT)
@@ -40,8 +40,8 @@ class Dma:
             buffer=f["buffer"] if load else -1,
             sram=f["sram_base"],
             offset=f["dram_offset"],
-            planes=f["z_size"] if load else 1,
-            z_stride=f["z_stride"] if load else 0,
+            planes=f["z_size"],
+            z_stride=f["z_stride"],
             ys=f["y_size"],
             xs=f["x_size"],
             eb=f["elem_bytes"],

@@ -225,16 +225,18 @@ class GoldenDPU:
             self.acc[a] = wrap32(p if reset else self.acc[a] + p)
 
     def _post(self, plan: _Plan, p: _PostPlan, dram: np.ndarray) -> None:
-        lanes = self._requant_lanes(self.par[p.par])
-        v = np.add(self.acc[p.acc : p.acc + p.count], lanes.bias, dtype=np.int32)  # wraps
-        if max(-int(v.min(initial=0)), int(v.max(initial=0))) < lanes.exact_below:
-            # |v*mult| < 2^53: the float64 product is exact, and rint rounds ties to even.
-            r = v * lanes.scale
-            np.rint(r, out=r)
-        else:
-            r = lanes.rounding.apply(v.astype(np.int64) * lanes.mult)
-        r += p.zero_point
-        np.clip(r, p.lo, p.hi, out=self.out[p.out : p.out + p.count], casting="unsafe")
+        for b in range(p.blocks):
+            acc, out = p.acc + b * p.acc_stride, p.out + b * p.out_stride
+            lanes = self._requant_lanes(self.par[p.par + b])
+            v = np.add(self.acc[acc : acc + p.count], lanes.bias, dtype=np.int32)  # wraps
+            if max(-int(v.min(initial=0)), int(v.max(initial=0))) < lanes.exact_below:
+                # |v*mult| < 2^53: the float64 product is exact, and rint rounds ties to even
+                r = v * lanes.scale
+                np.rint(r, out=r)
+            else:
+                r = lanes.rounding.apply(v.astype(np.int64) * lanes.mult)
+            r += p.zero_point
+            np.clip(r, p.lo, p.hi, out=self.out[out : out + p.count], casting="unsafe")
 
     def _requant_lanes(self, entry: np.ndarray) -> _Requant:
         """A PAR entry's per-lane constants; cached by content (PAR is only ever data)."""
@@ -359,22 +361,25 @@ class _PostPlan:
     zero_point: int
     lo: int
     hi: int
+    blocks: int
+    acc_stride: int
+    out_stride: int
 
     @classmethod
     def of(cls, col, i: int) -> _PostPlan:
-        f = [
-            int(col[k][i])
-            for k in (
-                "acc_base",
-                "out_base",
-                "count",
-                "par_addr",
-                "zero_point",
-                "clamp_lo",
-                "clamp_hi",
-            )
-        ]
-        return cls(*f)
+        names = (
+            "acc_base",
+            "out_base",
+            "count",
+            "par_addr",
+            "zero_point",
+            "clamp_lo",
+            "clamp_hi",
+            "blocks",
+            "acc_block_stride",
+            "out_block_stride",
+        )
+        return cls(*(int(col[k][i]) for k in names))
 
 
 def _alu_lane(op: AluOp, dst: np.ndarray, src: np.ndarray, imm: np.int64) -> np.ndarray:
@@ -576,10 +581,10 @@ def _activity(cfg: HwConfig, col, sched: timing.Schedule) -> Activity:
             if not col["reset"][i]:
                 reads["acc"] += t
         elif code == Opcode.POST:
-            cnt = int(col["count"][i])
-            reads["acc"] += cnt
-            reads["par"] += 1
-            writes["out"] += cnt
+            blocks, cnt = int(col["blocks"][i]), int(col["count"][i])
+            reads["acc"] += blocks * cnt
+            reads["par"] += blocks
+            writes["out"] += blocks * cnt
         elif code == Opcode.ALU:
             t = int(col["n_outer"][i]) * int(col["n_inner"][i])
             reads["acc"] += t * (2 if AluOp(int(col["alu_op"][i])) in (AluOp.ADD, AluOp.MAX) else 1)

@@ -108,6 +108,11 @@ _DMA_2D = [
     Field("elem_bytes", 16, doc="bytes per entry (<= entry width; the rest of the entry is 0)"),
 ]
 
+_DMA_PLANES = [
+    Field("z_size", 16, doc="planes of y x x entries (e.g. channel blocks)", default=1),
+    Field("z_stride", 32, doc="bytes between planes in DRAM", default=0),
+]
+
 LAYOUT: dict[Opcode, list[Field]] = {
     Opcode.LOAD: [
         Field("buffer", 2, doc="destination buffer (Buffer)"),
@@ -118,12 +123,12 @@ LAYOUT: dict[Opcode, list[Field]] = {
         Field("pad_left", 6, doc="padding entries before each row"),
         Field("pad_right", 6, doc="padding entries after each row"),
         Field("pad_value", 8, signed=True, doc="value of every lane of a padding entry"),
-        Field("z_size", 16, doc="planes of y x x entries (e.g. channel blocks)", default=1),
-        Field("z_stride", 32, doc="bytes between planes in DRAM", default=0),
+        *_DMA_PLANES,
     ],
     Opcode.STORE: [
         Field("sram_base", 16, doc="first OUT entry read"),
         *_DMA_2D,
+        *_DMA_PLANES,
     ],
     Opcode.GEMM: [
         Field("reset", 1, doc="1: acc = product; 0: acc += product"),
@@ -145,6 +150,11 @@ LAYOUT: dict[Opcode, list[Field]] = {
         Field("zero_point", 8, signed=True, doc="output zero point"),
         Field("clamp_lo", 8, signed=True, doc="lowest output value (ReLU: the zero point)"),
         Field("clamp_hi", 8, signed=True, doc="highest output value (ReLU6: q(6))"),
+        Field(
+            "blocks", 16, doc="channel blocks processed, each with the next PAR entry", default=1
+        ),
+        Field("acc_block_stride", 16, doc="ACC entries between blocks", default=0),
+        Field("out_block_stride", 16, doc="OUT entries between blocks", default=0),
     ],
     Opcode.ALU: [
         Field("alu_op", 3, doc="AluOp"),
@@ -182,9 +192,9 @@ SEMANTICS: dict[Opcode, str] = {
         "`limit` are the data window's base address and size registers.)"
     ),
     Opcode.STORE: (
-        "For `y < y_size` and `x < x_size`, the first `elem_bytes` lanes (int8) of OUT entry "
-        "`sram_base + y*x_size + x` are written to DRAM at "
-        "`base + dram_offset + y*y_stride + x*x_stride`."
+        "For `z < z_size`, `y < y_size` and `x < x_size`, the first `elem_bytes` lanes (int8) "
+        "of OUT entry `sram_base + (z*y_size + y)*x_size + x` are written to DRAM at "
+        "`base + dram_offset + z*z_stride + y*y_stride + x*x_stride`."
     ),
     Opcode.GEMM: (
         "Weight-stationary: WGT entry `wgt_addr` is held in the array as `W` (lane "
@@ -195,12 +205,14 @@ SEMANTICS: dict[Opcode, str] = {
         "`reset`, else `old + p[c]` wrapped to int32."
     ),
     Opcode.POST: (
-        "With `(bias, mult, shift)` from PAR entry `par_addr`, for `k < count` and lane `c`: "
-        "`v = wrap32(ACC[acc_base + k][c] + bias[c])` (wrapped to int32); "
+        "For each block `b < blocks`, with `(bias, mult, shift)` from PAR entry "
+        "`par_addr + b`, `a = acc_base + b*acc_block_stride` and "
+        "`o = out_base + b*out_block_stride`, for `k < count` and lane `c`: "
+        "`v = wrap32(ACC[a + k][c] + bias[c])` (wrapped to int32); "
         "`r = round(v*mult[c] / 2^shift[c])` exactly in 64 bits, to nearest with ties to even "
         "(as ONNX QuantizeLinear rounds; in hardware: floor shift, then add 1 when the "
         "remainder exceeds half, or equals half and the quotient is odd); "
-        "`OUT[out_base + k][c] = clamp(r + zero_point, clamp_lo, clamp_hi)`. "
+        "`OUT[o + k][c] = clamp(r + zero_point, clamp_lo, clamp_hi)`. "
         "`mult` is in `[0, 2^31)` and `shift` in `[0, 62]` (only its low 6 bits are used)."
     ),
     Opcode.ALU: (

@@ -11,7 +11,7 @@ Per-instruction costs (cycles at the DPU clock):
   GEMM    weight-stationary systolic pass: rows cycles to preload the weight tile, then
           n_outer*n_inner activations stream through, and rows + cols - 2 cycles to drain:
           2*rows + cols - 2 + n_outer*n_inner (SCALE-Sim's per-fold count).
-  POST    count + POST_PIPELINE
+  POST    blocks * count + POST_PIPELINE
   ALU     n_outer*n_inner + ALU_PIPELINE (a zero-trip ALU, the layer barrier, costs 1)
   END     1, after all engines are idle.
 An engine starts its next instruction when the previous one has finished and every token
@@ -86,7 +86,7 @@ def instr_cycles(cfg: HwConfig, col: dict[str, np.ndarray]) -> np.ndarray:
     g = op == Opcode.GEMM
     cyc[g] = 2 * cfg.rows + cfg.cols - 2 + col["n_outer"][g] * col["n_inner"][g]
     p = op == Opcode.POST
-    cyc[p] = col["count"][p] + POST_PIPELINE
+    cyc[p] = col["blocks"][p] * col["count"][p] + POST_PIPELINE
     a = op == Opcode.ALU
     trips = col["n_outer"][a] * col["n_inner"][a]
     cyc[a] = np.where(trips > 0, trips + ALU_PIPELINE, 1)

@@ -58,7 +58,11 @@ package dpu_isa_pkg;
   localparam int unsigned StoreXStrideBits = 24;  // [143:120]
   localparam int unsigned StoreElemBytesLsb = StoreXStrideLsb + StoreXStrideBits;
   localparam int unsigned StoreElemBytesBits = 16;  // [159:144]
-  localparam int unsigned StoreReservedLsb = StoreElemBytesLsb + StoreElemBytesBits;
+  localparam int unsigned StoreZSizeLsb = StoreElemBytesLsb + StoreElemBytesBits;
+  localparam int unsigned StoreZSizeBits = 16;  // [175:160]
+  localparam int unsigned StoreZStrideLsb = StoreZSizeLsb + StoreZSizeBits;
+  localparam int unsigned StoreZStrideBits = 32;  // [207:176]
+  localparam int unsigned StoreReservedLsb = StoreZStrideLsb + StoreZStrideBits;
 
   // GEMM
   localparam int unsigned GemmResetLsb = FieldsLsb;
@@ -98,7 +102,13 @@ package dpu_isa_pkg;
   localparam int unsigned PostClampLoBits = 8;  // [87:80]
   localparam int unsigned PostClampHiLsb = PostClampLoLsb + PostClampLoBits;
   localparam int unsigned PostClampHiBits = 8;  // [95:88]
-  localparam int unsigned PostReservedLsb = PostClampHiLsb + PostClampHiBits;
+  localparam int unsigned PostBlocksLsb = PostClampHiLsb + PostClampHiBits;
+  localparam int unsigned PostBlocksBits = 16;  // [111:96]
+  localparam int unsigned PostAccBlockStrideLsb = PostBlocksLsb + PostBlocksBits;
+  localparam int unsigned PostAccBlockStrideBits = 16;  // [127:112]
+  localparam int unsigned PostOutBlockStrideLsb = PostAccBlockStrideLsb + PostAccBlockStrideBits;
+  localparam int unsigned PostOutBlockStrideBits = 16;  // [143:128]
+  localparam int unsigned PostReservedLsb = PostOutBlockStrideLsb + PostOutBlockStrideBits;
 
   // ALU
   localparam int unsigned AluAluOpLsb = FieldsLsb;
@@ -189,6 +199,8 @@ package dpu_isa_pkg;
 
   typedef struct packed {
     logic [InstrBits-StoreReservedLsb-1:0] reserved;
+    logic [StoreZStrideBits-1:0] z_stride;
+    logic [StoreZSizeBits-1:0] z_size;
     logic [StoreElemBytesBits-1:0] elem_bytes;
     logic [StoreXStrideBits-1:0] x_stride;
     logic [StoreYStrideBits-1:0] y_stride;
@@ -218,6 +230,9 @@ package dpu_isa_pkg;
 
   typedef struct packed {
     logic [InstrBits-PostReservedLsb-1:0] reserved;
+    logic [PostOutBlockStrideBits-1:0] out_block_stride;
+    logic [PostAccBlockStrideBits-1:0] acc_block_stride;
+    logic [PostBlocksBits-1:0] blocks;
     logic signed [PostClampHiBits-1:0] clamp_hi;
     logic signed [PostClampLoBits-1:0] clamp_lo;
     logic signed [PostZeroPointBits-1:0] zero_point;
