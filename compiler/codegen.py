@@ -33,15 +33,16 @@ from dpukit.errors import CompileError
 ALIGN = 64
 
 
-MULT_BITS = 24  # significant bits of a requantization multiplier
+MULT_BITS = 22  # significant bits of a requantization multiplier
 
 
 def requant_params(multiplier: float) -> tuple[int, int]:
     """A real multiplier as (mult, shift): multiplier ~= mult / 2^shift.
 
-    mult keeps 24 significant bits: as precise as the float32 scales onnxruntime uses, it fits
-    a DSP48's 25x18 multiplier in two passes, and mult * accumulator stays exact in a float64
-    for accumulators below 2^29 (the golden model's fast path).
+    mult keeps 22 significant bits: within 2^-22 of the real scale (onnxruntime's float32
+    scales hold 24), a single pass through a DSP48's 25x18 multiplier pair, and any int32
+    accumulator times mult stays below 2^53, so the golden model requantizes exactly in
+    float64 without checking ranges.
     """
     if multiplier <= 0:
         raise CompileError(f"requantization multiplier {multiplier} must be positive")

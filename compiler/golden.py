@@ -229,7 +229,9 @@ class GoldenDPU:
             acc, out = p.acc + b * p.acc_stride, p.out + b * p.out_stride
             lanes = self._requant_lanes(self.par[p.par + b])
             v = np.add(self.acc[acc : acc + p.count], lanes.bias, dtype=np.int32)  # wraps
-            if max(-int(v.min(initial=0)), int(v.max(initial=0))) < lanes.exact_below:
+            if lanes.exact_below > 2**31 or (
+                max(-int(v.min(initial=0)), int(v.max(initial=0))) < lanes.exact_below
+            ):
                 # |v*mult| < 2^53: the float64 product is exact, and rint rounds ties to even
                 r = v * lanes.scale
                 np.rint(r, out=r)
