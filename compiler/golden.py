@@ -6,10 +6,17 @@ rounding and saturation. Instructions run in program order, which gives the hard
 result because `check.check_stream` (run first) proves that every pair of instructions on
 different engines that touch the same data is ordered by dependency tokens.
 
-Speed: consecutive GEMMs that accumulate into the same ACC entries run as one matrix
-product. int8 x int8 products summed over K <= 1024 are below 2^24, so float32 BLAS is
-exact; longer sums are split and added in int64, then wrapped to int32 once (wrapping
-commutes with addition mod 2^32, so this equals the hardware's per-step wrap).
+Speed, without changing a single bit of the result:
+- Consecutive GEMMs that accumulate into the same ACC entries run as one matrix product
+  (an im2col gather from INP, then BLAS). int8 x int8 products summed over K <= 1024 stay
+  below 2^24, so float32 is exact; longer sums are split and added in int64, then wrapped
+  to int32 once (wrapping commutes with addition mod 2^32: the hardware's per-step wrap).
+- GEMM groups that stream the same INP entries, unchanged in between, are one product with
+  their weight matrices side by side; each group's result is applied to ACC at the group's
+  own place in program order. Their weights are taken from the LOADs that filled WGT, whose
+  DRAM bytes no STORE writes (checked when the plan is made; re-read when DRAM changes).
+- POST requantizes in float64 when every |v * mult| < 2^53 (always, with the compiler's
+  22-bit multipliers): the product is exact and rint rounds ties to even; otherwise int64.
 """
 
 from __future__ import annotations
@@ -57,11 +64,11 @@ class Activity:
 class _Plan:
     """Everything about a stream that does not depend on data, computed once."""
 
-    def __init__(self, cfg: HwConfig, stream: bytes, dram_size: int):
+    def __init__(self, cfg: HwConfig, stream: bytes, dram_size: int, merge: bool):
         self.col = isa.decode_array(stream)
         self.sched = check.check_stream(cfg, self.col, dram_size)
         self.activity = _activity(cfg, self.col, self.sched)
-        self.steps = _plan_steps(cfg, self.col)
+        self.steps = _plan_steps(cfg, self.col, merge)
         # Weight tiles of batched GEMMs come straight from the LOADs that fill WGT.
         self.wgt_loads: dict[int, int] = {}  # LOAD -> first row in the weight matrix
         rows = 0
@@ -114,8 +121,10 @@ class _Plan:
 class GoldenDPU:
     """One DPU instance: its on-chip buffers, and a cache of decoded programs."""
 
-    def __init__(self, cfg: HwConfig):
+    def __init__(self, cfg: HwConfig, merge_gemms: bool = True):
+        """`merge_gemms=False` runs every GEMM group on its own (a check on the merging)."""
         self.cfg = cfg
+        self.merge_gemms = merge_gemms
         r, c = cfg.rows, cfg.cols
         self.inp = np.zeros((cfg.inp_entries, r), np.int8)
         self.wgt = np.zeros((cfg.wgt_entries, r, c), np.int8)
@@ -141,7 +150,7 @@ class GoldenDPU:
     def prepare(self, stream: bytes, dram_size: int) -> _Plan:
         key = stream + dram_size.to_bytes(8, "little")
         if key not in self._plans:
-            self._plans[key] = _Plan(self.cfg, stream, dram_size)
+            self._plans[key] = _Plan(self.cfg, stream, dram_size, self.merge_gemms)
         return self._plans[key]
 
     def run(self, stream: bytes, dram: np.ndarray) -> Activity:
@@ -435,7 +444,7 @@ class _Batch:
     lanes_idx: np.ndarray | None = None  # [T, K] INP lanes gathered, when w drops zero rows
 
 
-def _plan_steps(cfg: HwConfig, col) -> list[tuple[str, object]]:
+def _plan_steps(cfg: HwConfig, col, merge: bool) -> list[tuple[str, object]]:
     """Program order, with GEMM work merged into as few matrix products as is exact."""
     op = col["op"]
     n = len(op)
@@ -508,7 +517,8 @@ def _plan_steps(cfg: HwConfig, col) -> list[tuple[str, object]]:
             groups.append(_Group(len(steps), acc, bool(col["reset"][i]), inps, wgt, wsrc))
             steps.append(("gemm", groups[-1]))
         i = j
-    _merge_groups(steps, groups, inp_writes)
+    if merge:
+        _merge_groups(steps, groups, inp_writes)
     return steps
 
 
