@@ -102,6 +102,8 @@ class LayerStats:
     buffer_use: dict[str, int]  # most entries of one half used, per buffer
     weight_bytes: int
     tile: str
+    first_instr: int = 0  # the layer's instructions in its subgraph's stream (with the
+    num_instrs: int = 0  # barrier before it): per-layer activity is counted over them
 
 
 class Emitter:
@@ -114,6 +116,7 @@ class Emitter:
         }
         self.uses = dict.fromkeys(self.half, 0)
         self.layers: list[list[_Step]] = []
+        self.ranges: list[tuple[int, int]] = []  # (first instruction, count) per layer
         self.peak = dict.fromkeys(self.half, 0)
 
     def begin_layer(self) -> None:
@@ -139,6 +142,8 @@ class Emitter:
         stream: list[Instr] = []
         prev_had_store = False
         for li, steps in enumerate(self.layers):
+            first = len(stream)
+            self.ranges.append((first, 0))
             if not steps:
                 continue
             barrier = li > 0 and bool(stream)
@@ -175,6 +180,7 @@ class Emitter:
                     stream += steps[si + 1].loads
                 stream += s.compute
                 stream += [ins for group in s.stores for ins in group]
+            self.ranges[-1] = (first, len(stream) - first)
         stream.append(isa.make(Opcode.END))
         return stream
 
@@ -864,5 +870,9 @@ def compile_subgraph(
         elif isinstance(op, QConcat):
             stats.append(lc.concat(op))
         elif isinstance(op, QView):
+            em.begin_layer()  # no instructions: the view shares its source's bytes
             stats.append(LayerStats(op.name, op.kind, 0, {}, {}, 0, "view"))
-    return em.finish(), stats
+    stream = em.finish()
+    for layer, (first, count) in zip(stats, em.ranges, strict=True):
+        layer.first_instr, layer.num_instrs = first, count
+    return stream, stats

@@ -153,6 +153,13 @@ class GoldenDPU:
             self._plans[key] = _Plan(self.cfg, stream, dram_size, self.merge_gemms)
         return self._plans[key]
 
+    def layer_activity(
+        self, stream: bytes, dram_size: int, ranges: list[tuple[int, int]]
+    ) -> list[Activity]:
+        """Activity of each (first instruction, count) range of a stream: one per layer."""
+        plan = self.prepare(stream, dram_size)
+        return [_activity(self.cfg, plan.col, plan.sched, a, a + n) for a, n in ranges]
+
     def run(self, stream: bytes, dram: np.ndarray) -> Activity:
         """Execute `stream` against `dram` (a uint8 array: the program's data window)."""
         plan = self.prepare(stream, dram.size)
@@ -564,16 +571,27 @@ def _merge_groups(steps, groups: list[_Group], inp_writes) -> None:
             steps[h.step] = ("gemm_apply", (batch, k))
 
 
-def _activity(cfg: HwConfig, col, sched: timing.Schedule) -> Activity:
+def _activity(
+    cfg: HwConfig, col, sched: timing.Schedule, lo: int = 0, hi: int | None = None
+) -> Activity:
+    """Activity of instructions [lo, hi). Its cycles: from the end of everything before
+    `lo` to the end of the range (layers are ordered by barriers, so these add up)."""
+    hi = len(col["op"]) if hi is None else hi
     op = col["op"]
-    act = Activity(cycles=sched.total_cycles, busy=dict(sched.busy))
+    before = int(sched.end[:lo].max(initial=0))
+    cycles = max(int(sched.end[lo:hi].max(initial=before)) - before, 0)
+    busy = {}
+    for e in timing.Engine:
+        mine = sched.engine[lo:hi] == e
+        busy[e.name.lower()] = int((sched.end[lo:hi] - sched.start[lo:hi])[mine].sum())
+    act = Activity(cycles=cycles, busy=busy)
     for code in Opcode:
-        cnt = int((op == code).sum())
+        cnt = int((op[lo:hi] == code).sum())
         if cnt:
             act.instructions[code.name] = cnt
     reads = {b: 0 for b in ("inp", "wgt", "acc", "out", "par")}
     writes = dict(reads)
-    for i in range(len(op)):
+    for i in range(lo, hi):
         code = Opcode(int(op[i]))
         if code in (Opcode.LOAD, Opcode.STORE):
             d = Dma.of(col, i)

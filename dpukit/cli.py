@@ -242,6 +242,31 @@ def _subgraph_activity_table(program, per_subgraph: list, title: str) -> Table:
     return table
 
 
+def _layer_activity_table(per_layer: list, title: str) -> Table:
+    """What the DPU did for each layer of one image (Runner.layer_activity)."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("layer", no_wrap=True)
+    table.add_column("kind")
+    for col in ("cycles", "layer MACs", "PE util.", "DRAM read", "DRAM written"):
+        table.add_column(col, justify="right")
+    table.add_column("buffer reads\ninp/wgt/acc/out/par", justify="right")
+    table.add_column("buffer writes\ninp/wgt/acc/out/par", justify="right")
+    for la in per_layer:
+        act = la.activity
+        table.add_row(
+            la.layer,
+            la.kind,
+            _int(act.cycles),
+            _int(la.macs),
+            _pct(act.mac_cycles / act.cycles if act.cycles else 0.0),
+            _bytes(act.dram_read_bytes),
+            _bytes(act.dram_write_bytes),
+            "/".join(_int(v) for v in act.buffer_reads.values()),
+            "/".join(_int(v) for v in act.buffer_writes.values()),
+        )
+    return table
+
+
 def _model_macs(program) -> int:
     return sum(layer["macs"] for sg in program.subgraphs for layer in sg.layers)
 
@@ -557,6 +582,7 @@ def cmd_run(args, con: Console) -> int:
         )
     )
     con.print(_subgraph_activity_table(program, per_sub, f"per subgraph, first image, {MODELED}"))
+    con.print(_layer_activity_table(runner.layer_activity, f"per layer, one image, {MODELED}"))
     con.print(f"host wall time {wall:.2f} s (simulation speed, not DPU latency)", style="dim")
     if args.json:
         cycles_img = act.cycles / n
@@ -580,6 +606,16 @@ def cmd_run(args, con: Console) -> int:
                 for sg, a in zip(
                     [s for s in program.subgraphs if s.device == "DPU"], per_sub, strict=False
                 )
+            ],
+            "per_layer_one_image": [
+                {
+                    "subgraph": la.subgraph,
+                    "layer": la.layer,
+                    "kind": la.kind,
+                    "layer_macs": la.macs,
+                    **_activity_json(la.activity),
+                }
+                for la in runner.layer_activity
             ],
             "outputs": {
                 k: {
@@ -716,6 +752,9 @@ def cmd_demo(args, con: Console) -> int:
     con.print()
     con.print(
         _subgraph_activity_table(program, per_sub, f"per-subgraph activity, one image, {MODELED}")
+    )
+    con.print(
+        _layer_activity_table(runner.layer_activity, f"per-layer activity, one image, {MODELED}")
     )
     con.print(
         _activity_table(act, n, cfg, _model_macs(program), f"whole run, {n} images, {MODELED}")

@@ -28,10 +28,21 @@ BACKENDS = ("golden",)
 
 
 @dataclass
+@dataclass
+class LayerActivity:
+    subgraph: str
+    layer: str
+    kind: str
+    macs: int  # the layer's own MACs (the compiler's count)
+    activity: Activity  # what the DPU did for it, for one image
+
+
+@dataclass
 class RunResult:
     outputs: dict[str, np.ndarray]
     activity: Activity  # summed over the batch and all DPU subgraphs
-    per_subgraph: list[Activity] = field(default_factory=list)
+    per_subgraph: list[Activity] = field(default_factory=list)  # first image of the batch
+    per_layer: list[LayerActivity] = field(default_factory=list)  # one image
 
 
 class Runner:
@@ -57,6 +68,16 @@ class Runner:
                 )
             else:
                 self.dpu.prepare(sg.payload, self.dram.size)
+        # Activity does not depend on the data: count it per layer once.
+        self.layer_activity: list[LayerActivity] = []
+        for sg in program.subgraphs:
+            if sg.device == "DPU":
+                ranges = [(layer["first_instr"], layer["num_instrs"]) for layer in sg.layers]
+                acts = self.dpu.layer_activity(sg.payload, self.dram.size, ranges)
+                self.layer_activity += [
+                    LayerActivity(sg.name, layer["name"], layer["kind"], layer["macs"], act)
+                    for layer, act in zip(sg.layers, acts, strict=True)
+                ]
         self._jobs: dict[int, RunResult] = {}
 
     def get_input_tensors(self) -> list[TensorSpec]:
@@ -110,7 +131,8 @@ class Runner:
                         per_sub.append(act)
             for name in outs:
                 outs[name].append(env[name])
-        return RunResult({k: np.concatenate(v) for k, v in outs.items()}, total, per_sub)
+        outputs = {k: np.concatenate(v) for k, v in outs.items()}
+        return RunResult(outputs, total, per_sub, list(self.layer_activity))
 
     def _run_dpu(self, sg, env) -> Activity:
         p = self.program
