@@ -526,7 +526,27 @@ def _plan_steps(cfg: HwConfig, col, merge: bool) -> list[tuple[str, object]]:
         i = j
     if merge:
         _merge_groups(steps, groups, inp_writes)
+        steps = _without_unread_weight_loads(cfg, col, steps)
     return steps
+
+
+def _without_unread_weight_loads(cfg: HwConfig, col, steps: list) -> list:
+    """Drop WGT LOADs whose entries only merged GEMM batches read (they take their weights
+    from the plan) and that are overwritten before the program ends: nothing can see them."""
+    last_writer = np.full(cfg.wgt_entries, -1, np.int64)
+    needed: set[int] = set()
+    for k, (kind, payload) in enumerate(steps):
+        if kind == "load" and payload.buffer == Buffer.WGT:
+            last_writer[payload.sram : payload.sram + payload.entries] = k
+        elif kind in ("gemm", "gemm_serial"):  # these read the WGT buffer as it is
+            wgt = payload.wgt if kind == "gemm" else np.array([col["wgt_addr"][payload]])
+            needed.update(last_writer[wgt].tolist())
+    needed.update(last_writer.tolist())  # the buffer's final contents
+    return [
+        step
+        for k, step in enumerate(steps)
+        if not (step[0] == "load" and step[1].buffer == Buffer.WGT and k not in needed)
+    ]
 
 
 def _overlap(a: tuple[int, int] | None, b: tuple[int, int]) -> bool:

@@ -18,13 +18,16 @@ from dpukit.models import zoo
 
 
 def _dram_after(program, x: np.ndarray, merge: bool, tamper=None) -> np.ndarray:
+    """The DRAM image after a run, followed by the on-chip buffers' final contents."""
     runner = create_runner(program)
     runner.dpu = GoldenDPU(load_config(program.config["name"]), merge_gemms=merge)
     runner.run({"input": x})
     if tamper is not None:  # the host rewrites part of the constants, then runs again
         tamper(runner.dram)
         runner.run({"input": x})
-    return runner.dram.copy()
+    dpu = runner.dpu
+    buffers = [b.view(np.uint8).ravel() for b in (dpu.inp, dpu.wgt, dpu.acc, dpu.out, dpu.par)]
+    return np.concatenate([runner.dram, *buffers])
 
 
 @pytest.mark.parametrize("config", ["sim-small", "pynq-z2"])
