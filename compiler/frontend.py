@@ -16,7 +16,16 @@ import numpy as np
 import onnx
 from onnx import numpy_helper, shape_inference
 
-from dpukit.compiler.ir import DpuOp, QAdd, QConcat, QConv, QMaxPool, QTensor, QView
+from dpukit.compiler.ir import (
+    DpuOp,
+    QAdd,
+    QConcat,
+    QConv,
+    QMaxPool,
+    QTensor,
+    QView,
+    op_inputs,
+)
 from dpukit.errors import ModelError
 
 _ONNX_INT = {onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8"}
@@ -217,15 +226,18 @@ class _Matcher:
         if self._register(qname, *q) is None:
             return None
         scale, zp, _ = q
-        lo, hi = -128, 127
-        if act is not None:
-            bounds = self._act_bounds(act)
-            if bounds is None:
-                return None
-            rlo, rhi = bounds
-            lo = max(lo, zp + int(np.round(rlo / scale))) if rlo is not None else lo
-            hi = min(hi, zp + int(np.round(rhi / scale))) if rhi is not None else hi
-        return qname, (lo, hi)
+        clamp = (-128, 127) if act is None else self._clamp(act, scale, zp)
+        return (qname, clamp) if clamp else None
+
+    def _clamp(self, act: onnx.NodeProto, scale: float, zp: int) -> tuple[int, int] | None:
+        """A Relu/Clip as bounds on the quantized output (None: bounds are not constants)."""
+        bounds = self._act_bounds(act)
+        if bounds is None:
+            return None
+        rlo, rhi = bounds
+        lo = max(-128, zp + int(np.round(rlo / scale))) if rlo is not None else -128
+        hi = min(127, zp + int(np.round(rhi / scale))) if rhi is not None else 127
+        return lo, hi
 
     def _act_bounds(self, node: onnx.NodeProto):
         if node.op_type == "Relu":
@@ -415,10 +427,21 @@ class _Matcher:
     def _m_Relu(self, node, via, fused):
         """A Relu/Clip the producer could not absorb: a requantizing 1x1 copy with a clamp."""
         x = self.act_source(node.input[0], via)
-        if x is None or len(self.tensors[x].shape) not in (2, 4):
+        q = self.g.only_consumer(node.output[0])
+        if x is None or q is None or q.op_type != "QuantizeLinear" or self._qparams(q) is None:
             return None
-        fused.remove(node)  # out_target fuses the activation itself
-        return self._maxpool(node, x, (1, 1), (1, 1), (0, 0, 0, 0), fused)
+        if len(self.tensors[x].shape) not in (2, 4):
+            return None
+        scale, zp, _ = self._qparams(q)
+        clamp = self._clamp(node, scale, zp)
+        y = self._register(q.output[0], *self._qparams(q))
+        if clamp is None or y is None:
+            return None
+        fused.append(q)
+        ratio = self.tensors[x].scale / scale
+        return QMaxPool(
+            node.name or y, x, y, (1, 1), (1, 1), (0, 0, 0, 0), ratio, clamp, node.op_type
+        )
 
     _m_Clip = _m_Relu
 
@@ -531,8 +554,6 @@ def lower(source: str | Path | onnx.ModelProto) -> Lowered:
 
 
 def _op_tensors(op: DpuOp) -> tuple[str, ...]:
-    from dpukit.compiler.ir import op_inputs
-
     return (*op_inputs(op), op.y)
 
 

@@ -245,6 +245,31 @@ def test_windows_larger_than_the_input_buffer_compile_and_are_exact(tmp_path: Pa
     _assert_layers_exact(path, "sim-small", zoo.calibration_data(shape, n=2, seed=11))
 
 
+# --- a Relu that stays a node of its own ------------------------------------------------------
+
+
+def test_relu_whose_input_is_shared_runs_on_the_dpu_with_its_clamp(tmp_path: Path) -> None:
+    """Conv output feeding both a Relu and an Add: onnxruntime keeps DQ -> Relu -> Q."""
+    shape = (1, 3, 8, 8)
+    g = zoo._GraphBuilder(seed=7)
+    conv = g.conv("input", 3, 8, 3)
+    out = g.node("Add", [g.relu(conv), conv])
+    model = g.model("shared_relu", shape, out)
+    path = quantize_model(model, tmp_path / "relu.onnx", zoo.calibration_data(shape))
+    qdq = onnx.load(path)
+    # Give the Relu's output a zero point of 0, so its int8 range also holds negative
+    # values: saturation no longer does the Relu, the DPU's clamp must.
+    relu = next(n for n in qdq.graph.node if n.op_type == "Relu")
+    q = next(n for n in qdq.graph.node if relu.output[0] in n.input)
+    zp = next(t for t in qdq.graph.initializer if t.name == q.input[2])
+    zp.CopyFrom(numpy_helper.from_array(np.zeros((), np.int8), zp.name))
+    onnx.save(qdq, path)
+    program = compile_model(path, "sim-small")
+    kinds = [layer["kind"] for sg in program.subgraphs for layer in sg.layers]
+    assert kinds == ["Conv", "Relu", "Add"]
+    _assert_layers_exact(path, "sim-small", zoo.calibration_data(shape, n=3, seed=11))
+
+
 # --- the digits CNN ---------------------------------------------------------------------------
 
 
