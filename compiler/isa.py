@@ -212,7 +212,8 @@ SEMANTICS: dict[Opcode, str] = {
         "`r = round(v*mult[c] / 2^shift[c])` exactly in 64 bits, to nearest with ties to even "
         "(as ONNX QuantizeLinear rounds; in hardware: floor shift, then add 1 when the "
         "remainder exceeds half, or equals half and the quotient is odd); "
-        "`OUT[o + k][c] = clamp(r + zero_point, clamp_lo, clamp_hi)`. "
+        "`OUT[o + k][c] = min(max(r + zero_point, clamp_lo), clamp_hi)` in exact arithmetic "
+        "(`clamp_hi` wins if `clamp_lo > clamp_hi`). "
         "`mult` is in `[0, 2^31)` and `shift` in `[0, 62]` (only its low 6 bits are used)."
     ),
     Opcode.ALU: (

@@ -1,0 +1,184 @@
+// Post-processing (requantization) unit: the arithmetic of the POST instruction on one
+// ACC entry per cycle (docs/isa.md, POST; compiler/golden.py `_post` and `_Rounding`).
+//
+// Per lane c, bit for bit as the ISA (any int32 bias and mult, shift's 6 bits):
+//   v = wrap32(acc + bias)
+//   p = v * mult                                   64-bit signed, exact (|p| <= 2^62)
+//   r = p / 2^s, to nearest, ties to even          s = shift; r = p when s = 0
+//       (floor shift q = p >>> s, then q + 1 when the remainder exceeds half, or equals
+//       half and q is odd)
+//   y = min(max(r + zero_point, clamp_lo), clamp_hi)   as np.clip: clamp_hi wins if lo > hi
+//
+// Timing: fully pipelined, one entry per cycle, no backpressure (the consumer, the OUT
+// buffer's write port, takes every entry). bias, mult, shift, zero_point, clamp_lo and
+// clamp_hi are sampled in the same cycle as acc_i/valid_i and travel with the entry, so
+// they may change from one entry to the next. An entry presented with valid_i in cycle t
+// leaves on out_o with valid_o in cycle t + Latency, Latency = 4 (the golden cycle model
+// charges count + 4 cycles per POST). Inputs are ignored while valid_i is low; out_o is
+// meaningful only while valid_o is high. Reset clears the valid pipeline only.
+//
+// Stages (each ends in a register):
+//   1  v = acc + bias                            (registers also feed the DSP inputs)
+//   2  p = v * mult                              (32 x 32 -> 64 signed multiplier)
+//   3  q = p >>> s, round bit and sticky bits -> increment; q saturated to 10 bits
+//   4  y = clamp(q + increment + zero_point)     (11-bit arithmetic)
+// Saturating q to [-512, 511] before stage 4 does not change y: beyond those bounds
+// r + zero_point lies outside [-128, 127] on the same side either way.
+
+module dpu_post #(
+  parameter int unsigned Cols = 16
+) (
+  input  logic                  clk_i,
+  input  logic                  rst_ni,
+
+  input  logic                  valid_i,
+  input  logic [Cols-1:0][31:0] acc_i,         // int32 lanes, lane c at [32c +: 32]
+  input  logic [Cols-1:0][31:0] bias_i,        // int32 per lane
+  input  logic [Cols-1:0][31:0] mult_i,        // int32 per lane
+  input  logic [Cols-1:0][5:0]  shift_i,       // low 6 bits of each lane's shift
+  input  logic [7:0]            zero_point_i,  // int8, all lanes
+  input  logic [7:0]            clamp_lo_i,    // int8, all lanes
+  input  logic [7:0]            clamp_hi_i,    // int8, all lanes
+
+  output logic                  valid_o,
+  output logic [Cols-1:0][7:0]  out_o          // int8 lanes, lane c at [8c +: 8]
+);
+
+  localparam int unsigned Latency = 4;
+  localparam int unsigned QBits   = 10;  // saturated quotient: [-512, 511]
+  localparam int unsigned SumBits = 11;  // q + increment + zero_point: [-640, 639]
+
+  // valid_q[k] qualifies the registers written by stage k + 1.
+  logic [Latency-1:0] valid_d, valid_q;
+  // zero point and clamp bounds, travelling with the entry through stages 1 to 3
+  logic [Latency-2:0][7:0] zp_d, zp_q, lo_d, lo_q, hi_d, hi_q;
+
+  always_comb begin
+    valid_d = {valid_q[Latency-2:0], valid_i};
+    zp_d    = zp_q;
+    lo_d    = lo_q;
+    hi_d    = hi_q;
+    if (valid_i) begin
+      zp_d[0] = zero_point_i;
+      lo_d[0] = clamp_lo_i;
+      hi_d[0] = clamp_hi_i;
+    end
+    for (int unsigned k = 1; k < Latency - 1; k++) begin
+      if (valid_q[k-1]) begin
+        zp_d[k] = zp_q[k-1];
+        lo_d[k] = lo_q[k-1];
+        hi_d[k] = hi_q[k-1];
+      end
+    end
+  end
+
+  always_ff @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+      valid_q <= '0;
+    end else begin
+      valid_q <= valid_d;
+    end
+  end
+
+  // Datapath registers load only with a valid entry and have no reset.
+  always_ff @(posedge clk_i) begin
+    zp_q <= zp_d;
+    lo_q <= lo_d;
+    hi_q <= hi_d;
+  end
+
+  for (genvar c = 0; c < Cols; c++) begin : g_lane
+    // stage 1
+    logic [31:0] v_d, v_q, mult_d, mult_q;
+    logic [5:0]  shift1_d, shift1_q;
+    // stage 2
+    logic [63:0] p_d, p_q;
+    logic [5:0]  shift2_d, shift2_q;
+    // stage 3
+    logic [QBits-1:0] quo_d, quo_q;
+    logic             up_d, up_q;
+    // stage 4
+    logic [7:0] out_d, out_q;
+
+    // Stage 1: bias, with int32 wrap.
+    always_comb begin
+      v_d      = v_q;
+      mult_d   = mult_q;
+      shift1_d = shift1_q;
+      if (valid_i) begin
+        v_d      = acc_i[c] + bias_i[c];
+        mult_d   = mult_i[c];
+        shift1_d = shift_i[c];
+      end
+    end
+
+    // Stage 2: the exact 64-bit signed product.
+    logic signed [63:0] prod;
+    always_comb begin
+      prod     = $signed(v_q) * $signed(mult_q);
+      p_d      = p_q;
+      shift2_d = shift2_q;
+      if (valid_q[0]) begin
+        p_d      = prod;
+        shift2_d = shift1_q;
+      end
+    end
+
+    // Stage 3: floor shift; round up when the remainder is above half (round bit and a
+    // sticky bit), or exactly half (round bit alone) with an odd quotient.
+    logic [63:0]        below;  // the remainder's bit positions: [s-1:0]
+    logic signed [63:0] quo;
+    logic               round_bit, sticky, up, quo_fits;
+    logic [QBits-1:0]   quo_sat;
+    always_comb begin
+      below     = ~(64'hFFFF_FFFF_FFFF_FFFF << shift2_q);
+      quo       = $signed(p_q) >>> shift2_q;
+      round_bit = |(p_q & (below ^ (below >> 1)));  // bit s-1; none when s = 0
+      sticky    = |(p_q & (below >> 1));             // bits below s-1
+      up        = round_bit & (sticky | quo[0]);
+      quo_fits  = (quo[63:QBits-1] == '0) || (quo[63:QBits-1] == '1);
+      if (quo_fits) begin
+        quo_sat = quo[QBits-1:0];
+      end else begin
+        quo_sat = {quo[63], {(QBits - 1){~quo[63]}}};
+      end
+      quo_d = quo_q;
+      up_d  = up_q;
+      if (valid_q[1]) begin
+        quo_d = quo_sat;
+        up_d  = up;
+      end
+    end
+
+    // Stage 4: zero point and clamp, in SumBits-wide signed arithmetic.
+    logic signed [SumBits-1:0] sum, lo, hi, clamped;
+    always_comb begin
+      sum = SumBits'($signed(quo_q)) + SumBits'($signed(zp_q[Latency-2]))
+          + SumBits'(up_q);
+      lo  = SumBits'($signed(lo_q[Latency-2]));
+      hi  = SumBits'($signed(hi_q[Latency-2]));
+      clamped = sum < lo ? lo : sum;
+      clamped = clamped > hi ? hi : clamped;
+      out_d   = out_q;
+      if (valid_q[Latency-2]) begin
+        out_d = clamped[7:0];
+      end
+    end
+
+    always_ff @(posedge clk_i) begin
+      v_q      <= v_d;
+      mult_q   <= mult_d;
+      shift1_q <= shift1_d;
+      p_q      <= p_d;
+      shift2_q <= shift2_d;
+      quo_q    <= quo_d;
+      up_q     <= up_d;
+      out_q    <= out_d;
+    end
+
+    assign out_o[c] = out_q;
+  end
+
+  assign valid_o = valid_q[Latency-1];
+
+endmodule
