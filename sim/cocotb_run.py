@@ -32,29 +32,37 @@ def run_testbench(
     extra_env: Mapping[str, str] | None = None,
 ) -> None:
     """Build (if needed) and run; fails the calling test when any cocotb test failed."""
-    os.environ.update(verilator_env())
-    from cocotb_tools.check_results import get_results
-    from cocotb_tools.runner import get_runner
+    env = verilator_env()
+    # cocotb testbenches simulate few cycles: an unoptimized model builds much faster
+    env["MAKEFLAGS"] += " OPT_FAST=-O0 OPT_GLOBAL=-O0"
+    saved = dict(os.environ)
+    os.environ.update(env)  # the cocotb runner builds and simulates in this environment
+    try:
+        from cocotb_tools.check_results import get_results
+        from cocotb_tools.runner import get_runner
 
-    parameters = dict(parameters or {})
-    tag = "_".join(f"{k}{v}" for k, v in sorted(parameters.items())) or "default"
-    build_dir = BUILD / f"{toplevel}_{tag}"
-    runner = get_runner("verilator")
-    runner.build(
-        sources=list(sources),
-        hdl_toplevel=toplevel,
-        parameters=parameters,
-        build_dir=build_dir,
-        build_args=["-Wall", "-Wno-fatal"],
-    )
-    results = runner.test(
-        hdl_toplevel=toplevel,
-        test_module=test_module,
-        build_dir=build_dir,
-        test_dir=SIM,
-        results_xml=str(build_dir / "results.xml"),
-        extra_env=dict(extra_env or {}),
-    )
+        parameters = dict(parameters or {})
+        tag = "_".join(f"{k}{v}" for k, v in sorted(parameters.items())) or "default"
+        build_dir = BUILD / f"{toplevel}_{tag}"
+        runner = get_runner("verilator")
+        runner.build(
+            sources=list(sources),
+            hdl_toplevel=toplevel,
+            parameters=parameters,
+            build_dir=build_dir,
+            build_args=["-Wall", "-Wno-fatal"],
+        )
+        results = runner.test(
+            hdl_toplevel=toplevel,
+            test_module=test_module,
+            build_dir=build_dir,
+            test_dir=SIM,
+            results_xml=str(build_dir / "results.xml"),
+            extra_env=dict(extra_env or {}),
+        )
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     total, failed = get_results(results)
     assert total > 0, f"{test_module}: no cocotb test ran"
     assert failed == 0, f"{test_module}: {failed} of {total} cocotb tests failed (see the log)"

