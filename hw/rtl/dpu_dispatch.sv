@@ -1,0 +1,339 @@
+// Instruction dispatch and dependency tokens of the DPU (docs/isa.md; the cycle model's
+// rules in compiler/timing.py).
+//
+// Input: one 256-bit instruction word per handshake (instr_valid_i/instr_ready_o/instr_i),
+// in program order. The opcode selects the engine: LOAD -> load, GEMM/POST/ALU ->
+// compute, STORE -> store. Each engine has a command FIFO of QueueDepth words; the input
+// stalls (instr_ready_o low) while the target FIFO is full, so fetch stays in order.
+//
+// Engine ports (<e> = load, compute, store): <e>_valid_o/<e>_ready_i/<e>_instr_o offer
+// the head of the engine's FIFO; the engine takes it with the handshake and, when the
+// instruction has finished, pulses <e>_complete_i for one cycle. An engine holds at most
+// one instruction: a command is offered only while the engine is idle or completing in
+// that cycle (<e>_complete_i high; then the next command may be taken in the same cycle).
+// <e>_instr_o is the full instruction word, stable while <e>_valid_o is high.
+//
+// Tokens: four counters, l2c, c2l, c2s, s2c (load -> compute -> store chain). The head of a
+// FIFO is offered only when every counter its pop flags name is non-zero; the counters are
+// decremented when the engine takes it. The push flags are kept per engine while the
+// instruction is in flight and added to their counters on <e>_complete_i. Counters are
+// registered: a token pushed in cycle t can be consumed by a command taken in t + 1 or later.
+//   LOAD:    pop_next <- c2l   push_next -> l2c   (pop_prev, push_prev illegal)
+//   compute: pop_prev <- l2c   pop_next <- s2c    push_prev -> c2l   push_next -> c2s
+//   STORE:   pop_prev <- c2s   push_prev -> s2c   (pop_next, push_next illegal)
+//
+// END: not accepted until all FIFOs are empty and all engines idle; done_o pulses in the
+// cycle after END is accepted. Instructions after END are accepted as a new program.
+// Token flags of END are ignored; tokens left over in the counters are kept.
+//
+// Errors (sticky until reset): error_o high with error_code_o
+//   1 ErrOpcode   illegal opcode (0, 6, 8..15) presented with instr_valid_i
+//   2 ErrFlags    a token flag naming a neighbour the engine does not have (see above)
+//   3 ErrOverflow a completion would raise a token counter above QueueDepth
+// The offending word is not accepted. From the error on, instr_ready_o and every
+// <e>_valid_o stay low (an instruction already taken may still complete), so nothing
+// hangs waiting on the dispatcher's handshakes: software reads the error and resets.
+
+module dpu_dispatch
+  import dpu_isa_pkg::*;
+#(
+  parameter int unsigned QueueDepth = 16
+) (
+  input  logic                 clk_i,
+  input  logic                 rst_ni,
+
+  // instruction stream, program order
+  input  logic                 instr_valid_i,
+  output logic                 instr_ready_o,
+  input  logic [InstrBits-1:0] instr_i,
+
+  // load engine
+  output logic                 load_valid_o,
+  input  logic                 load_ready_i,
+  output logic [InstrBits-1:0] load_instr_o,
+  input  logic                 load_complete_i,
+
+  // compute engine (GEMM, POST, ALU)
+  output logic                 compute_valid_o,
+  input  logic                 compute_ready_i,
+  output logic [InstrBits-1:0] compute_instr_o,
+  input  logic                 compute_complete_i,
+
+  // store engine
+  output logic                 store_valid_o,
+  input  logic                 store_ready_i,
+  output logic [InstrBits-1:0] store_instr_o,
+  input  logic                 store_complete_i,
+
+  output logic                 done_o,        // one-cycle pulse: END reached, all idle
+  output logic                 error_o,       // sticky
+  output logic [1:0]           error_code_o   // ErrOpcode / ErrFlags / ErrOverflow
+);
+
+  localparam int unsigned NumEngines = 3;
+  localparam int unsigned NumQueues = 4;
+  localparam int unsigned PtrBits = (QueueDepth > 1) ? $clog2(QueueDepth) : 1;
+  localparam int unsigned CntBits = $clog2(QueueDepth + 1);
+  localparam int unsigned TokBits = $clog2(QueueDepth + 2);  // holds QueueDepth + 1
+
+  // engine indices
+  localparam int unsigned EngLoad = 0;
+  localparam int unsigned EngCompute = 1;
+  localparam int unsigned EngStore = 2;
+
+  // token counter indices
+  localparam int unsigned QL2c = 0;
+  localparam int unsigned QC2l = 1;
+  localparam int unsigned QC2s = 2;
+  localparam int unsigned QS2c = 3;
+
+  localparam logic [1:0] ErrNone = 2'd0;
+  localparam logic [1:0] ErrOpcode = 2'd1;
+  localparam logic [1:0] ErrFlags = 2'd2;
+  localparam logic [1:0] ErrOverflow = 2'd3;
+
+  // ---------------------------------------------------------------------------------
+  // Input decode
+  // ---------------------------------------------------------------------------------
+  opcode_e in_op;
+  flags_t  in_flags;
+  assign in_op    = opcode_e'(instr_i[OpcodeBits-1:0]);
+  assign in_flags = flags_t'(instr_i[FieldsLsb-1:OpcodeBits]);
+
+  logic [NumEngines-1:0] in_target;  // one-hot engine of the input word
+  logic                  in_is_end;
+  logic                  in_bad_op;
+  logic                  in_bad_flags;
+
+  always_comb begin
+    in_target    = '0;
+    in_is_end    = 1'b0;
+    in_bad_op    = 1'b0;
+    in_bad_flags = 1'b0;
+    unique case (in_op)
+      OpLoad: begin
+        in_target[EngLoad] = 1'b1;
+        in_bad_flags = in_flags.pop_prev | in_flags.push_prev;
+      end
+      OpGemm, OpPost, OpAlu: begin
+        in_target[EngCompute] = 1'b1;
+      end
+      OpStore: begin
+        in_target[EngStore] = 1'b1;
+        in_bad_flags = in_flags.pop_next | in_flags.push_next;
+      end
+      OpEnd: begin
+        in_is_end = 1'b1;
+      end
+      default: begin
+        in_bad_op = 1'b1;
+      end
+    endcase
+  end
+
+  // ---------------------------------------------------------------------------------
+  // Command FIFOs and engine handshakes
+  // ---------------------------------------------------------------------------------
+  logic                                 error_q, error_d;
+  logic [1:0]                           error_code_q, error_code_d;
+  logic                                 done_q, done_d;
+
+  logic [NumEngines-1:0]                fifo_push;    // input word written to the FIFO
+  logic [NumEngines-1:0]                fifo_full;
+  logic [NumEngines-1:0]                fifo_empty;
+  instr_t [NumEngines-1:0]               head;         // word at the FIFO's head
+  logic [NumEngines-1:0]                cmd_valid;
+  logic [NumEngines-1:0]                cmd_ready;
+  logic [NumEngines-1:0]                cmd_take;     // engine takes the head this cycle
+  logic [NumEngines-1:0]                complete;
+  logic [NumEngines-1:0]                busy_q, busy_d;
+  logic [NumEngines-1:0]                tok_ok;       // all tokens the head pops available
+  logic [NumEngines-1:0][NumQueues-1:0] head_pops;    // counters the head pops
+  logic [NumEngines-1:0][NumQueues-1:0] head_pushes;  // counters the head pushes
+  logic [NumEngines-1:0][NumQueues-1:0] pushes_q, pushes_d;  // of the instruction in flight
+
+  assign cmd_ready = {store_ready_i, compute_ready_i, load_ready_i};
+  assign complete  = {store_complete_i, compute_complete_i, load_complete_i};
+
+  for (genvar e = 0; e < NumEngines; e++) begin : g_fifo
+    logic [InstrBits-1:0] mem_q [QueueDepth];
+    logic [PtrBits-1:0]   wptr_q, wptr_d;
+    logic [PtrBits-1:0]   rptr_q, rptr_d;
+    logic [CntBits-1:0]   count_q, count_d;
+
+    always_comb begin
+      wptr_d  = wptr_q;
+      rptr_d  = rptr_q;
+      count_d = count_q;
+      if (fifo_push[e]) begin
+        wptr_d = (wptr_q == PtrBits'(QueueDepth - 1)) ? '0 : wptr_q + PtrBits'(1);
+      end
+      if (cmd_take[e]) begin
+        rptr_d = (rptr_q == PtrBits'(QueueDepth - 1)) ? '0 : rptr_q + PtrBits'(1);
+      end
+      unique case ({fifo_push[e], cmd_take[e]})
+        2'b10:   count_d = count_q + CntBits'(1);
+        2'b01:   count_d = count_q - CntBits'(1);
+        default: count_d = count_q;
+      endcase
+    end
+
+    always_ff @(posedge clk_i or negedge rst_ni) begin
+      if (!rst_ni) begin
+        wptr_q  <= '0;
+        rptr_q  <= '0;
+        count_q <= '0;
+      end else begin
+        wptr_q  <= wptr_d;
+        rptr_q  <= rptr_d;
+        count_q <= count_d;
+      end
+    end
+
+    // storage without reset: only entries between rptr and wptr are ever read
+    always_ff @(posedge clk_i) begin
+      if (fifo_push[e]) begin
+        mem_q[wptr_q] <= instr_i;
+      end
+    end
+
+    assign head[e]       = instr_t'(mem_q[rptr_q]);
+    assign fifo_full[e]  = (count_q == CntBits'(QueueDepth));
+    assign fifo_empty[e] = (count_q == '0);
+  end
+
+  // Token flags of each FIFO head, mapped onto the counters (validated at the input).
+  always_comb begin
+    head_pops   = '0;
+    head_pushes = '0;
+    head_pops[EngLoad][QC2l]      = head[EngLoad].flags.pop_next;
+    head_pushes[EngLoad][QL2c]    = head[EngLoad].flags.push_next;
+    head_pops[EngCompute][QL2c]   = head[EngCompute].flags.pop_prev;
+    head_pops[EngCompute][QS2c]   = head[EngCompute].flags.pop_next;
+    head_pushes[EngCompute][QC2l] = head[EngCompute].flags.push_prev;
+    head_pushes[EngCompute][QC2s] = head[EngCompute].flags.push_next;
+    head_pops[EngStore][QC2s]     = head[EngStore].flags.pop_prev;
+    head_pushes[EngStore][QS2c]   = head[EngStore].flags.push_prev;
+  end
+
+  // ---------------------------------------------------------------------------------
+  // Token counters
+  // ---------------------------------------------------------------------------------
+  logic [NumQueues-1:0][TokBits-1:0] tok_q, tok_d;
+  logic [NumQueues-1:0]              tok_avail;
+  logic [NumQueues-1:0]              tok_pop;
+  logic [NumQueues-1:0]              tok_push;
+  logic                              tok_overflow;
+
+  for (genvar q = 0; q < NumQueues; q++) begin : g_tok_avail
+    assign tok_avail[q] = (tok_q[q] != '0);
+  end
+
+  always_comb begin
+    tok_pop      = '0;
+    tok_push     = '0;
+    tok_overflow = 1'b0;
+    for (int unsigned e = 0; e < NumEngines; e++) begin
+      if (cmd_take[e]) begin
+        tok_pop = tok_pop | head_pops[e];
+      end
+      if (complete[e] && busy_q[e]) begin
+        tok_push = tok_push | pushes_q[e];
+      end
+    end
+    for (int unsigned q = 0; q < NumQueues; q++) begin
+      tok_d[q] = tok_q[q] + TokBits'(tok_push[q]) - TokBits'(tok_pop[q]);
+      if (tok_d[q] > TokBits'(QueueDepth)) begin
+        tok_overflow = 1'b1;
+      end
+    end
+    if (error_q) begin
+      tok_d = tok_q;  // frozen: late completions after an error change nothing
+    end
+  end
+
+  // ---------------------------------------------------------------------------------
+  // Engine side
+  // ---------------------------------------------------------------------------------
+  always_comb begin
+    busy_d   = busy_q;
+    pushes_d = pushes_q;
+    for (int unsigned e = 0; e < NumEngines; e++) begin
+      tok_ok[e]    = ((head_pops[e] & ~tok_avail) == '0);
+      cmd_valid[e] = !error_q && !fifo_empty[e] && tok_ok[e] && (!busy_q[e] || complete[e]);
+      cmd_take[e]  = cmd_valid[e] && cmd_ready[e];
+      if (cmd_take[e]) begin
+        busy_d[e]   = 1'b1;
+        pushes_d[e] = head_pushes[e];
+      end else if (complete[e]) begin
+        busy_d[e]   = 1'b0;
+        pushes_d[e] = '0;
+      end
+    end
+  end
+
+  assign load_valid_o    = cmd_valid[EngLoad];
+  assign compute_valid_o = cmd_valid[EngCompute];
+  assign store_valid_o   = cmd_valid[EngStore];
+  assign load_instr_o    = head[EngLoad];
+  assign compute_instr_o = head[EngCompute];
+  assign store_instr_o   = head[EngStore];
+
+  // ---------------------------------------------------------------------------------
+  // Input handshake, END and errors
+  // ---------------------------------------------------------------------------------
+  logic all_idle;
+  logic in_fire;
+  assign all_idle = (&fifo_empty) && (busy_q == '0);
+
+  always_comb begin
+    instr_ready_o = 1'b0;
+    if (!error_q && !in_bad_op && !in_bad_flags) begin
+      instr_ready_o = in_is_end ? all_idle : ((in_target & fifo_full) == '0);
+    end
+  end
+
+  assign in_fire   = instr_valid_i && instr_ready_o;
+  assign fifo_push = in_fire ? in_target : '0;
+
+  always_comb begin
+    done_d       = in_fire && in_is_end;
+    error_d      = error_q;
+    error_code_d = error_code_q;
+    if (!error_q) begin
+      if (instr_valid_i && in_bad_op) begin
+        error_d      = 1'b1;
+        error_code_d = ErrOpcode;
+      end else if (instr_valid_i && in_bad_flags) begin
+        error_d      = 1'b1;
+        error_code_d = ErrFlags;
+      end else if (tok_overflow) begin
+        error_d      = 1'b1;
+        error_code_d = ErrOverflow;
+      end
+    end
+  end
+
+  always_ff @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+      busy_q       <= '0;
+      pushes_q     <= '0;
+      tok_q        <= '0;
+      done_q       <= 1'b0;
+      error_q      <= 1'b0;
+      error_code_q <= ErrNone;
+    end else begin
+      busy_q       <= busy_d;
+      pushes_q     <= pushes_d;
+      tok_q        <= tok_d;
+      done_q       <= done_d;
+      error_q      <= error_d;
+      error_code_q <= error_code_d;
+    end
+  end
+
+  assign done_o       = done_q;
+  assign error_o      = error_q;
+  assign error_code_o = error_code_q;
+
+endmodule
