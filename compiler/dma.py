@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dpukit.compiler.isa import Buffer, Opcode
+from dpukit.compiler.isa import Opcode
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Dma:
             pads=(f["pad_top"], f["pad_left"], f["pad_bottom"], f["pad_right"])
             if load
             else (0,) * 4,
-            pad_value=f["pad_value"] if load and f["buffer"] != Buffer.PAR else 0,
+            pad_value=f["pad_value"] if load else 0,
         )
 
     @property
@@ -122,10 +122,10 @@ class Dma:
         block = target.reshape(self.planes, self.rows, self.cols, target.shape[1])
         if self.entries != self.planes * ys * xs:  # there is padding
             block[...] = self.pad_value
+        data = block[:, pt : pt + ys, pl : pl + xs]
+        data[..., eb:] = 0  # zero fill past elem_bytes (all of it when elem_bytes is 0)
         if self.has_data:
-            block[:, pt : pt + ys, pl : pl + xs, :eb] = self.view(dram).view(np.int8)
-            if eb < target.shape[1]:
-                block[:, pt : pt + ys, pl : pl + xs, eb:] = 0
+            data[..., :eb] = self.view(dram).view(np.int8)
 
     def load_entries(self, dram: np.ndarray, lanes: int) -> np.ndarray:
         """The entries a LOAD writes, int8 [entries, lanes]."""

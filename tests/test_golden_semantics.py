@@ -95,6 +95,21 @@ def test_sim_small_shape() -> None:
 # --- LOAD -------------------------------------------------------------------------------------
 
 
+def test_load_of_zero_bytes_per_entry_zero_fills_and_pads_par_too() -> None:
+    # First fill INP entries 0..3 and PAR entry 0 with ones, then LOAD elem_bytes 0 over
+    # INP (data entries become all zero) and a padded PAR load (padding is pad_value).
+    ones = np.ones(256, np.uint8)
+    stream = [
+        _load(Buffer.INP, 0, 0, 1, 4, 0, 4, 4),
+        _load(Buffer.PAR, 0, 0, 1, 1, 0, 48, 48),
+        _load(Buffer.INP, 0, 0, 1, 4, 0, 4, 0),
+        _load(Buffer.PAR, 0, 0, 0, 1, 0, 48, 48, pad_top=1, pad_value=-2),
+    ]
+    dpu, _ = _run(stream, ones)
+    assert not dpu.inp[:4].any()
+    assert (dpu.par[0].view(np.int8) == -2).all()
+
+
 def test_load_with_padding_and_strides_fills_inp() -> None:
     dram = np.arange(64, dtype=np.uint8)
     dram[15] = 200  # reads back as int8 -56

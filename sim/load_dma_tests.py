@@ -1,0 +1,342 @@
+"""cocotb tests of dpu_load_dma, the LOAD instruction's DMA (AXI4 reads -> buffer entries).
+
+The reference is the golden model's LOAD, `Dma.load_entries` of dpukit.compiler.dma, on the
+bytes of the data window. DRAM is a cocotbext-axi AxiRam with random backpressure on AR
+and R; a monitor checks every AR request is a legal burst. Run by
+tests/test_rtl_load_dma.py, which sets DPU_LOAD_MAX_BURST to the DUT's MaxBurstBeats.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import random
+from dataclasses import dataclass
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.handle import SimHandleBase
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+from cocotbext.axi import AxiBus, AxiRam
+
+from dpukit.compiler import isa
+from dpukit.compiler.dma import Dma
+from dpukit.compiler.isa import Buffer, Instr, Opcode
+
+RAM_SIZE = 1 << 20
+BASE = 0x2_0000  # data window base in the AxiRam
+LIMIT = 0x1_0000  # data window size
+ERR_NONE, ERR_RANGE, ERR_AXI, ERR_ELEM_BYTES = 0, 1, 2, 3  # error_o, hw/rtl/dpu_load_dma.sv
+TIMEOUT_CYCLES = 200_000
+
+
+@dataclass(frozen=True)
+class Ar:
+    addr: int
+    len: int
+    size: int
+    burst: int
+
+
+@dataclass(frozen=True)
+class Result:
+    error: int
+    writes: list[tuple[int, bytes]]
+    ars: list[Ar]
+
+
+def reference(instr: Instr, window: np.ndarray, entry_bytes: int) -> dict[int, bytes]:
+    """Entry address -> bytes, from the golden model's LOAD."""
+    d = Dma.of(isa.decode_array(isa.to_bytes([instr])), 0)
+    entries = d.load_entries(window, entry_bytes)
+    return {d.sram + i: e.tobytes() for i, e in enumerate(entries)}
+
+
+# -- stimulus ------------------------------------------------------------------------------
+def load(**fields: int) -> Instr:
+    """A LOAD with unset fields 0 (one plane of one row of one entry)."""
+    base = dict(buffer=Buffer.INP, sram_base=0, dram_offset=0, y_size=1, x_size=1)
+    base |= dict(y_stride=0, x_stride=0, elem_bytes=1, pad_top=0, pad_bottom=0, pad_left=0)
+    base |= dict(pad_right=0, pad_value=0, z_size=1, z_stride=0)
+    return isa.make(Opcode.LOAD, **(base | fields))
+
+
+def random_load(rng: random.Random, entry_bytes: int) -> Instr:
+    """A legal LOAD with random geometry, strides, padding and an unaligned offset."""
+    eb = rng.choice([1, entry_bytes, rng.randint(1, entry_bytes)])
+    xs, ys, zs = rng.randint(1, 5), rng.randint(1, 4), rng.randint(1, 3)
+    x_stride = rng.choice([eb, rng.randint(0, 3 * entry_bytes)])
+    y_stride = rng.choice([xs * x_stride, rng.randint(0, xs * x_stride + 64)])
+    z_stride = rng.choice([ys * y_stride, rng.randint(0, 4096)])
+    pads = {k: rng.randint(0, 3) for k in ("pad_top", "pad_bottom", "pad_left", "pad_right")}
+    span = (zs - 1) * z_stride + (ys - 1) * y_stride + (xs - 1) * x_stride + eb
+    near_page = rng.randrange(4096, LIMIT - span, 4096) - rng.randint(0, 2 * entry_bytes)
+    offset = rng.choice([rng.randint(0, LIMIT - span), max(0, near_page)])
+    rows = pads["pad_top"] + ys + pads["pad_bottom"]
+    cols = pads["pad_left"] + xs + pads["pad_right"]
+    return load(
+        buffer=rng.choice(list(Buffer)),
+        sram_base=rng.randint(0, 2**16 - 1 - zs * rows * cols),
+        dram_offset=offset,
+        y_size=ys,
+        x_size=xs,
+        y_stride=y_stride,
+        x_stride=x_stride,
+        elem_bytes=eb,
+        pad_value=rng.randint(-128, 127),
+        z_size=zs,
+        z_stride=z_stride,
+        **pads,
+    )
+
+
+# -- bus-functional pieces -----------------------------------------------------------------
+class InstrDriver:
+    """Presents one instruction word with instr_valid_i until the DUT takes it."""
+
+    def __init__(self, dut: SimHandleBase):
+        self.dut = dut
+        dut.instr_valid_i.value = 0
+        dut.instr_i.value = 0
+
+    async def send(self, instr: Instr) -> None:
+        dut = self.dut
+        dut.instr_i.value = isa.encode(instr)
+        dut.instr_valid_i.value = 1
+        while True:
+            await RisingEdge(dut.clk_i)
+            if int(dut.instr_ready_o.value):
+                break
+        dut.instr_valid_i.value = 0
+
+
+class WriteMonitor:
+    """Records every buffer write (address, entry bytes)."""
+
+    def __init__(self, dut: SimHandleBase):
+        self.dut = dut
+        self.writes: list[tuple[int, bytes]] = []
+        self.entry_bytes = len(dut.wr_data_o.value) // 8
+
+    async def run(self) -> None:
+        dut = self.dut
+        while True:
+            await RisingEdge(dut.clk_i)
+            await ReadOnly()
+            if int(dut.wr_valid_o.value):
+                data = dut.wr_data_o.value.to_unsigned().to_bytes(self.entry_bytes, "little")
+                self.writes.append((int(dut.wr_addr_o.value), data))
+
+
+class ArMonitor:
+    """Records AR handshakes and checks each is a legal full-width aligned INCR burst."""
+
+    def __init__(self, dut: SimHandleBase, max_burst: int):
+        self.dut, self.max_burst = dut, max_burst
+        self.beat_bytes = len(dut.m_axi_rdata.value) // 8
+        self.ars: list[Ar] = []
+
+    async def run(self) -> None:
+        dut = self.dut
+        while True:
+            await RisingEdge(dut.clk_i)
+            await ReadOnly()
+            if int(dut.m_axi_arvalid.value) and int(dut.m_axi_arready.value):
+                ar = Ar(
+                    int(dut.m_axi_araddr.value),
+                    int(dut.m_axi_arlen.value),
+                    int(dut.m_axi_arsize.value),
+                    int(dut.m_axi_arburst.value),
+                )
+                self.check(ar)
+                self.ars.append(ar)
+
+    def check(self, ar: Ar) -> None:
+        beats, nbytes = ar.len + 1, self.beat_bytes
+        assert 1 << ar.size == nbytes, f"{ar}: not full bus width"
+        assert ar.burst == 1, f"{ar}: not INCR"
+        assert ar.addr % nbytes == 0, f"{ar}: unaligned"
+        assert beats <= self.max_burst, f"{ar}: more than {self.max_burst} beats"
+        last = ar.addr + beats * nbytes - 1
+        assert ar.addr >> 12 == last >> 12, f"{ar}: crosses a 4 KiB boundary"
+
+
+class LoadDmaTb:
+    """Clock, reset, the AXI RAM with backpressure, driver, monitors and the checker."""
+
+    def __init__(self, dut: SimHandleBase, pause: bool = True):
+        self.dut = dut
+        self.rng = random.Random(cocotb.RANDOM_SEED)
+        self.entry_bytes = len(dut.wr_data_o.value) // 8
+        self.max_burst = int(os.environ["DPU_LOAD_MAX_BURST"])
+        self.ram = AxiRam(
+            AxiBus.from_prefix(dut, "m_axi"),
+            dut.clk_i,
+            dut.rst_ni,
+            reset_active_level=False,
+            size=RAM_SIZE,
+        )
+        self.ram.read_if.log.setLevel(logging.WARNING)  # no line per burst
+        self.ram.write_if.log.setLevel(logging.WARNING)
+        if pause:
+            ar_pause = [self.rng.random() < 0.3 for _ in range(97)]
+            r_pause = [self.rng.random() < 0.4 for _ in range(101)]
+            self.ram.read_if.ar_channel.set_pause_generator(itertools.cycle(ar_pause))
+            self.ram.read_if.r_channel.set_pause_generator(itertools.cycle(r_pause))
+        self.ram.write(0, bytes(self.rng.getrandbits(8) for _ in range(RAM_SIZE)))
+        self.driver = InstrDriver(dut)
+        self.writes = WriteMonitor(dut)
+        self.ar = ArMonitor(dut, self.max_burst)
+
+    async def start(self) -> None:
+        dut = self.dut
+        dut.base_i.value = BASE
+        dut.limit_i.value = LIMIT
+        dut.rst_ni.value = 0
+        Clock(dut.clk_i, 10, unit="ns").start()
+        await ClockCycles(dut.clk_i, 3)
+        dut.rst_ni.value = 1
+        await RisingEdge(dut.clk_i)
+        cocotb.start_soon(self.writes.run())
+        cocotb.start_soon(self.ar.run())
+
+    def window(self) -> np.ndarray:
+        return np.frombuffer(self.ram.read(BASE, LIMIT), np.uint8)
+
+    async def run(self, instr: Instr) -> Result:
+        """Execute one LOAD; returns its error code, the writes and the AR requests."""
+        n_writes, n_ars = len(self.writes.writes), len(self.ar.ars)
+        await self.driver.send(instr)
+        for _ in range(TIMEOUT_CYCLES):
+            await ReadOnly()
+            if int(self.dut.done_o.value):
+                error = int(self.dut.error_o.value)
+                break
+            await RisingEdge(self.dut.clk_i)
+        else:
+            raise AssertionError(f"no done_o within {TIMEOUT_CYCLES} cycles for {instr}")
+        await RisingEdge(self.dut.clk_i)
+        return Result(error, self.writes.writes[n_writes:], self.ar.ars[n_ars:])
+
+    def check(self, instr: Instr, res: Result) -> None:
+        """No error, and each reference entry written exactly once with its bytes."""
+        assert res.error == ERR_NONE, f"error {res.error} for {instr}"
+        want = reference(instr, self.window(), self.entry_bytes)
+        got = dict(res.writes)
+        assert len(got) == len(res.writes), f"an entry written twice for {instr}"
+        assert got.keys() == want.keys(), f"entries {sorted(got)} != {sorted(want)}"
+        for a, data in want.items():
+            assert got[a] == data, f"entry {a}: got {got[a].hex()} want {data.hex()} ({instr})"
+
+
+# -- tests ---------------------------------------------------------------------------------
+@cocotb.test()
+@cocotb.parametrize(pause=[False, True])
+async def test_random_loads(dut: SimHandleBase, pause: bool) -> None:
+    """Random legal LOADs compared entry for entry with the golden model."""
+    tb = LoadDmaTb(dut, pause)
+    await tb.start()
+    for _ in range(40):
+        instr = random_load(tb.rng, tb.entry_bytes)
+        tb.check(instr, await tb.run(instr))
+
+
+@cocotb.test()
+async def test_page_and_window_edges(dut: SimHandleBase) -> None:
+    """Whole entries straddling 4 KiB pages at every byte lane; the window's last byte."""
+    tb = LoadDmaTb(dut)
+    await tb.start()
+    eb = tb.entry_bytes
+    for off in range(4096 - eb - 17, 4096 + 1):
+        instr = load(dram_offset=off, elem_bytes=eb, x_size=2, x_stride=eb + 1, pad_left=1)
+        tb.check(instr, await tb.run(instr))
+    instr = load(dram_offset=LIMIT - eb, elem_bytes=eb)
+    tb.check(instr, await tb.run(instr))
+
+
+@cocotb.test()
+async def test_degenerate(dut: SimHandleBase) -> None:
+    """No planes, no data rows or columns (padding only), elem_bytes 0, zero strides."""
+    tb = LoadDmaTb(dut)
+    await tb.start()
+    cases = [
+        load(z_size=0, pad_top=2, pad_left=1),
+        load(y_size=0, pad_top=1, pad_bottom=2, pad_left=1, pad_value=-7),
+        load(x_size=0, pad_left=2, pad_value=5),
+        load(y_size=0, x_size=0),
+        load(elem_bytes=0, x_size=3, pad_right=1, pad_value=9, dram_offset=LIMIT + 5),
+        load(x_size=3, y_size=2, z_size=2, elem_bytes=tb.entry_bytes, dram_offset=123),
+        load(buffer=Buffer.PAR, pad_top=1, pad_value=-1, elem_bytes=tb.entry_bytes),
+    ]
+    for instr in cases:
+        res = await tb.run(instr)
+        tb.check(instr, res)
+        data_bytes = Dma.of(isa.decode_array(isa.to_bytes([instr])), 0).data_bytes
+        assert bool(res.ars) == bool(data_bytes), f"{len(res.ars)} ARs for {data_bytes} bytes"
+
+
+@cocotb.test()
+async def test_out_of_window(dut: SimHandleBase) -> None:
+    """A span past limit: error, done, no AR and no write; the next LOAD still works."""
+    tb = LoadDmaTb(dut)
+    await tb.start()
+    eb = tb.entry_bytes
+    geometry = dict(elem_bytes=eb, x_size=3, x_stride=eb, y_size=2, y_stride=100, z_size=2)
+    span = 1 * 7 + 1 * 100 + 2 * eb + eb  # z_stride 7 below
+    bad = [
+        load(**geometry, z_stride=7, dram_offset=LIMIT - span + 1, pad_top=1),
+        load(dram_offset=LIMIT, elem_bytes=1),
+        load(dram_offset=2**32 - 1, elem_bytes=2),
+        load(x_size=2, x_stride=2**24 - 1, elem_bytes=1),
+        load(z_size=2, z_stride=2**32 - 1, elem_bytes=1),
+    ]
+    for instr in bad:
+        res = await tb.run(instr)
+        assert res.error == ERR_RANGE, f"error {res.error} for {instr}"
+        assert not res.ars, f"{len(res.ars)} AR requests issued for {instr}"
+        assert not res.writes, f"{len(res.writes)} entries written for {instr}"
+    ok = load(**geometry, z_stride=7, dram_offset=LIMIT - span, pad_top=1)
+    tb.check(ok, await tb.run(ok))
+    res = await tb.run(load(elem_bytes=eb + 1))
+    assert res.error == ERR_ELEM_BYTES and not res.ars and not res.writes
+
+
+@cocotb.test()
+async def test_axi_error(dut: SimHandleBase) -> None:
+    """SLVERR on a beat: error, done, outstanding beats drained; later LOADs are correct."""
+    tb = LoadDmaTb(dut)
+    await tb.start()
+    beat = len(dut.m_axi_rdata.value) // 8
+    poison = range(BASE + 0x800, BASE + 0x800 + beat)  # one beat answers SLVERR
+    read_if = tb.ram.read_if
+    good_read = read_if._read
+
+    async def failing_read(address: int, length: int) -> bytes:
+        if address < poison.stop and poison.start < address + length:
+            raise OSError("poisoned")  # AxiRamRead answers SLVERR
+        return await good_read(address, length)
+
+    read_if._read = failing_read
+    eb = tb.entry_bytes
+    # entry 5 starts in the poisoned beat's last byte lane, so its burst has beats after the
+    # failing one; entries 0 to 4 lie wholly below the poisoned beat
+    stride = eb + 2 * beat
+    first = 0x800 + beat - 1 - 5 * stride
+    instr = load(
+        dram_offset=first, elem_bytes=eb, x_size=9, x_stride=stride, y_size=2, y_stride=999
+    )
+    want = reference(instr, tb.window(), eb)
+    res = await tb.run(instr)
+    assert res.error == ERR_AXI, f"error {res.error}"
+    assert len(res.writes) == 5, f"{len(res.writes)} entries written, want the 5 before"
+    for a, data in res.writes:
+        assert want[a] == data, f"entry {a} written wrong before the error"
+    await ClockCycles(dut.clk_i, 50)
+    assert not int(dut.m_axi_rvalid.value), "read beats left undrained"
+    assert not int(dut.m_axi_arvalid.value), "a read request left pending"
+    read_if._read = good_read
+    for _ in range(5):
+        instr = random_load(tb.rng, eb)
+        tb.check(instr, await tb.run(instr))
