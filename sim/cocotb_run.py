@@ -8,6 +8,7 @@ top and parameter set, under sim_build/ (ignored by git).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def run_testbench(
 
         parameters = dict(parameters or {})
         tag = "_".join(f"{k}{v}" for k, v in sorted(parameters.items())) or "default"
+        tag = re.sub(r"[^A-Za-z0-9_]", "", tag)  # a directory name, whatever the values
         build_dir = BUILD / f"{toplevel}_{tag}"
         runner = get_runner("verilator")
         runner.build(
