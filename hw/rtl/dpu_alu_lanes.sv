@@ -1,0 +1,77 @@
+// ALU lanes: the arithmetic of the ALU instruction on one entry of Cols int32 lanes per
+// cycle (docs/isa.md, ALU). Per lane c, with int32 wrap-around (the low 32 bits):
+//   AluOpMov   out = src
+//   AluOpAdd   out = dst + src
+//   AluOpMax   out = max(dst, src)       signed
+//   AluOpMuli  out = src * imm           low 32 bits of the product (same signed or not)
+//   AluOpAddi  out = src + imm
+// imm is one int32 shared by all lanes.
+//
+// Timing: one entry per cycle, no backpressure. An entry presented with valid_i in cycle t
+// leaves on out_o with valid_o in cycle t + 1 (Latency = 1). An op value outside alu_op_e
+// (5..7) gives illegal_o high together with valid_o and out_o = 0. Inputs are ignored while
+// valid_i is low, and out_o and illegal_o then hold; illegal_o is low whenever valid_o is.
+// Reset clears the valid bit only.
+
+module dpu_alu_lanes
+  import dpu_isa_pkg::*;
+#(
+  parameter int unsigned Cols = 16
+) (
+  input  logic                   clk_i,
+  input  logic                   rst_ni,
+
+  input  logic                   valid_i,
+  input  alu_op_e                op_i,
+  input  logic [Cols-1:0][31:0]  dst_i,      // int32 lanes, lane c at [32c +: 32]
+  input  logic [Cols-1:0][31:0]  src_i,      // int32 lanes
+  input  logic [31:0]            imm_i,      // int32, all lanes
+
+  output logic                   valid_o,
+  output logic                   illegal_o,  // op_i was not an alu_op_e value
+  output logic [Cols-1:0][31:0]  out_o       // int32 lanes
+);
+
+  logic                  valid_q;
+  logic                  illegal_d, illegal_q;
+  logic [Cols-1:0][31:0] out_d, out_q;
+
+  always_comb begin
+    illegal_d = illegal_q;
+    out_d     = out_q;
+    if (valid_i) begin
+      illegal_d = 1'b0;
+      for (int unsigned c = 0; c < Cols; c++) begin
+        unique case (op_i)
+          AluOpMov:  out_d[c] = src_i[c];
+          AluOpAdd:  out_d[c] = dst_i[c] + src_i[c];
+          AluOpMax:  out_d[c] = $signed(dst_i[c]) > $signed(src_i[c]) ? dst_i[c] : src_i[c];
+          AluOpMuli: out_d[c] = src_i[c] * imm_i;
+          AluOpAddi: out_d[c] = src_i[c] + imm_i;
+          default: begin
+            out_d[c]  = 32'd0;
+            illegal_d = 1'b1;
+          end
+        endcase
+      end
+    end
+  end
+
+  always_ff @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+      valid_q <= 1'b0;
+    end else begin
+      valid_q <= valid_i;
+    end
+  end
+
+  always_ff @(posedge clk_i) begin
+    illegal_q <= illegal_d;
+    out_q     <= out_d;
+  end
+
+  assign valid_o   = valid_q;
+  assign illegal_o = valid_q & illegal_q;
+  assign out_o     = out_q;
+
+endmodule
