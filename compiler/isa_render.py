@@ -6,16 +6,14 @@ with `--check` it writes nothing and exits non-zero naming the files that are ou
 
 from __future__ import annotations
 
-import argparse
 import enum
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 from dpukit.compiler import isa
 from dpukit.compiler.hwconfig import available_configs, load_config
+from dpukit.generated import ROOT, md_table, write_or_check
 
-ROOT = Path(__file__).resolve().parents[1]
 SV_PACKAGE = ROOT / "hw" / "rtl" / "dpu_isa_pkg.sv"
 MARKDOWN = ROOT / "docs" / "isa.md"
 COMMAND = "python -m dpukit.compiler.isa_render"
@@ -148,15 +146,6 @@ def render_sv_package() -> str:
     return "\n".join(out)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-        *("| " + " | ".join(row) + " |" for row in rows),
-        "",
-    ]
-
-
 def _bits(hi: int, lo: int) -> str:
     return f"[{hi}]" if hi == lo else f"[{hi}:{lo}]"
 
@@ -188,16 +177,16 @@ def render_markdown() -> str:
             "the opcode's fields, LSB first; bits above the last are reserved and must be 0",
         ],
     ]
-    out += _table(["Bits", "Name", "Contents"], word)
+    out += md_table(["Bits", "Name", "Contents"], word)
     out += ["**Token flags.** " + isa.TOKEN_SEMANTICS, ""]
     engines = {op: "all" if e is None else e.name.lower() for op, e in isa.ENGINE_OF.items()}
-    out += _table(
+    out += md_table(
         ["Opcode", "Value", "Engine"],
         [[op.name, str(int(op)), engines[op]] for op in isa.Opcode],
     )
     for type_name, _, values, field_name in _ENUMS:
         out += [f"Values of `{field_name}` ({values.__name__}, `{type_name}` in the RTL):", ""]
-        out += _table(["Name", "Value"], [[v.name, str(int(v))] for v in values])
+        out += md_table(["Name", "Value"], [[v.name, str(int(v))] for v in values])
     for op in isa.Opcode:
         out += [f"## {op.name} (opcode {int(op)}, engine: {engines[op]})", ""]
         out += [isa.SEMANTICS[op], ""]
@@ -221,9 +210,9 @@ def render_markdown() -> str:
                     "must be 0",
                 ]
             )
-        out += _table(["Bits", "Field", "Width", "Signed", "Description"], rows)
+        out += md_table(["Bits", "Field", "Width", "Signed", "Description"], rows)
     out += ["## Buffer entries", "", "An entry's width follows from the array shape:", ""]
-    out += _table(["Buffer", "Entry"], [[name, text] for name, text in _ENTRIES])
+    out += md_table(["Buffer", "Entry"], [[name, text] for name, text in _ENTRIES])
     out += [
         "## Shipped hardware configs",
         "",
@@ -240,25 +229,13 @@ def render_markdown() -> str:
             cells.append(f"{entries} x {entry_bytes} B = {_size(entries * entry_bytes)}")
         cells.append(f"{cfg.axi_data_bits} bit")
         rows.append(cells)
-    out += _table(["Config", "Array", *(b for b, _ in _ENTRIES), "Bus"], rows)
+    out += md_table(["Config", "Array", *(b for b, _ in _ENTRIES), "Bus"], rows)
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if a file is stale")
-    args = parser.parse_args(argv)
     outputs = {SV_PACKAGE: render_sv_package(), MARKDOWN: render_markdown()}
-    if args.check:
-        stale = [p for p, text in outputs.items() if not p.is_file() or p.read_text() != text]
-        for p in stale:
-            print(f"{p.relative_to(ROOT)} is out of date; run {COMMAND}", file=sys.stderr)
-        return 1 if stale else 0
-    for p, text in outputs.items():
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
-        print(f"wrote {p.relative_to(ROOT)}")
-    return 0
+    return write_or_check(outputs, COMMAND, __doc__.splitlines()[0], argv, ROOT)
 
 
 if __name__ == "__main__":

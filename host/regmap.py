@@ -8,13 +8,12 @@ writes nothing and exits non-zero naming the files that are out of date.
 
 from __future__ import annotations
 
-import argparse
 import enum
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from dpukit.generated import ROOT, md_table, write_or_check
+
 SV_PACKAGE = ROOT / "hw" / "rtl" / "dpu_regs_pkg.sv"
 MARKDOWN = ROOT / "docs" / "registers.md"
 COMMAND = "python -m dpukit.host.regmap"
@@ -333,15 +332,6 @@ def render_sv_package() -> str:
     return "\n".join(out)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-        *("| " + " | ".join(row) + " |" for row in rows),
-        "",
-    ]
-
-
 def _reset(r: Register) -> str:
     """RO registers show core inputs or a parameter: they have no reset value of their own."""
     return "-" if r.access is Access.RO else f"0x{r.reset:08X}"
@@ -367,9 +357,9 @@ def render_markdown() -> str:
         "## Access types",
         "",
     ]
-    out += _table(["Access", "Meaning"], [[a.name, a.value] for a in Access])
+    out += md_table(["Access", "Meaning"], [[a.name, a.value] for a in Access])
     out += ["## Map", ""]
-    out += _table(
+    out += md_table(
         ["Offset", "Name", "Access", "Reset", "Description"],
         [[f"0x{r.offset:03X}", f"`{r.name}`", r.access.name, _reset(r), r.doc] for r in REGISTERS],
     )
@@ -377,13 +367,13 @@ def render_markdown() -> str:
     for r in REGISTERS:
         if _named_fields(r):
             out += [f"### {r.name} (0x{r.offset:03X})", "", r.doc, ""]
-            out += _table(
+            out += md_table(
                 ["Bits", "Field", "Access", "Reset", "Description"],
                 [[_bits(f), f"`{f.name}`", f.access.name, str(f.reset), f.doc] for f in r.fields],
             )
     out += ["Bits not listed are reserved: they read as 0 and ignore writes.", ""]
     out += ["## 64-bit counters", "", COUNTER_SEMANTICS, ""]
-    out += _table(
+    out += md_table(
         ["Counter", "LO offset", "HI offset", "Counts"],
         [
             [f"`{n}`", f"0x{offset(n + '_LO'):03X}", f"0x{offset(n + '_HI'):03X}", doc]
@@ -394,20 +384,8 @@ def render_markdown() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if a file is stale")
-    args = parser.parse_args(argv)
     outputs = {SV_PACKAGE: render_sv_package(), MARKDOWN: render_markdown()}
-    if args.check:
-        stale = [p for p, text in outputs.items() if not p.is_file() or p.read_text() != text]
-        for p in stale:
-            print(f"{p.relative_to(ROOT)} is out of date; run {COMMAND}", file=sys.stderr)
-        return 1 if stale else 0
-    for p, text in outputs.items():
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
-        print(f"wrote {p.relative_to(ROOT)}")
-    return 0
+    return write_or_check(outputs, COMMAND, __doc__.splitlines()[0], argv, ROOT)
 
 
 if __name__ == "__main__":
