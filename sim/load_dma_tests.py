@@ -24,6 +24,7 @@ from cocotbext.axi import AxiBus, AxiRam
 from dpukit.compiler import isa
 from dpukit.compiler.dma import Dma
 from dpukit.compiler.isa import Buffer, Instr, Opcode
+from dpukit.sim.axi_monitor import Burst, BurstMonitor
 
 RAM_SIZE = 1 << 20
 BASE = 0x2_0000  # data window base in the AxiRam
@@ -33,18 +34,10 @@ TIMEOUT_CYCLES = 200_000
 
 
 @dataclass(frozen=True)
-class Ar:
-    addr: int
-    len: int
-    size: int
-    burst: int
-
-
-@dataclass(frozen=True)
 class Result:
     error: int
     writes: list[tuple[int, bytes]]
-    ars: list[Ar]
+    ars: list[Burst]
 
 
 def reference(instr: Instr, window: np.ndarray, entry_bytes: int) -> dict[int, bytes]:
@@ -130,39 +123,6 @@ class WriteMonitor:
                 self.writes.append((int(dut.wr_addr_o.value), data))
 
 
-class ArMonitor:
-    """Records AR handshakes and checks each is a legal full-width aligned INCR burst."""
-
-    def __init__(self, dut: SimHandleBase, max_burst: int):
-        self.dut, self.max_burst = dut, max_burst
-        self.beat_bytes = len(dut.m_axi_rdata.value) // 8
-        self.ars: list[Ar] = []
-
-    async def run(self) -> None:
-        dut = self.dut
-        while True:
-            await RisingEdge(dut.clk_i)
-            await ReadOnly()
-            if int(dut.m_axi_arvalid.value) and int(dut.m_axi_arready.value):
-                ar = Ar(
-                    int(dut.m_axi_araddr.value),
-                    int(dut.m_axi_arlen.value),
-                    int(dut.m_axi_arsize.value),
-                    int(dut.m_axi_arburst.value),
-                )
-                self.check(ar)
-                self.ars.append(ar)
-
-    def check(self, ar: Ar) -> None:
-        beats, nbytes = ar.len + 1, self.beat_bytes
-        assert 1 << ar.size == nbytes, f"{ar}: not full bus width"
-        assert ar.burst == 1, f"{ar}: not INCR"
-        assert ar.addr % nbytes == 0, f"{ar}: unaligned"
-        assert beats <= self.max_burst, f"{ar}: more than {self.max_burst} beats"
-        last = ar.addr + beats * nbytes - 1
-        assert ar.addr >> 12 == last >> 12, f"{ar}: crosses a 4 KiB boundary"
-
-
 class LoadDmaTb:
     """Clock, reset, the AXI RAM with backpressure, driver, monitors and the checker."""
 
@@ -188,7 +148,7 @@ class LoadDmaTb:
         self.ram.write(0, bytes(self.rng.getrandbits(8) for _ in range(RAM_SIZE)))
         self.driver = InstrDriver(dut)
         self.writes = WriteMonitor(dut)
-        self.ar = ArMonitor(dut, self.max_burst)
+        self.ar = BurstMonitor(dut, "ar", self.max_burst)
 
     async def start(self) -> None:
         dut = self.dut
@@ -207,7 +167,7 @@ class LoadDmaTb:
 
     async def run(self, instr: Instr) -> Result:
         """Execute one LOAD; returns its error code, the writes and the AR requests."""
-        n_writes, n_ars = len(self.writes.writes), len(self.ar.ars)
+        n_writes, n_ars = len(self.writes.writes), len(self.ar.bursts)
         await self.driver.send(instr)
         for _ in range(TIMEOUT_CYCLES):
             await ReadOnly()
@@ -218,7 +178,7 @@ class LoadDmaTb:
         else:
             raise AssertionError(f"no done_o within {TIMEOUT_CYCLES} cycles for {instr}")
         await RisingEdge(self.dut.clk_i)
-        return Result(error, self.writes.writes[n_writes:], self.ar.ars[n_ars:])
+        return Result(error, self.writes.writes[n_writes:], self.ar.bursts[n_ars:])
 
     def check(self, instr: Instr, res: Result) -> None:
         """No error, and each reference entry written exactly once with its bytes."""

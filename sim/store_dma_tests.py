@@ -27,6 +27,7 @@ from cocotbext.axi import AxiBus, AxiRam
 from dpukit.compiler import isa
 from dpukit.compiler.dma import Dma
 from dpukit.compiler.isa import Instr, Opcode
+from dpukit.sim.axi_monitor import Burst, BurstMonitor
 from dpukit.sim.load_dma_tests import InstrDriver
 
 RAM_SIZE = 1 << 20
@@ -38,18 +39,10 @@ TIMEOUT_CYCLES = 200_000
 
 
 @dataclass(frozen=True)
-class Aw:
-    addr: int
-    len: int
-    size: int
-    burst: int
-
-
-@dataclass(frozen=True)
 class Result:
     error: int
     reads: list[int]
-    aws: list[Aw]
+    aws: list[Burst]
 
 
 def decode(instr: Instr) -> Dma:
@@ -128,39 +121,6 @@ class OutBuffer:
                 self.reads.append(pending)
 
 
-class AwMonitor:
-    """Records AW handshakes and checks each is a legal full-width aligned INCR burst."""
-
-    def __init__(self, dut: SimHandleBase, max_burst: int):
-        self.dut, self.max_burst = dut, max_burst
-        self.beat_bytes = len(dut.m_axi_wdata.value) // 8
-        self.aws: list[Aw] = []
-
-    async def run(self) -> None:
-        dut = self.dut
-        while True:
-            await RisingEdge(dut.clk_i)
-            await ReadOnly()
-            if int(dut.m_axi_awvalid.value) and int(dut.m_axi_awready.value):
-                aw = Aw(
-                    int(dut.m_axi_awaddr.value),
-                    int(dut.m_axi_awlen.value),
-                    int(dut.m_axi_awsize.value),
-                    int(dut.m_axi_awburst.value),
-                )
-                self.check(aw)
-                self.aws.append(aw)
-
-    def check(self, aw: Aw) -> None:
-        beats, nbytes = aw.len + 1, self.beat_bytes
-        assert 1 << aw.size == nbytes, f"{aw}: not full bus width"
-        assert aw.burst == 1, f"{aw}: not INCR"
-        assert aw.addr % nbytes == 0, f"{aw}: unaligned"
-        assert beats <= self.max_burst, f"{aw}: more than {self.max_burst} beats"
-        last = aw.addr + beats * nbytes - 1
-        assert aw.addr >> 12 == last >> 12, f"{aw}: crosses a 4 KiB boundary"
-
-
 class StoreDmaTb:
     """Clock, reset, the AXI RAM with backpressure, OUT buffer, driver, monitor, checker."""
 
@@ -190,7 +150,7 @@ class StoreDmaTb:
         self.ram.write(0, self.rng.randbytes(RAM_SIZE))
         self.driver = InstrDriver(dut)
         self.out = OutBuffer(dut, self.rng, self.entry_bytes)
-        self.aw = AwMonitor(dut, self.max_burst)
+        self.aw = BurstMonitor(dut, "aw", self.max_burst)
 
     async def start(self) -> None:
         dut = self.dut
@@ -209,7 +169,7 @@ class StoreDmaTb:
 
     async def run(self, instr: Instr) -> Result:
         """Execute one STORE; returns its error code, the OUT reads and the AW requests."""
-        n_reads, n_aws = len(self.out.reads), len(self.aw.aws)
+        n_reads, n_aws = len(self.out.reads), len(self.aw.bursts)
         await self.driver.send(instr)
         for _ in range(TIMEOUT_CYCLES):
             await ReadOnly()
@@ -222,7 +182,7 @@ class StoreDmaTb:
         assert not int(self.dut.m_axi_awvalid.value), "done with a write request pending"
         assert not int(self.dut.m_axi_wvalid.value), "done with write beats pending"
         await RisingEdge(self.dut.clk_i)
-        return Result(error, self.out.reads[n_reads:], self.aw.aws[n_aws:])
+        return Result(error, self.out.reads[n_reads:], self.aw.bursts[n_aws:])
 
     async def check(self, instr: Instr) -> Result:
         """Run a legal STORE: no error, each entry read once in order, DRAM as the ISA says."""
