@@ -1,8 +1,11 @@
-"""`make bench`: the foundation's speed targets, measured in one run, written to a JSON file.
+"""`make bench`: the speed targets, measured in one run, written to a JSON file.
 
-ResNet-18-shaped QDQ model (224x224, random weights, built here): compile time, golden
-inference time and onnxruntime's inference time on the same model, and their ratio.
-Targets (issue 2): compile < 10 s; golden <= 5x onnxruntime.
+Foundation (issue 2), on a ResNet-18-shaped QDQ model (224x224, random weights, built here):
+compile time, golden inference time and onnxruntime's inference time on the same model, and
+their ratio. Targets: compile < 10 s; golden <= 5x onnxruntime.
+RTL (issue 3, bench/rtl.py): simulation speed and wall time of whole-network RTL runs (digits
+CNN, the ResNet-18 layer shapes), measured cycles vs the cycle model, PE utilization per
+layer, and measured cycles / SCALE-Sim's (bench/scalesim_peer.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 from rich.console import Console
 from rich.table import Table
+from rtl import bench_rtl
 
 from dpukit.compiler.compile import compile_model
 from dpukit.host.runner import create_runner
@@ -75,9 +79,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="bench/results.json")
     ap.add_argument("--config", default="pynq-z2")
+    ap.add_argument("--rtl-input-hw", type=int, default=224, help="ResNet-18 input size for RTL")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         r18 = bench_resnet18(args.config, Path(tmp))
+    rtl = bench_rtl(args.config, args.rtl_input_hw)
     results = {
         "machine": {
             "python": platform.python_version(),
@@ -86,6 +92,7 @@ def main() -> None:
             "onnxruntime": ort.__version__,
         },
         "resnet18": r18,
+        "rtl": rtl,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
@@ -100,7 +107,38 @@ def main() -> None:
     table.add_row("modeled cycles", f"{r18['modeled_cycles']:,}", "")
     table.add_row("modeled latency (ms)", f"{r18['modeled_latency_ms']:.2f}", "")
     table.add_row("modeled PE utilization", f"{r18['pe_utilization_modeled']:.1%}", "")
+    digits, layers = rtl["digits"], rtl["resnet18_layers"]
+    table.add_row(
+        "RTL digits CNN: cycles (model)",
+        f"{digits['rtl_cycles']:,} ({digits['model_cycles']:,})",
+        "within 5 %",
+    )
+    table.add_row("RTL digits CNN: simulation wall (s)", f"{digits['sim_wall_s']:.2f}", "")
+    table.add_row(
+        "RTL ResNet-18 layers: simulation wall (s)", f"{layers['total_sim_wall_s']:.1f}", ""
+    )
+    table.add_row("RTL simulated cycles/s", f"{layers['sim_cycles_per_s']:,}", ">= 200,000")
+    table.add_row(
+        "min PE utilization (channels fill the array)",
+        f"{layers['min_utilization_filled']:.1%}",
+        ">= 80 %",
+    )
+    table.add_row("max RTL cycles / SCALE-Sim", f"{layers['max_rtl_over_scalesim']:.2f}", "<= 1.2")
     Console().print(table)
+    per_layer = Table(title="ResNet-18 layer shapes on the RTL")
+    for col in ("layer", "shape", "RTL cycles", "model", "SCALE-Sim", "RTL/SCALE-Sim", "PE util"):
+        per_layer.add_column(col, justify="left" if col in ("layer", "shape") else "right")
+    for r in layers["layers"]:
+        per_layer.add_row(
+            r["layer"],
+            r["shape"],
+            f"{r['rtl_cycles']:,}",
+            f"{r['model_cycles']:,}",
+            f"{r['scalesim_cycles']:,}",
+            f"{r['rtl_over_scalesim']:.2f}",
+            f"{r['pe_utilization']:.1%}",
+        )
+    Console().print(per_layer)
 
 
 if __name__ == "__main__":

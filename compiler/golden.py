@@ -28,7 +28,7 @@ import numpy as np
 from dpukit.compiler import check, isa, timing
 from dpukit.compiler.dma import Dma
 from dpukit.compiler.hwconfig import HwConfig
-from dpukit.compiler.isa import AluOp, Buffer, Opcode
+from dpukit.compiler.isa import MULI_IMM_BITS, POST_MULT_BITS, AluOp, Buffer, Opcode
 
 _EXACT_F32_K = 1024  # int8*int8 sums of up to this many terms are exact in float32
 
@@ -47,13 +47,23 @@ class Activity:
     mac_cycles: int = 0  # cycles the array streamed activations
     dram_read_bytes: int = 0
     dram_write_bytes: int = 0
+    dram_read_beats: int = 0  # AXI data beats of LOADs (bus width each), fetch excluded
+    dram_write_beats: int = 0  # AXI data beats of STOREs
     buffer_reads: dict[str, int] = field(default_factory=dict)  # entries, per buffer
     buffer_writes: dict[str, int] = field(default_factory=dict)
     instructions: dict[str, int] = field(default_factory=dict)
     busy: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: Activity) -> None:
-        for k in ("cycles", "macs", "mac_cycles", "dram_read_bytes", "dram_write_bytes"):
+        for k in (
+            "cycles",
+            "macs",
+            "mac_cycles",
+            "dram_read_bytes",
+            "dram_write_bytes",
+            "dram_read_beats",
+            "dram_write_beats",
+        ):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         for d in ("buffer_reads", "buffer_writes", "instructions", "busy"):
             mine = getattr(self, d)
@@ -261,12 +271,13 @@ class GoldenDPU:
         key = entry.tobytes()
         lanes = self._requant_cache.get(key)
         if lanes is None:
-            bias, mult, shift = entry
+            bias, shift = entry[0], entry[2]
+            mult = post_mult(entry[1])
             rounding = _Rounding.of(shift)
             scale = mult.astype(np.float64) * np.exp2(-rounding.shift.astype(np.float64))
-            biggest = int(np.abs(mult.astype(np.int64)).max())
+            biggest = int(mult.max())
             exact_below = 2**53 // biggest if biggest else 2**62
-            lanes = _Requant(bias.copy(), mult.astype(np.int64), rounding, scale, exact_below)
+            lanes = _Requant(bias.copy(), mult, rounding, scale, exact_below)
             self._requant_cache[key] = lanes
         return lanes
 
@@ -334,7 +345,7 @@ class _Rounding:
     """Division by 2^shift, rounded to nearest with ties to even (as QuantizeLinear rounds).
 
     With p = q*2^s + r: q + 1 exactly when r > 2^(s-1), or r == 2^(s-1) and q is odd, i.e.
-    (p + 2^(s-1) - 1 + (q & 1)) >> s. The shift uses its low 6 bits; |p| < 2^62, no overflow.
+    (p + 2^(s-1) - 1 + (q & 1)) >> s. The shift uses its low 6 bits; |p| < 2^54, no overflow.
     """
 
     shift: np.ndarray
@@ -356,6 +367,17 @@ class _Rounding:
         return q
 
 
+def post_mult(mult: np.ndarray) -> np.ndarray:
+    """The multipliers POST uses: the low POST_MULT_BITS bits of PAR's int32s, unsigned (int64)."""
+    return np.asarray(mult, np.int64) & ((1 << POST_MULT_BITS) - 1)
+
+
+def muli_imm(imm: int) -> int:
+    """The multiplier MULI uses: the low MULI_IMM_BITS bits of imm, sign-extended."""
+    half = 1 << (MULI_IMM_BITS - 1)
+    return ((int(imm) + half) & ((1 << MULI_IMM_BITS) - 1)) - half
+
+
 def round_shift(p: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """p / 2^shift, rounded to nearest with ties to even (int64 in, int64 out)."""
     return _Rounding.of(shift).apply(np.asarray(p, np.int64))
@@ -364,7 +386,7 @@ def round_shift(p: np.ndarray, shift: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class _Requant:
     bias: np.ndarray  # int32 per lane
-    mult: np.ndarray  # int64 per lane
+    mult: np.ndarray  # int64 per lane, as POST uses it (post_mult)
     rounding: _Rounding
     scale: np.ndarray  # mult / 2^shift as float64 (exact: a power-of-two scaling)
     exact_below: int  # |v| below this keeps every |v * mult| under 2^53
@@ -409,7 +431,7 @@ def _alu_lane(op: AluOp, dst: np.ndarray, src: np.ndarray, imm: np.int64) -> np.
     if op == AluOp.ADD:
         return np.add(dst, src, dtype=np.int32)  # int32 array addition wraps
     if op == AluOp.MULI:
-        return wrap32(src.astype(np.int64) * imm)
+        return wrap32(src.astype(np.int64) * muli_imm(imm))
     return wrap32(src.astype(np.int64) + imm)  # ADDI
 
 
@@ -497,9 +519,13 @@ def _plan_steps(cfg: HwConfig, col, merge: bool) -> list[tuple[str, object]]:
             elif code in (Opcode.LOAD, Opcode.STORE):
                 steps.append((code.name.lower(), Dma.of(col, i)))
             elif code == Opcode.POST:
-                steps.append(("post", _PostPlan.of(col, i)))
+                if col["count"][i] and col["blocks"][i]:  # else it writes nothing
+                    steps.append(("post", _PostPlan.of(col, i)))
             elif code != Opcode.END:
                 steps.append((code.name.lower(), i))
+            i += 1
+            continue
+        if not (col["n_outer"][i] and col["n_inner"][i]):  # no iterations: writes nothing
             i += 1
             continue
         inp0, acc0 = _gemm_grids(col, i)
@@ -615,12 +641,15 @@ def _activity(
         code = Opcode(int(op[i]))
         if code in (Opcode.LOAD, Opcode.STORE):
             d = Dma.of(col, i)
+            beats = timing.dma_beats(*d.runs(), cfg.bus_bytes)
             if d.is_load:
                 act.dram_read_bytes += d.data_bytes
+                act.dram_read_beats += beats
                 writes[Buffer(d.buffer).name.lower()] += d.entries
             else:
                 act.dram_write_bytes += d.data_bytes
-                reads["out"] += d.entries
+                act.dram_write_beats += beats
+                reads["out"] += d.entries if d.eb else 0  # nothing to write: nothing read
         elif code == Opcode.GEMM:
             t = int(col["n_outer"][i]) * int(col["n_inner"][i])
             act.mac_cycles += t

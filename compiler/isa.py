@@ -32,6 +32,12 @@ INSTR_BYTES = INSTR_BITS // 8
 OPCODE_BITS = 4
 FLAG_BITS = 4
 FIELDS_LSB = OPCODE_BITS + FLAG_BITS
+# POST uses only the low POST_MULT_BITS bits of a PAR multiplier, unsigned: v * mult is a
+# 32 x 23-bit product, two DSP48 multiplies per lane (hw/rtl/dpu_post.sv).
+POST_MULT_BITS = 23
+# MULI uses only the low MULI_IMM_BITS bits of imm, sign-extended: s * imm is then a
+# 32 x 25-bit signed product, two DSP48 slices per lane (ADDI uses all 32 bits).
+MULI_IMM_BITS = 25
 
 
 class Opcode(enum.IntEnum):
@@ -166,7 +172,12 @@ LAYOUT: dict[Opcode, list[Field]] = {
         Field("dst_inner_stride", 16, doc="dst entries per inner step"),
         Field("src_outer_stride", 16, doc="src entries per outer step"),
         Field("src_inner_stride", 16, doc="src entries per inner step"),
-        Field("imm", 32, signed=True, doc="immediate operand of MULI and ADDI"),
+        Field(
+            "imm",
+            32,
+            signed=True,
+            doc=f"immediate operand of ADDI, and of MULI (its low {MULI_IMM_BITS} bits)",
+        ),
     ],
     Opcode.END: [],
 }
@@ -209,19 +220,23 @@ SEMANTICS: dict[Opcode, str] = {
         "`par_addr + b`, `a = acc_base + b*acc_block_stride` and "
         "`o = out_base + b*out_block_stride`, for `k < count` and lane `c`: "
         "`v = wrap32(ACC[a + k][c] + bias[c])` (wrapped to int32); "
-        "`r = round(v*mult[c] / 2^shift[c])` exactly in 64 bits, to nearest with ties to even "
+        f"`m = mult[c] mod 2^{POST_MULT_BITS}` (the low {POST_MULT_BITS} bits, unsigned); "
+        "`r = round(v*m / 2^shift[c])` exactly in 64 bits, to nearest with ties to even "
         "(as ONNX QuantizeLinear rounds; in hardware: floor shift, then add 1 when the "
         "remainder exceeds half, or equals half and the quotient is odd); "
         "`OUT[o + k][c] = min(max(r + zero_point, clamp_lo), clamp_hi)` in exact arithmetic "
         "(`clamp_hi` wins if `clamp_lo > clamp_hi`). "
-        "`mult` is in `[0, 2^31)` and `shift` in `[0, 62]` (only its low 6 bits are used)."
+        f"`mult` is in `[0, 2^{POST_MULT_BITS})` (only its low {POST_MULT_BITS} bits are used) "
+        "and `shift` in `[0, 62]` (only its low 6 bits are used)."
     ),
     Opcode.ALU: (
         "For `o < n_outer`, `i < n_inner`: "
         "`d = dst_base + o*dst_outer_stride + i*dst_inner_stride`, "
         "`s = src_base + o*src_outer_stride + i*src_inner_stride`, and "
         "`ACC[d] = alu_op(ACC[d], ACC[s], imm)` lane-wise with int32 wrap: MOV `s`; "
-        "ADD `d + s`; MAX `max(d, s)`; MULI `s*imm`; ADDI `s + imm`. Iterations run in "
+        "ADD `d + s`; MAX `max(d, s)`; MULI `s*m` with `m` the low "
+        f"{MULI_IMM_BITS} bits of `imm` sign-extended (`m` in `[-2^{MULI_IMM_BITS - 1}, "
+        f"2^{MULI_IMM_BITS - 1})`); ADDI `s + imm`. Iterations run in "
         "order, so a reduction with dst strides 0 accumulates."
     ),
     Opcode.END: "Waits until all engines are idle, then raises done and the interrupt.",

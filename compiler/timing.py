@@ -11,8 +11,10 @@ Per-instruction costs (cycles at the DPU clock):
   GEMM    weight-stationary systolic pass: rows cycles to preload the weight tile, then
           n_outer*n_inner activations stream through, and rows + cols - 2 cycles to drain:
           2*rows + cols - 2 + n_outer*n_inner (SCALE-Sim's per-fold count).
-  POST    blocks * count + POST_PIPELINE
-  ALU     n_outer*n_inner + ALU_PIPELINE (a zero-trip ALU, the layer barrier, costs 1)
+  POST    blocks * max(count, 1) + POST_PIPELINE: one ACC entry per cycle through the
+          SRAM read and the 4-stage requantization pipeline (a block of count 0 still reads
+          its PAR entry, one cycle); a POST of 0 blocks costs POST_PIPELINE - 1
+  ALU     n_outer*n_inner + ALU_PIPELINE (a zero-trip ALU, the layer barrier, costs 2)
   END     1, after all engines are idle.
 An engine starts its next instruction when the previous one has finished and every token
 the instruction pops has been pushed; a token is pushed when its instruction finishes.
@@ -29,7 +31,7 @@ from dpukit.compiler.hwconfig import HwConfig
 from dpukit.compiler.isa import INSTR_BYTES, Engine, Opcode
 from dpukit.errors import ExecutionError
 
-POST_PIPELINE = 4
+POST_PIPELINE = 5
 ALU_PIPELINE = 2
 
 # Token FIFOs, by (from engine, to engine).
@@ -82,14 +84,18 @@ def instr_cycles(cfg: HwConfig, col: dict[str, np.ndarray]) -> np.ndarray:
     for i in np.flatnonzero((op == Opcode.LOAD) | (op == Opcode.STORE)):
         d = Dma.of(col, i)
         beats = dma_beats(*d.runs(), cfg.bus_bytes)
-        cyc[i] = cfg.dram_latency_cycles + max(beats, d.entries)
+        entries = d.entries if d.is_load or d.eb else 0  # a STORE of 0 bytes reads nothing
+        cyc[i] = cfg.dram_latency_cycles + max(beats, entries)
     g = op == Opcode.GEMM
     cyc[g] = 2 * cfg.rows + cfg.cols - 2 + col["n_outer"][g] * col["n_inner"][g]
     p = op == Opcode.POST
-    cyc[p] = col["blocks"][p] * col["count"][p] + POST_PIPELINE
+    blocks = col["blocks"][p]
+    cyc[p] = np.where(
+        blocks > 0, blocks * np.maximum(col["count"][p], 1) + POST_PIPELINE, POST_PIPELINE - 1
+    )
     a = op == Opcode.ALU
     trips = col["n_outer"][a] * col["n_inner"][a]
-    cyc[a] = np.where(trips > 0, trips + ALU_PIPELINE, 1)
+    cyc[a] = trips + ALU_PIPELINE
     return cyc
 
 

@@ -30,11 +30,18 @@ from rich.text import Text
 
 from dpukit import __version__
 from dpukit.errors import DpuKitError
+from dpukit.host.backends import BACKENDS
 
 DIGITS_SHAPE = [1, 8, 8]  # one digits image, without the batch dim
 OPCODE_ORDER = ("LOAD", "GEMM", "ALU", "POST", "STORE", "END")
 BUFFERS = ("inp", "wgt", "acc", "out", "par")
 MODELED = "modeled (cycle model)"
+MEASURED_RTL = "measured (RTL counters in Verilator)"
+
+
+def _kind(backend: str) -> str:
+    """Whether a backend's cycles are modeled or counted by the hardware."""
+    return MEASURED_RTL if backend == "rtl" else MODELED
 
 
 class UsageError(DpuKitError):
@@ -566,7 +573,10 @@ def cmd_run(args, con: Console) -> int:
         f"({cfg.name}): {what}, batch {args.batch}",
         highlight=False,
     )
-    outputs, act, per_sub, n, wall = _run_batches(con, runner, inputs, args.batch, "golden DPU")
+    outputs, act, per_sub, n, wall = _run_batches(
+        con, runner, inputs, args.batch, f"{args.backend} DPU"
+    )
+    kind = _kind(args.backend)
     con.print(_outputs_table(outputs))
     accuracy = None
     if labels is not None:
@@ -578,10 +588,10 @@ def cmd_run(args, con: Console) -> int:
     macs = _model_macs(program)
     con.print(
         _activity_table(
-            act, n, cfg, macs, f"DPU activity, {args.backend} backend, {MODELED}, {n} image(s)"
+            act, n, cfg, macs, f"DPU activity, {args.backend} backend, {kind}, {n} image(s)"
         )
     )
-    con.print(_subgraph_activity_table(program, per_sub, f"per subgraph, first image, {MODELED}"))
+    con.print(_subgraph_activity_table(program, per_sub, f"per subgraph, first image, {kind}"))
     con.print(_layer_activity_table(runner.layer_activity, f"per layer, one image, {MODELED}"))
     con.print(f"host wall time {wall:.2f} s (simulation speed, not DPU latency)", style="dim")
     if args.json:
@@ -597,7 +607,7 @@ def cmd_run(args, con: Console) -> int:
             "accuracy": accuracy,
             "cycles_per_image": cycles_img,
             "latency_ms_per_image": cycles_img / (cfg.clock_mhz * 1e3),
-            "latency_kind": MODELED,
+            "latency_kind": kind,
             "model_macs_per_image": macs,
             "pe_utilization": act.mac_cycles / act.cycles if act.cycles else 0.0,
             "activity": _activity_json(act),
@@ -739,6 +749,18 @@ def cmd_demo(args, con: Console) -> int:
             highlight=False,
         )
 
+    rtl = None
+    if args.rtl_images:
+        rtl = _demo_rtl(con, dpu_path, program, x_test[: args.rtl_images], golden, act.cycles / n)
+        step(
+            "5 verify",
+            f"{rtl['images']} images on the RTL",
+            f"{rtl['bit_identical']}/{rtl['images']} outputs bit-identical to the golden model; "
+            f"{rtl['cycles_per_image']:,.0f} cycles per image measured vs "
+            f"{rtl['model_cycles_per_image']:,.0f} modeled; "
+            f"{rtl['sim_cycles_per_s']:,.0f} simulated cycles/s",
+        )
+
     cycles_img = act.cycles / n
     latency_ms = cycles_img / (cfg.clock_mhz * 1e3)
     util = act.mac_cycles / act.cycles if act.cycles else 0.0
@@ -773,15 +795,40 @@ def cmd_demo(args, con: Console) -> int:
         "latency_kind": MODELED,
         "pe_utilization": util,
         "activity": asdict(act),
+        "rtl": rtl,
     }
     (work / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
     con.print(
         f"numbers in {work / 'demo.json'}; demo took {time.perf_counter() - t_all:.1f} s. "
-        "Every time and activity number above is modeled; RTL simulation, PYNQ boards and "
-        "measured power come next.",
+        "The time and activity tables above are modeled (golden backend); step 5 measured "
+        "the RTL. PYNQ boards and measured power come next.",
         highlight=False,
     )
     return 0
+
+
+def _demo_rtl(con: Console, dpu_path: Path, program, x: np.ndarray, golden, model_cycles) -> dict:
+    """Run the first images on the RTL (the virtual board) and compare with the golden model."""
+    from dpukit.host.runner import create_runner
+
+    with con.status("building the RTL simulator (Verilator; minutes on first use, then cached)"):
+        runner = create_runner(dpu_path, backend="rtl")
+        from dpukit.sim.rtl_harness import build
+
+        build(runner.cfg)
+    outputs, act, _, n, _ = _run_batches(
+        con, runner, {program.inputs[0].name: x}, 8, "5 verify (RTL)"
+    )
+    got = outputs[program.outputs[0].name]
+    sim = runner.dpu.simulated
+    return {
+        "images": n,
+        "bit_identical": int(np.all(got == golden[:n], axis=1).sum()),
+        "cycles_per_image": act.cycles / n,
+        "model_cycles_per_image": model_cycles,
+        "latency_kind": MEASURED_RTL,
+        "sim_cycles_per_s": sim["cycles"] / sim["wall_s"] if sim["wall_s"] else 0.0,
+    }
 
 
 # -- entry point -----------------------------------------------------------------------------
@@ -829,7 +876,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a program; print outputs and modeled activity")
     r.add_argument("program", help=".dpu program")
-    r.add_argument("--backend", choices=("golden",), default="golden")
+    r.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="golden",
+        help="golden: the bit-exact model (modeled cycles); rtl: the DPU's RTL in Verilator "
+        "(measured cycles; builds the simulator on first use, minutes)",
+    )
     src = r.add_mutually_exclusive_group()
     src.add_argument("--input", metavar="FILE", help=".npy (one input) or .npz (by input name)")
     src.add_argument(
@@ -849,6 +902,13 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the whole flow on the digits CNN")
     d.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
     d.add_argument("--workdir", default="artifacts/demo", help="default artifacts/demo")
+    d.add_argument(
+        "--rtl-images",
+        type=int,
+        default=16,
+        metavar="N",
+        help="verify the first N images on the DPU's RTL in Verilator (0: skip; default 16)",
+    )
     d.set_defaults(func=cmd_demo)
 
     g = sub.add_parser("configs", help="list the shipped hardware configs")

@@ -6,8 +6,8 @@ Shaped like Vitis AI's VART so DPU-PYNQ users feel at home:
     job = runner.execute_async({"input": x})
     outputs = runner.wait(job)
 
-Backends share one contract (`DpuBackend.run(stream, dram) -> Activity`): `golden` now,
-`rtl` and `pynq` behind the same interface later.
+Backends share one contract (`run(stream, dram) -> Activity`): `golden` (the bit-exact
+model), `rtl` (the DPU's RTL in Verilator, host/rtl_backend.py), and `pynq` later.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from dpukit.compiler.golden import Activity, GoldenDPU
 from dpukit.compiler.hwconfig import HwConfig, load_config
 from dpukit.compiler.program import Program, TensorSpec
 from dpukit.errors import ExecutionError, ProgramError
+from dpukit.host.backends import BACKENDS
 from dpukit.host.layout import from_dram, to_dram
-
-BACKENDS = ("golden",)
+from dpukit.host.rtl_backend import RtlDPU
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Runner:
         if backend not in BACKENDS:
             raise ExecutionError(f"unknown backend '{backend}'; available: {', '.join(BACKENDS)}")
         self.program, self.cfg = program, cfg
-        self.dpu = GoldenDPU(cfg)
+        self.dpu = GoldenDPU(cfg) if backend == "golden" else RtlDPU(cfg)
         self.dram = np.zeros(program.dram_size, np.uint8)
         self.dram[program.const_base :] = np.frombuffer(program.const, np.uint8)
         self.cpu: dict[int, ort.InferenceSession] = {}

@@ -34,7 +34,8 @@ REF = {
     AluOp.MOV: lambda d, s, imm: s,
     AluOp.ADD: lambda d, s, imm: d + s,
     AluOp.MAX: lambda d, s, imm: max(d, s),
-    AluOp.MULI: lambda d, s, imm: s * imm,
+    # docs/isa.md: MULI multiplies by imm's low 25 bits, sign-extended
+    AluOp.MULI: lambda d, s, imm: s * (((imm + 2**24) % 2**25) - 2**24),
     AluOp.ADDI: lambda d, s, imm: s + imm,
 }
 

@@ -86,6 +86,37 @@ class Tile:
         return cls(with_extremes(w), with_extremes(a) if n_vectors >= 2 else a)
 
 
+EDGES = np.array([-128, -127, -2, -1, 0, 1, 2, 126, 127], dtype=np.int64)
+
+
+def extreme_tiles(rng: np.random.Generator) -> list[Tile]:
+    """Tiles at the limits of dpu_array's arithmetic: two products share a multiplier, and
+    column sums run just wide enough for Rows products of -128 * -128.
+
+    All -128 (every product 2^14, the largest column sum); all weights 127 against -128
+    (the most negative sum); columns of alternating sign, so the two lanes of a multiplier
+    pull apart; single-lane spikes; and random picks from the int8 edge values.
+    """
+    n = ROWS + 2
+    lowest = np.full((n, ROWS), -128, np.int64)
+    highest = np.full((n, ROWS), 127, np.int64)
+    edges = rng.choice(EDGES, size=(n, ROWS))
+    spike = np.zeros((n, ROWS), np.int64)
+    spike[np.arange(n), np.arange(n) % ROWS] = -128
+    alt = np.tile(np.where(np.arange(COLS) % 2 == 0, -128, 127), (ROWS, 1))
+    same = [np.full((ROWS, COLS), v, np.int64) for v in (-128, 127, -1)]
+    return [
+        Tile(same[0], lowest),
+        Tile(same[1], lowest),
+        Tile(same[0], highest),
+        Tile(alt, lowest),
+        Tile(-alt - 1, edges),
+        Tile(same[2], np.vstack([lowest, highest, spike])),
+        Tile(alt, spike),
+        Tile(rng.choice(EDGES, size=(ROWS, COLS)), rng.choice(EDGES, size=(n, ROWS))),
+    ]
+
+
 @dataclasses.dataclass
 class Schedule:
     """Stimulus cycle by cycle: at most one weight row and one activation vector a cycle."""
@@ -263,6 +294,21 @@ async def test_random_gaps(dut: SimHandleBase) -> None:
     tiles = [Tile.random(rng, int(n)) for n in rng.integers(1, 2 * ROWS, size=3)]
     pauses = [list(rng.random(37) < 0.3) for _ in range(2)]
     await tb.run_and_check(Schedule.tight(tiles, *pauses))
+
+
+@cocotb.test()
+@cocotb.parametrize(schedule=["model", "tight"])
+async def test_extreme_values(dut: SimHandleBase, schedule: str) -> None:
+    """Largest and smallest column sums, lanes of opposite sign, int8 edge values."""
+    tb = await new_tb(dut)
+    tiles = extreme_tiles(np.random.default_rng(11))
+    sums = np.concatenate([gemm_ref(t.acts, t.weights) for t in tiles])
+    assert sums.max() == ROWS * 2**14 and sums.min() == -ROWS * 127 * 128  # the bounds reached
+    if schedule == "model":
+        s = Schedule.model(tiles)
+    else:
+        s = Schedule.tight(tiles, PAUSES["two_on_one_off"], PAUSES["none"])
+    await tb.run_and_check(s)
 
 
 @cocotb.test()

@@ -1,9 +1,13 @@
 """cocotb tests of dpu_load_dma, the LOAD instruction's DMA (AXI4 reads -> buffer entries).
 
 The reference is the golden model's LOAD, `Dma.load_entries` of dpukit.compiler.dma, on the
-bytes of the data window. DRAM is a cocotbext-axi AxiRam with random backpressure on AR
-and R; a monitor checks every AR request is a legal burst. Run by
-tests/test_rtl_load_dma.py, which sets DPU_LOAD_MAX_BURST to the DUT's MaxBurstBeats.
+bytes of the data window; the expected AR requests are `Dma.runs` split into bursts here,
+and the cycle bound is the cycle model's LOAD cost (compiler/timing.py) plus OVERHEAD.
+DRAM is a cocotbext-axi AxiRam with random backpressure on AR and R (and on the buffer
+write port), or, for the cycle counts, the fixed-latency LatencyRam; monitors check every
+AR request is a legal burst and holds still while it waits, and so does the write port.
+Run by tests/test_rtl_load_dma.py, which sets DPU_MAX_BURST to the DUT's MaxBurstBeats and
+DPU_DRAM_LATENCY to the latency of the hardware config the parameters come from.
 """
 
 from __future__ import annotations
@@ -19,18 +23,27 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.handle import SimHandleBase
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiRam
 
 from dpukit.compiler import isa
 from dpukit.compiler.dma import Dma
 from dpukit.compiler.isa import Buffer, Instr, Opcode
-from dpukit.sim.axi_monitor import Burst, BurstMonitor
+from dpukit.compiler.timing import dma_beats
+from dpukit.sim.axi_latency_ram import LatencyRam
+from dpukit.sim.axi_monitor import Burst, BurstMonitor, LatencyProbe
 
 RAM_SIZE = 1 << 20
-BASE = 0x2_0000  # data window base in the AxiRam
+BASE = 0x2_0000  # data window base in the RAM
 LIMIT = 0x1_0000  # data window size
 ERR_NONE, ERR_RANGE, ERR_AXI, ERR_ELEM_BYTES = 0, 1, 2, 3  # error_o, hw/rtl/dpu_load_dma.sv
 TIMEOUT_CYCLES = 200_000
+PERIOD_NS = 10
+# Cycles from the accepting edge to done_o beyond the model's dram_latency + max(beats,
+# entries): the first AR handshake one cycle after the accepting edge, one cycle from the
+# last beat to its entry, whose write is the last; one more when the first beat completes
+# no entry.
+OVERHEAD = 3
 
 
 @dataclass(frozen=True)
@@ -38,13 +51,37 @@ class Result:
     error: int
     writes: list[tuple[int, bytes]]
     ars: list[Burst]
+    cycles: int  # accepting edge to the first edge of the done_o cycle
+
+
+def decode(instr: Instr) -> Dma:
+    return Dma.of(isa.decode_array(isa.to_bytes([instr])), 0)
 
 
 def reference(instr: Instr, window: np.ndarray, entry_bytes: int) -> dict[int, bytes]:
     """Entry address -> bytes, from the golden model's LOAD."""
-    d = Dma.of(isa.decode_array(isa.to_bytes([instr])), 0)
+    d = decode(instr)
     entries = d.load_entries(window, entry_bytes)
-    return {d.sram + i: e.tobytes() for i, e in enumerate(entries)}
+    return {(d.sram + i) % (1 << 16): e.tobytes() for i, e in enumerate(entries)}
+
+
+def expected_bursts(d: Dma, beat: int, max_burst: int) -> list[tuple[int, int]]:
+    """(address, AxLEN) of each burst: every run of `Dma.runs` as the aligned beats it
+    touches, split at max_burst beats and at 4 KiB boundaries."""
+    starts, length = d.runs()
+    bursts = []
+    for s in starts.tolist():
+        a, end = (BASE + s) // beat, (BASE + s + length - 1) // beat
+        while a <= end:
+            n = min(end - a + 1, max_burst, (4096 - a * beat % 4096) // beat)
+            bursts.append((a * beat, n - 1))
+            a += n
+    return bursts
+
+
+def model_cycles(d: Dma, beat: int, latency: int) -> int:
+    """The cycle model's LOAD or STORE cost: dram_latency + max(data beats, entries)."""
+    return latency + max(dma_beats(*d.runs(), beat), d.entries)
 
 
 # -- stimulus ------------------------------------------------------------------------------
@@ -85,6 +122,94 @@ def random_load(rng: random.Random, entry_bytes: int) -> Instr:
     )
 
 
+def streaming_loads(rng: random.Random, entry_bytes: int, beat: int) -> list[Instr]:
+    """Larger LOADs in each run shape: whole planes, rows, single entries (dense, sparse,
+    overlapping), small and large elements, padding on every side or on some, misaligned;
+    then random ones. Sizes shrink with the entry so the spans stay in the window."""
+    eb = entry_bytes
+    n = max(3, min(16, 2048 // eb))  # entries per row
+    small = max(1, eb // 4)
+    cases = [
+        load(
+            elem_bytes=eb,
+            x_size=n,
+            x_stride=eb,
+            y_size=6,
+            y_stride=n * eb,
+            z_size=2,
+            z_stride=7 * n * eb + 3,
+            dram_offset=5,
+        ),
+        load(
+            elem_bytes=eb,
+            x_size=n,
+            x_stride=eb,
+            y_size=5,
+            y_stride=n * eb + 1,
+            z_size=2,
+            z_stride=6 * n * eb,
+            pad_left=1,
+            pad_right=2,
+            pad_top=1,
+            pad_bottom=1,
+            pad_value=3,
+        ),
+        load(
+            elem_bytes=eb,
+            x_size=n,
+            x_stride=3 * eb,
+            y_size=4,
+            y_stride=3 * n * eb + 7,
+            dram_offset=beat - 1,
+            pad_top=2,
+            pad_value=-4,
+        ),
+        load(
+            elem_bytes=small,
+            x_size=3 * n,
+            x_stride=small,
+            y_size=4,
+            y_stride=3 * n * small,
+            dram_offset=3,
+            pad_left=1,
+            pad_right=1,
+        ),
+        load(elem_bytes=1, x_size=30, x_stride=7, y_size=3, y_stride=300, dram_offset=1),
+        load(
+            elem_bytes=eb,
+            x_size=n,
+            x_stride=max(1, eb // 2),
+            y_size=3,
+            y_stride=n * eb,
+            pad_bottom=2,
+            pad_value=-1,
+        ),
+        load(
+            elem_bytes=eb,
+            x_size=n,
+            x_stride=eb,
+            y_size=8,
+            y_stride=n * eb,
+            pad_top=3,
+            pad_bottom=3,
+            pad_value=7,
+            dram_offset=4096 - 3 * eb - 1,
+        ),
+        load(
+            elem_bytes=max(1, eb - 1),
+            x_size=n,
+            x_stride=max(1, eb - 1),
+            y_size=3,
+            y_stride=(n + 1) * eb,
+            dram_offset=beat // 2 + 1,
+            z_size=3,
+            z_stride=4 * (n + 1) * eb,
+        ),
+        load(elem_bytes=0, x_size=5, y_size=4, pad_left=2, pad_top=1, pad_value=9),
+    ]
+    return cases + [random_load(rng, entry_bytes) for _ in range(30)]
+
+
 # -- bus-functional pieces -----------------------------------------------------------------
 class InstrDriver:
     """Presents one instruction word with instr_valid_i until the DUT takes it."""
@@ -94,7 +219,8 @@ class InstrDriver:
         dut.instr_valid_i.value = 0
         dut.instr_i.value = 0
 
-    async def send(self, instr: Instr) -> None:
+    async def send(self, instr: Instr) -> float:
+        """Returns the time (ns) of the accepting edge."""
         dut = self.dut
         dut.instr_i.value = isa.encode(instr)
         dut.instr_valid_i.value = 1
@@ -103,51 +229,70 @@ class InstrDriver:
             if int(dut.instr_ready_o.value):
                 break
         dut.instr_valid_i.value = 0
+        return get_sim_time("ns")
 
 
 class WriteMonitor:
-    """Records every buffer write (address, entry bytes)."""
+    """Records every buffer write (address, entry bytes); drives wr_ready_i, low in a random
+    pattern if `pause`; checks the write port holds still while wr_ready_i is low."""
 
-    def __init__(self, dut: SimHandleBase):
+    def __init__(self, dut: SimHandleBase, rng: random.Random, pause: bool):
         self.dut = dut
         self.writes: list[tuple[int, bytes]] = []
         self.entry_bytes = len(dut.wr_data_o.value) // 8
+        pattern = [not pause or rng.random() < 0.7 for _ in range(83)]
+        self.ready = itertools.cycle(pattern)
+        dut.wr_ready_i.value = 1
 
     async def run(self) -> None:
         dut = self.dut
+        held = None
         while True:
             await RisingEdge(dut.clk_i)
+            dut.wr_ready_i.value = int(next(self.ready))
             await ReadOnly()
-            if int(dut.wr_valid_o.value):
-                data = dut.wr_data_o.value.to_unsigned().to_bytes(self.entry_bytes, "little")
-                self.writes.append((int(dut.wr_addr_o.value), data))
+            valid = int(dut.wr_valid_o.value)
+            now = (int(dut.wr_addr_o.value), int(dut.wr_data_o.value)) if valid else None
+            assert held is None or now == held, f"write port changed while stalled: {held}"
+            if valid and int(dut.wr_ready_i.value):
+                data = now[1].to_bytes(self.entry_bytes, "little")
+                self.writes.append((now[0], data))
+                held = None
+            else:
+                held = now
 
 
 class LoadDmaTb:
-    """Clock, reset, the AXI RAM with backpressure, driver, monitors and the checker."""
+    """Clock, reset, the memory (AxiRam with backpressure, or LatencyRam with `latency`),
+    driver, monitors and the checker."""
 
-    def __init__(self, dut: SimHandleBase, pause: bool = True):
+    def __init__(self, dut: SimHandleBase, pause: bool = True, latency: int | None = None):
         self.dut = dut
         self.rng = random.Random(cocotb.RANDOM_SEED)
         self.entry_bytes = len(dut.wr_data_o.value) // 8
-        self.max_burst = int(os.environ["DPU_LOAD_MAX_BURST"])
-        self.ram = AxiRam(
-            AxiBus.from_prefix(dut, "m_axi"),
-            dut.clk_i,
-            dut.rst_ni,
-            reset_active_level=False,
-            size=RAM_SIZE,
-        )
-        self.ram.read_if.log.setLevel(logging.WARNING)  # no line per burst
-        self.ram.write_if.log.setLevel(logging.WARNING)
-        if pause:
-            ar_pause = [self.rng.random() < 0.3 for _ in range(97)]
-            r_pause = [self.rng.random() < 0.4 for _ in range(101)]
-            self.ram.read_if.ar_channel.set_pause_generator(itertools.cycle(ar_pause))
-            self.ram.read_if.r_channel.set_pause_generator(itertools.cycle(r_pause))
-        self.ram.write(0, bytes(self.rng.getrandbits(8) for _ in range(RAM_SIZE)))
+        self.beat = len(dut.m_axi_rdata.value) // 8
+        self.max_burst = int(os.environ["DPU_MAX_BURST"])
+        self.latency = latency
+        if latency is None:
+            self.ram = AxiRam(
+                AxiBus.from_prefix(dut, "m_axi"),
+                dut.clk_i,
+                dut.rst_ni,
+                reset_active_level=False,
+                size=RAM_SIZE,
+            )
+            self.ram.read_if.log.setLevel(logging.WARNING)  # no line per burst
+            self.ram.write_if.log.setLevel(logging.WARNING)
+            if pause:
+                ar_pause = [self.rng.random() < 0.3 for _ in range(97)]
+                r_pause = [self.rng.random() < 0.4 for _ in range(101)]
+                self.ram.read_if.ar_channel.set_pause_generator(itertools.cycle(ar_pause))
+                self.ram.read_if.r_channel.set_pause_generator(itertools.cycle(r_pause))
+        else:
+            self.ram = LatencyRam(dut, latency, RAM_SIZE)
+        self.ram.write(0, self.rng.randbytes(RAM_SIZE))
         self.driver = InstrDriver(dut)
-        self.writes = WriteMonitor(dut)
+        self.writes = WriteMonitor(dut, self.rng, pause)
         self.ar = BurstMonitor(dut, "ar", self.max_burst)
 
     async def start(self) -> None:
@@ -155,33 +300,37 @@ class LoadDmaTb:
         dut.base_i.value = BASE
         dut.limit_i.value = LIMIT
         dut.rst_ni.value = 0
-        Clock(dut.clk_i, 10, unit="ns").start()
+        Clock(dut.clk_i, PERIOD_NS, unit="ns").start()
         await ClockCycles(dut.clk_i, 3)
         dut.rst_ni.value = 1
         await RisingEdge(dut.clk_i)
         cocotb.start_soon(self.writes.run())
         cocotb.start_soon(self.ar.run())
+        if isinstance(self.ram, LatencyRam):
+            cocotb.start_soon(self.ram.run())
 
     def window(self) -> np.ndarray:
         return np.frombuffer(self.ram.read(BASE, LIMIT), np.uint8)
 
     async def run(self, instr: Instr) -> Result:
-        """Execute one LOAD; returns its error code, the writes and the AR requests."""
+        """Execute one LOAD; returns its error code, the writes, the AR requests, cycles."""
         n_writes, n_ars = len(self.writes.writes), len(self.ar.bursts)
-        await self.driver.send(instr)
+        accepted = await self.driver.send(instr)
         for _ in range(TIMEOUT_CYCLES):
             await ReadOnly()
             if int(self.dut.done_o.value):
                 error = int(self.dut.error_o.value)
+                cycles = round((get_sim_time("ns") - accepted) / PERIOD_NS)
                 break
             await RisingEdge(self.dut.clk_i)
         else:
             raise AssertionError(f"no done_o within {TIMEOUT_CYCLES} cycles for {instr}")
         await RisingEdge(self.dut.clk_i)
-        return Result(error, self.writes.writes[n_writes:], self.ar.bursts[n_ars:])
+        return Result(error, self.writes.writes[n_writes:], self.ar.bursts[n_ars:], cycles)
 
     def check(self, instr: Instr, res: Result) -> None:
-        """No error, and each reference entry written exactly once with its bytes."""
+        """No error, each reference entry written exactly once with its bytes, and the AR
+        requests exactly the instruction's runs as bursts."""
         assert res.error == ERR_NONE, f"error {res.error} for {instr}"
         want = reference(instr, self.window(), self.entry_bytes)
         got = dict(res.writes)
@@ -189,6 +338,8 @@ class LoadDmaTb:
         assert got.keys() == want.keys(), f"entries {sorted(got)} != {sorted(want)}"
         for a, data in want.items():
             assert got[a] == data, f"entry {a}: got {got[a].hex()} want {data.hex()} ({instr})"
+        ars = [(b.addr, b.len) for b in res.ars]
+        assert ars == expected_bursts(decode(instr), self.beat, self.max_burst), instr
 
 
 # -- tests ---------------------------------------------------------------------------------
@@ -201,6 +352,40 @@ async def test_random_loads(dut: SimHandleBase, pause: bool) -> None:
     for _ in range(40):
         instr = random_load(tb.rng, tb.entry_bytes)
         tb.check(instr, await tb.run(instr))
+
+
+@cocotb.test()
+@cocotb.parametrize(memory=["fixed", "axiram"])
+async def test_cycles(dut: SimHandleBase, memory: str) -> None:
+    """With no backpressure, every LOAD (each run shape, padding, misalignment, random
+    ones) is correct and done within the cycle model's dram_latency + max(beats, entries)
+    + OVERHEAD cycles of its accepting edge, dram_latency being the memory's first-beat
+    latency as measured: the config's on LatencyRam, AxiRam's own on AxiRam."""
+    fixed = int(os.environ["DPU_DRAM_LATENCY"]) if memory == "fixed" else None
+    tb = LoadDmaTb(dut, pause=False, latency=fixed)
+    probe = LatencyProbe(dut, "read")
+    await tb.start()
+    cocotb.start_soon(probe.run())
+    runs = []
+    for instr in streaming_loads(tb.rng, tb.entry_bytes, tb.beat):
+        res = await tb.run(instr)
+        tb.check(instr, res)
+        runs.append((instr, res.cycles))
+    latency = min(probe.latencies)
+    assert fixed is None or latency == fixed, f"LatencyRam answered in {latency} cycles"
+    over = []
+    for instr, cycles in runs:
+        model = model_cycles(decode(instr), tb.beat, latency)
+        assert cycles <= model + OVERHEAD, f"{cycles} cycles, model {model}: {instr}"
+        over.append(cycles - model)
+    dut._log.info(
+        "%s memory, latency %d: cycles - model: min %d, max %d, mean %.2f",
+        memory,
+        latency,
+        min(over),
+        max(over),
+        sum(over) / len(over),
+    )
 
 
 @cocotb.test()
@@ -229,11 +414,14 @@ async def test_degenerate(dut: SimHandleBase) -> None:
         load(elem_bytes=0, x_size=3, pad_right=1, pad_value=9, dram_offset=LIMIT + 5),
         load(x_size=3, y_size=2, z_size=2, elem_bytes=tb.entry_bytes, dram_offset=123),
         load(buffer=Buffer.PAR, pad_top=1, pad_value=-1, elem_bytes=tb.entry_bytes),
+        load(x_size=3, y_size=2, z_size=3, pad_top=1, elem_bytes=2, x_stride=2, y_stride=6),
+        load(x_size=2, y_size=2, z_size=2, pad_bottom=1, elem_bytes=1, x_stride=1, y_stride=2),
+        load(x_size=2, y_size=3, z_size=2, pad_left=1, pad_value=4, x_stride=0, y_stride=0),
     ]
     for instr in cases:
         res = await tb.run(instr)
         tb.check(instr, res)
-        data_bytes = Dma.of(isa.decode_array(isa.to_bytes([instr])), 0).data_bytes
+        data_bytes = decode(instr).data_bytes
         assert bool(res.ars) == bool(data_bytes), f"{len(res.ars)} ARs for {data_bytes} bytes"
 
 
@@ -265,11 +453,11 @@ async def test_out_of_window(dut: SimHandleBase) -> None:
 
 @cocotb.test()
 async def test_axi_error(dut: SimHandleBase) -> None:
-    """SLVERR on a beat: error, done, outstanding beats drained; later LOADs are correct."""
+    """SLVERR on a beat: error, done, outstanding beats drained; the entries whose bytes all
+    came before the failing beat are written, no later one; later LOADs are correct."""
     tb = LoadDmaTb(dut)
     await tb.start()
-    beat = len(dut.m_axi_rdata.value) // 8
-    poison = range(BASE + 0x800, BASE + 0x800 + beat)  # one beat answers SLVERR
+    poison = range(BASE + 0x800, BASE + 0x800 + tb.beat)  # one beat answers SLVERR
     read_if = tb.ram.read_if
     good_read = read_if._read
 
@@ -282,8 +470,8 @@ async def test_axi_error(dut: SimHandleBase) -> None:
     eb = tb.entry_bytes
     # entry 5 starts in the poisoned beat's last byte lane, so its burst has beats after the
     # failing one; entries 0 to 4 lie wholly below the poisoned beat
-    stride = eb + 2 * beat
-    first = 0x800 + beat - 1 - 5 * stride
+    stride = eb + 2 * tb.beat
+    first = 0x800 + tb.beat - 1 - 5 * stride
     instr = load(
         dram_offset=first, elem_bytes=eb, x_size=9, x_stride=stride, y_size=2, y_stride=999
     )

@@ -1,7 +1,8 @@
 """cocotb tests of dpu_post, the POST instruction's requantization of one ACC entry a cycle.
 
-The reference model is written here from docs/isa.md (POST) in exact Python integers;
-`test_matches_golden_round_shift` ties the RTL to the golden model's rounding as well.
+The reference model is written here from docs/isa.md (POST) in exact Python integers: only
+the low POST_MULT_BITS (23) bits of mult count, unsigned. `test_matches_golden_round_shift`
+ties the RTL to the golden model's rounding as well.
 Run by tests/test_rtl_post.py, which sets DPU_POST_COLS to the DUT's Cols parameter.
 """
 
@@ -20,11 +21,13 @@ from cocotb.handle import SimHandleBase
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 from cocotb.types import LogicArray
 
-from dpukit.compiler.golden import round_shift
+from dpukit.compiler.golden import post_mult, round_shift
+from dpukit.compiler.isa import POST_MULT_BITS
 
 LATENCY = 4  # documented in hw/rtl/dpu_post.sv
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 INT32_EDGES = (INT32_MIN, INT32_MIN + 1, -1, 0, 1, INT32_MAX - 1, INT32_MAX)
+MULT_LIMIT = 2**POST_MULT_BITS  # the multipliers the ISA uses: [0, MULT_LIMIT)
 
 
 def wrap32(x: int) -> int:
@@ -47,10 +50,15 @@ class Entry:
     clamp_hi: int = 127
 
 
+def used_mult(mult: int) -> int:
+    """The multiplier POST uses: mult's low POST_MULT_BITS bits, unsigned."""
+    return mult % MULT_LIMIT
+
+
 def requantize(lane: Lane, zero_point: int, lo: int, hi: int) -> int:
     """The ISA's POST on one lane; Fraction's round() rounds half to even."""
     v = wrap32(lane.acc + lane.bias)
-    r = round(Fraction(v * lane.mult, 2 ** (lane.shift & 63)))
+    r = round(Fraction(v * used_mult(lane.mult), 2 ** (lane.shift & 63)))
     return min(max(r + zero_point, lo), hi)
 
 
@@ -60,21 +68,24 @@ def reference(e: Entry) -> tuple[int, ...]:
 
 # -- stimulus ------------------------------------------------------------------------------
 def factor(p: int) -> tuple[int, int] | None:
-    """Some int32 (v, mult) with v * mult == p, for p a small odd number times 2^k."""
+    """Some int32 v and mult = 2^b < MULT_LIMIT with v * mult == p (p: small odd times 2^k)."""
     if p == 0:
         return 0, 0
     k = (p & -p).bit_length() - 1
-    for b in range(min(k, 31), -1, -1):
-        mult = 1 << b if b < 31 else INT32_MIN
-        v = p // mult
-        if INT32_MIN <= v <= INT32_MAX and v * mult == p:
-            return v, mult
+    for b in range(min(k, POST_MULT_BITS - 1), -1, -1):
+        v = p >> b
+        if INT32_MIN <= v <= INT32_MAX:
+            return v, 1 << b
     return None
 
 
 def with_bias(rng: random.Random, v: int, mult: int, shift: int) -> Lane:
-    """A lane whose wrapped acc + bias is v, with a random bias (so the add often wraps)."""
+    """A lane whose wrapped acc + bias is v (a random bias, so the add often wraps) and whose
+    used multiplier is mult, often with random bits above the used ones (the ISA ignores them).
+    """
     bias = rng.randint(INT32_MIN, INT32_MAX)
+    if rng.random() < 0.3:
+        mult = wrap32(mult + rng.randrange(2**32 // MULT_LIMIT) * MULT_LIMIT)
     return Lane(wrap32(v - bias), bias, mult, shift)
 
 
@@ -85,22 +96,23 @@ def int32(rng: random.Random) -> int:
 
 
 def full_range_lane(rng: random.Random) -> Lane:
+    """Every field random over all its bits (mult's used bits too)."""
     return Lane(int32(rng), int32(rng), int32(rng), rng.randrange(64))
 
 
 def small_result_lane(rng: random.Random) -> Lane:
     """p = v * mult near t * 2^shift for a random t of a few hundred at most: r is visible."""
     while True:
-        s = rng.randrange(61)
-        bound = min(300, 2 ** (60 - s))  # |target| <= 2^60
+        s = rng.randrange(54)
+        bound = min(300, 2 ** (53 - s))  # |target| <= 2^53, below the largest |p|, 2^54
         target = Fraction(rng.randint(-4 * bound, 4 * bound), 4) * 2**s
-        if target == 0:
+        low = max(1, int(abs(target)).bit_length() - 30)  # |v| = |target| / mult < 2^31
+        if target == 0 or low > POST_MULT_BITS:
             continue
-        low = max(1, int(abs(target)).bit_length() - 30)
-        length = rng.randint(low, 31)
-        v = rng.randrange(2 ** (length - 1), 2**length) * rng.choice((-1, 1))
-        mult = round(target / v)
-        if INT32_MIN <= v <= INT32_MAX and INT32_MIN <= mult <= INT32_MAX:
+        length = rng.randint(low, POST_MULT_BITS)
+        mult = rng.randrange(2 ** (length - 1), 2**length)
+        v = round(target / mult)
+        if INT32_MIN <= v <= INT32_MAX:
             return with_bias(rng, v, mult, s)
 
 
@@ -279,7 +291,7 @@ async def test_ties(dut: SimHandleBase) -> None:
     await tb.start()
     lanes = []
     for odd, even in TIES:
-        for s in (1, 2, 5, 17, 24, 31, 32, 40, 53, 62, 63):
+        for s in (1, 2, 5, 17, 22, 23, 24, 31, 32, 40, 45, 47, 50, 52):
             p = odd * 2 ** (s - 1)
             eps = 2 ** max(0, s - 21)
             for p_, want in ((p, even), (p + eps, (odd + 1) // 2), (p - eps, (odd - 1) // 2)):
@@ -297,10 +309,11 @@ async def test_ties(dut: SimHandleBase) -> None:
 
 @cocotb.test()
 async def test_clamp_and_wrap(dut: SimHandleBase) -> None:
-    """Clamp bounds hit exactly and by huge r (|p| up to 2^62); acc + bias wraps to int32."""
+    """Clamp bounds hit exactly and by huge r (|p| up to 2^54); acc + bias wraps to int32."""
     tb = PostTb(dut)
     await tb.start()
-    huge = [(INT32_MIN, INT32_MIN), (INT32_MIN, INT32_MAX), (INT32_MAX, INT32_MAX), (-1, 1)]
+    top = MULT_LIMIT - 1  # the largest multiplier; -1 and INT32_MIN use top and 0
+    huge = [(INT32_MIN, top), (INT32_MAX, top), (INT32_MIN, -1), (INT32_MAX, INT32_MIN), (-1, 1)]
     entries = []
     for zp, lo, hi in [
         (0, -128, 127),
@@ -314,7 +327,9 @@ async def test_clamp_and_wrap(dut: SimHandleBase) -> None:
         rs = [b - zp + d for b in (lo, hi) for d in (-1, 0, 1)]
         rs += [255, 256, 383, 384, 511, 512, 513, -255, -256, -384, -385, -512, -513, -514]
         lanes = [with_bias(tb.rng, r, 1, 0) for r in rs]
-        lanes += [Lane(a, 0, m, s) for a, m in huge for s in (0, 1, 31, 62, 63)]
+        # the same r out of large products: p = r * 2^s
+        lanes += [with_bias(tb.rng, *factor(r << s), s) for r in rs for s in (9, 23, 40)]
+        lanes += [Lane(a, 0, m, s) for a, m in huge for s in (0, 1, 31, 53, 54, 62, 63)]
         entries += entries_of(lanes, tb.cols, zero_point=zp, clamp_lo=lo, clamp_hi=hi)
     # acc + bias wraps: v = -2^31 or 2^31 - 1, visible as -64 or 64 after >> 25
     wraps = [
@@ -322,8 +337,8 @@ async def test_clamp_and_wrap(dut: SimHandleBase) -> None:
         Lane(INT32_MIN, -1, 1, 25),
         Lane(INT32_MAX, INT32_MAX, 1, 25),
     ]
-    wraps += [Lane(INT32_MIN, INT32_MIN, 1, 25), Lane(2**30, 2**30, -1, 25)]
-    assert [requantize(ln, 0, -128, 127) for ln in wraps] == [-64, 64, 0, 0, 64]
+    wraps += [Lane(INT32_MIN, INT32_MIN, 1, 25), Lane(2**30, 2**30, 1 + 5 * MULT_LIMIT, 25)]
+    assert [requantize(ln, 0, -128, 127) for ln in wraps] == [-64, 64, 0, 0, -64]
     entries += entries_of(wraps, tb.cols)
     await tb.run(entries)
     tb.check()
@@ -362,7 +377,8 @@ async def test_reset_flushes(dut: SimHandleBase) -> None:
 
 @cocotb.test()
 async def test_matches_golden_round_shift(dut: SimHandleBase) -> None:
-    """The DUT's rounding equals dpukit.compiler.golden.round_shift on random (p, shift)."""
+    """The DUT equals the golden model's multiplier rule and rounding (golden.post_mult,
+    golden.round_shift) on random lanes."""
     tb = PostTb(dut)
     await tb.start()
     rng = tb.rng
@@ -371,7 +387,8 @@ async def test_matches_golden_round_shift(dut: SimHandleBase) -> None:
     entries = entries_of(lanes, tb.cols)
 
     def golden(e: Entry) -> tuple[int, ...]:
-        p = np.array([wrap32(ln.acc + ln.bias) * ln.mult for ln in e.lanes], np.int64)
+        v = np.array([wrap32(ln.acc + ln.bias) for ln in e.lanes], np.int64)
+        p = v * post_mult(np.array([ln.mult for ln in e.lanes], np.int32))
         s = np.array([ln.shift for ln in e.lanes], np.int64)
         return tuple(int(y) for y in np.clip(round_shift(p, s), -128, 127))
 

@@ -2,11 +2,14 @@
 
 The reference is the ISA's STORE (docs/isa.md; the golden model's `_store`) applied with
 numpy, entry by entry in raster order, to a copy of the DRAM; the whole DRAM image is
-compared afterwards, so bytes outside the stored ones must be untouched. DRAM is a
-cocotbext-axi AxiRam with random backpressure on AW, W and B; the OUT buffer is a numpy
-array answering the synchronous read port; a monitor checks every AW request is a legal
-burst. Run by tests/test_rtl_store_dma.py, which sets DPU_STORE_MAX_BURST to the DUT's
-MaxBurstBeats.
+compared afterwards, so bytes outside the stored ones must be untouched. The expected AW
+requests are `Dma.runs` split into bursts, and the cycle bound is the cycle model's STORE
+cost (compiler/timing.py) plus OVERHEAD. DRAM is a cocotbext-axi AxiRam with random
+backpressure on AW, W and B, or, for the cycle counts, the fixed-latency LatencyRam; the
+OUT buffer is a numpy array answering the synchronous read port; monitors check every AW
+request is a legal burst and AW and W hold still while they wait. Run by
+tests/test_rtl_store_dma.py, which sets DPU_MAX_BURST to the DUT's MaxBurstBeats and
+DPU_DRAM_LATENCY to the latency of the hardware config the parameters come from.
 """
 
 from __future__ import annotations
@@ -22,13 +25,19 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.handle import SimHandleBase
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiRam
 
-from dpukit.compiler import isa
-from dpukit.compiler.dma import Dma
-from dpukit.compiler.isa import Instr, Opcode
-from dpukit.sim.axi_monitor import Burst, BurstMonitor
-from dpukit.sim.load_dma_tests import InstrDriver
+from dpukit.compiler.isa import Instr, Opcode, make
+from dpukit.sim.axi_latency_ram import LatencyRam
+from dpukit.sim.axi_monitor import Burst, BurstMonitor, HoldCheck, LatencyProbe
+from dpukit.sim.load_dma_tests import (
+    PERIOD_NS,
+    InstrDriver,
+    decode,
+    expected_bursts,
+    model_cycles,
+)
 
 RAM_SIZE = 1 << 20
 BASE = 0x2_0000  # data window base in the AxiRam
@@ -36,6 +45,10 @@ LIMIT = 0x1_0000  # data window size
 OUT_ENTRIES = 1 << 16  # rd_addr_o is 16 bits
 ERR_NONE, ERR_RANGE, ERR_AXI, ERR_ELEM_BYTES = 0, 1, 2, 3  # error_o, hw/rtl/dpu_store_dma.sv
 TIMEOUT_CYCLES = 200_000
+# Cycles from the accepting edge to done_o beyond the model's dram_latency + max(beats,
+# entries): the first read one cycle after the accepting edge, its entry into the byte queue
+# the next, then its W beat; one more when the last entry straddles two beats.
+OVERHEAD = 3
 
 
 @dataclass(frozen=True)
@@ -43,10 +56,7 @@ class Result:
     error: int
     reads: list[int]
     aws: list[Burst]
-
-
-def decode(instr: Instr) -> Dma:
-    return Dma.of(isa.decode_array(isa.to_bytes([instr])), 0)
+    cycles: int  # accepting edge to the first edge of the done_o cycle
 
 
 def reference(instr: Instr, dram: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -67,7 +77,7 @@ def store(**fields: int) -> Instr:
     """A STORE with unset fields 0 (one plane of one row of one entry)."""
     base = dict(sram_base=0, dram_offset=0, y_size=1, x_size=1, y_stride=0, x_stride=0)
     base |= dict(elem_bytes=1, z_size=1, z_stride=0)
-    return isa.make(Opcode.STORE, **(base | fields))
+    return make(Opcode.STORE, **(base | fields))
 
 
 def random_store(rng: random.Random, entry_bytes: int) -> Instr:
@@ -91,6 +101,72 @@ def random_store(rng: random.Random, entry_bytes: int) -> Instr:
         z_size=zs,
         z_stride=z_stride,
     )
+
+
+def streaming_stores(rng: random.Random, entry_bytes: int, beat: int) -> list[Instr]:
+    """Larger STOREs in each run shape: whole planes, rows, single entries (dense, sparse,
+    overlapping), small and large elements, misaligned; then random ones."""
+    eb = entry_bytes
+    n = max(3, min(16, 2048 // eb))  # entries per row
+    small = max(1, eb // 4)
+    cases = [
+        store(
+            elem_bytes=eb,
+            x_size=n,
+            x_stride=eb,
+            y_size=6,
+            y_stride=n * eb,
+            z_size=2,
+            z_stride=7 * n * eb + 3,
+            dram_offset=5,
+        ),
+        store(
+            elem_bytes=eb,
+            x_size=n,
+            x_stride=eb,
+            y_size=5,
+            y_stride=n * eb + 1,
+            z_size=2,
+            z_stride=6 * n * eb,
+        ),
+        store(
+            elem_bytes=eb,
+            x_size=n,
+            x_stride=3 * eb,
+            y_size=4,
+            y_stride=3 * n * eb + 7,
+            dram_offset=beat - 1,
+        ),
+        store(
+            elem_bytes=small,
+            x_size=3 * n,
+            x_stride=small,
+            y_size=4,
+            y_stride=3 * n * small,
+            dram_offset=3,
+        ),
+        store(elem_bytes=1, x_size=30, x_stride=7, y_size=3, y_stride=300, dram_offset=1),
+        store(elem_bytes=eb, x_size=n, x_stride=max(1, eb // 2), y_size=3, y_stride=n * eb),
+        store(
+            elem_bytes=eb,
+            x_size=n,
+            x_stride=eb,
+            y_size=8,
+            y_stride=n * eb,
+            dram_offset=4096 - 3 * eb - 1,
+        ),
+        store(
+            elem_bytes=max(1, eb - 1),
+            x_size=n,
+            x_stride=max(1, eb - 1),
+            y_size=3,
+            y_stride=(n + 1) * eb,
+            dram_offset=beat // 2 + 1,
+            z_size=3,
+            z_stride=4 * (n + 1) * eb,
+        ),
+    ]
+    return cases + [random_store(rng, entry_bytes) for _ in range(30)]
 
 
 # -- bus-functional pieces -----------------------------------------------------------------
@@ -122,31 +198,36 @@ class OutBuffer:
 
 
 class StoreDmaTb:
-    """Clock, reset, the AXI RAM with backpressure, OUT buffer, driver, monitor, checker."""
+    """Clock, reset, the memory (AxiRam with backpressure, or LatencyRam with `latency`),
+    OUT buffer, driver, monitor, checker."""
 
-    def __init__(self, dut: SimHandleBase, pause: bool = True):
+    def __init__(self, dut: SimHandleBase, pause: bool = True, latency: int | None = None):
         self.dut = dut
         self.rng = random.Random(cocotb.RANDOM_SEED)
         self.entry_bytes = len(dut.rd_data_i.value) // 8
-        self.max_burst = int(os.environ["DPU_STORE_MAX_BURST"])
-        self.ram = AxiRam(
-            AxiBus.from_prefix(dut, "m_axi"),
-            dut.clk_i,
-            dut.rst_ni,
-            reset_active_level=False,
-            size=RAM_SIZE,
-        )
-        self.ram.read_if.log.setLevel(logging.WARNING)  # no line per burst
-        self.ram.write_if.log.setLevel(logging.WARNING)
-        if pause:
-            write_if = self.ram.write_if
-            for channel, p, n in [
-                (write_if.aw_channel, 0.3, 97),
-                (write_if.w_channel, 0.4, 101),
-                (write_if.b_channel, 0.5, 89),
-            ]:
-                pattern = [self.rng.random() < p for _ in range(n)]
-                channel.set_pause_generator(itertools.cycle(pattern))
+        self.beat = len(dut.m_axi_wdata.value) // 8
+        self.max_burst = int(os.environ["DPU_MAX_BURST"])
+        if latency is None:
+            self.ram = AxiRam(
+                AxiBus.from_prefix(dut, "m_axi"),
+                dut.clk_i,
+                dut.rst_ni,
+                reset_active_level=False,
+                size=RAM_SIZE,
+            )
+            self.ram.read_if.log.setLevel(logging.WARNING)  # no line per burst
+            self.ram.write_if.log.setLevel(logging.WARNING)
+            if pause:
+                write_if = self.ram.write_if
+                for channel, p, n in [
+                    (write_if.aw_channel, 0.3, 97),
+                    (write_if.w_channel, 0.4, 101),
+                    (write_if.b_channel, 0.5, 89),
+                ]:
+                    pattern = [self.rng.random() < p for _ in range(n)]
+                    channel.set_pause_generator(itertools.cycle(pattern))
+        else:
+            self.ram = LatencyRam(dut, latency, RAM_SIZE)
         self.ram.write(0, self.rng.randbytes(RAM_SIZE))
         self.driver = InstrDriver(dut)
         self.out = OutBuffer(dut, self.rng, self.entry_bytes)
@@ -163,18 +244,23 @@ class StoreDmaTb:
         await RisingEdge(dut.clk_i)
         cocotb.start_soon(self.out.run())
         cocotb.start_soon(self.aw.run())
+        cocotb.start_soon(HoldCheck(dut, "w", ("data", "strb", "last")).run(dut.clk_i))
+        if isinstance(self.ram, LatencyRam):
+            cocotb.start_soon(self.ram.run())
 
     def dram(self) -> np.ndarray:
         return np.frombuffer(self.ram.read(0, RAM_SIZE), np.uint8)
 
     async def run(self, instr: Instr) -> Result:
-        """Execute one STORE; returns its error code, the OUT reads and the AW requests."""
+        """Execute one STORE; returns its error code, the OUT reads, the AW requests and
+        the cycles it took."""
         n_reads, n_aws = len(self.out.reads), len(self.aw.bursts)
-        await self.driver.send(instr)
+        accepted = await self.driver.send(instr)
         for _ in range(TIMEOUT_CYCLES):
             await ReadOnly()
             if int(self.dut.done_o.value):
                 error = int(self.dut.error_o.value)
+                cycles = round((get_sim_time("ns") - accepted) / PERIOD_NS)
                 break
             await RisingEdge(self.dut.clk_i)
         else:
@@ -182,10 +268,11 @@ class StoreDmaTb:
         assert not int(self.dut.m_axi_awvalid.value), "done with a write request pending"
         assert not int(self.dut.m_axi_wvalid.value), "done with write beats pending"
         await RisingEdge(self.dut.clk_i)
-        return Result(error, self.out.reads[n_reads:], self.aw.bursts[n_aws:])
+        return Result(error, self.out.reads[n_reads:], self.aw.bursts[n_aws:], cycles)
 
     async def check(self, instr: Instr) -> Result:
-        """Run a legal STORE: no error, each entry read once in order, DRAM as the ISA says."""
+        """Run a legal STORE: no error, each entry read once in order, DRAM as the ISA says,
+        the AW requests exactly the instruction's runs as bursts."""
         before = self.dram()
         want = reference(instr, before, self.out.data)
         res = await self.run(instr)
@@ -196,6 +283,8 @@ class StoreDmaTb:
         got = self.dram()
         bad = np.flatnonzero(got != want)
         assert not bad.size, f"{bad.size} DRAM bytes wrong, first at {bad[0]:#x} for {instr}"
+        aws = [(b.addr, b.len) for b in res.aws]
+        assert aws == expected_bursts(d, self.beat, self.max_burst), instr
         return res
 
 
@@ -208,6 +297,38 @@ async def test_random_stores(dut: SimHandleBase, pause: bool) -> None:
     await tb.start()
     for _ in range(40):
         await tb.check(random_store(tb.rng, tb.entry_bytes))
+
+
+@cocotb.test()
+@cocotb.parametrize(memory=["fixed", "axiram"])
+async def test_cycles(dut: SimHandleBase, memory: str) -> None:
+    """With no backpressure, every STORE (each run shape, misalignment, random ones) is
+    correct and done within the cycle model's dram_latency + max(beats, entries) + OVERHEAD
+    cycles of its accepting edge, dram_latency being the memory's write-response latency
+    as measured: the config's on LatencyRam, AxiRam's own on AxiRam."""
+    fixed = int(os.environ["DPU_DRAM_LATENCY"]) if memory == "fixed" else None
+    tb = StoreDmaTb(dut, pause=False, latency=fixed)
+    probe = LatencyProbe(dut, "write")
+    await tb.start()
+    cocotb.start_soon(probe.run())
+    runs = []
+    for instr in streaming_stores(tb.rng, tb.entry_bytes, tb.beat):
+        runs.append((instr, (await tb.check(instr)).cycles))
+    latency = min(probe.latencies)
+    assert fixed is None or latency == fixed, f"LatencyRam answered in {latency} cycles"
+    over = []
+    for instr, cycles in runs:
+        model = model_cycles(decode(instr), tb.beat, latency)
+        assert cycles <= model + OVERHEAD, f"{cycles} cycles, model {model}: {instr}"
+        over.append(cycles - model)
+    dut._log.info(
+        "%s memory, latency %d: cycles - model: min %d, max %d, mean %.2f",
+        memory,
+        latency,
+        min(over),
+        max(over),
+        sum(over) / len(over),
+    )
 
 
 @cocotb.test()
@@ -285,15 +406,23 @@ async def test_axi_error(dut: SimHandleBase) -> None:
 
     write_if._write = failing_write
     eb = tb.entry_bytes
+    beat = tb.beat
     stride = eb + 2 * beat
     first = 0x800 + beat - 1 - 5 * stride  # entry 5 touches the poisoned beat
+    rows = 100  # more bursts than can be outstanding: the STORE must stop early
     instr = store(
-        dram_offset=first, elem_bytes=eb, x_size=9, x_stride=stride, y_size=2, y_stride=999
+        dram_offset=first,
+        elem_bytes=eb,
+        x_size=9,
+        x_stride=stride,
+        y_size=rows,
+        y_stride=9 * stride + 13,
     )
     want = reference(instr, tb.dram(), tb.out.data)
     res = await tb.run(instr)
     assert res.error == ERR_AXI, f"error {res.error}"
-    assert len(res.reads) < 18, "all entries stored despite the error"
+    assert len(res.reads) < 9 * rows, "all entries stored despite the error"
+    assert res.reads == [i for i in range(len(res.reads))], "reads out of order"
     got = tb.dram()
     for x in range(5):  # the entries before the failing one are stored
         a = BASE + first + x * stride

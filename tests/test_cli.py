@@ -200,10 +200,13 @@ def test_demo(digits_float: Path, tmp_path: Path, capsys: pytest.CaptureFixture)
     work = tmp_path / "demo"
     work.mkdir()
     shutil.copy(digits_float, work / "digits_cnn.onnx")  # skip training: it is cached
-    assert main(["demo", "--workdir", str(work)]) == 0
+    assert main(["demo", "--workdir", str(work), "--rtl-images", "2"]) == 0
     text = capsys.readouterr().out
     assert "golden DPU model" in text and "modeled (cycle model)" in text
     doc = json.loads((work / "demo.json").read_text())
+    # step 5: the first images on the RTL, bit-identical to the golden model
+    assert doc["rtl"]["images"] == 2 and doc["rtl"]["bit_identical"] == 2
+    assert doc["rtl"]["cycles_per_image"] > 0
     assert doc["accuracy"]["float model (onnxruntime)"] > 0.9
     assert doc["cycles_per_image"] > 0 and doc["latency_ms_per_image"] > 0
     ref = doc["golden_vs_onnxruntime"]["QDQ reference (graph optimizations off)"]

@@ -200,12 +200,12 @@ def test_post_rounds_half_to_even() -> None:
 
 
 def test_post_bias_multiplier_zero_point_clamp_and_wrap() -> None:
-    par = _par([1000, -1000, 5, 2**31 - 1], [3, 3, 2**30, 1], [4, 4, 31, 31])
+    par = _par([1000, -1000, 5, 2**31 - 1], [3, 3, 2**22, 1], [4, 4, 23, 31])
     post = _post(0, 0, 1, 0, zero_point=-10, clamp_lo=-100, clamp_hi=100)
     out = _post_run([[100, -100, 10, 127]], par, post)
     # lane 0: (100 + 1000) * 3 / 16 = 206.25 -> 206; - 10 = 196 -> clamp_hi 100
     # lane 1: -206.25 -> -206; - 10 = -216 -> clamp_lo -100
-    # lane 2: (10 + 5) * 2^30 / 2^31 = 7.5 -> 8 (tie to even); - 10 = -2
+    # lane 2: (10 + 5) * 2^22 / 2^23 = 7.5 -> 8 (tie to even); - 10 = -2
     # lane 3: 127 + (2^31 - 1) wraps to -2^31 + 126; / 2^31 = -0.99999994 -> -1; - 10 = -11
     np.testing.assert_array_equal(out[0], [100, -100, -2, -11])
 
@@ -219,9 +219,9 @@ def _half_even(num: int, shift: int) -> int:
 
 def test_post_with_products_past_float64_precision() -> None:
     # |v * mult| beyond 2^53: the exact value is needed (the golden model's integer path).
-    bias = [2**30, -(2**30), 2**31 - 200, 123456789]
-    mult = [2**30 + 1, 2**30 - 3, 2**30, 2**29 + 7]
-    shift = [57, 56, 58, 50]
+    bias = [2**31 - 200, -(2**31) + 50, 2**30 + 12345, -123456789]
+    mult = [2**23 - 1, 2**23 - 3, 2**22 + 7, 2**23 - 5]
+    shift = [48, 48, 46, 43]
     acc = [5, -7, 100, -3]
     out = _post_run([acc], _par(bias, mult, shift), _post(0, 0, 1, 0))
     expected = []
@@ -229,6 +229,22 @@ def test_post_with_products_past_float64_precision() -> None:
         v = (a + b + 2**31) % 2**32 - 2**31  # int32 wrap
         expected.append(max(-128, min(127, _half_even(v * m, sh))))
     assert max(abs(a + b) * m for a, b, m in zip(acc, bias, mult, strict=True)) > 2**53
+    np.testing.assert_array_equal(out[0], expected)
+
+
+def test_post_uses_the_low_23_bits_of_mult_unsigned() -> None:
+    # The bits of mult above POST_MULT_BITS are ignored, and the rest is unsigned.
+    assert isa.POST_MULT_BITS == 23
+    bias = [0, 0, 0, 0]
+    mult = [3 + 2**23, -1, -(2**31) + 5, 2**31 - 1]  # used: 3, 2^23 - 1, 5, 2^23 - 1
+    shift = [0, 20, 1, 30]
+    acc = [7, 3, -9, -100]
+    out = _post_run([acc], _par(bias, mult, shift), _post(0, 0, 1, 0))
+    used = [3, 2**23 - 1, 5, 2**23 - 1]
+    expected = [_half_even(a * m, sh) for a, m, sh in zip(acc, used, shift, strict=True)]
+    # 7 * 3 = 21; 3 * (2^23 - 1) / 2^20 = 23.99...; -45 / 2 = -22.5 -> -22 (tie to even);
+    # -100 * (2^23 - 1) / 2^30 = -0.78... (with all 32 bits of mult, every lane differs)
+    assert expected == [21, 24, -22, -1]
     np.testing.assert_array_equal(out[0], expected)
 
 
@@ -251,7 +267,7 @@ def test_alu_operations() -> None:
         _load(Buffer.ACC, 0, 0, 1, 8, 0, 4, 4, push_next=True),
         _alu(AluOp.MAX, dst_base=2, src_base=1, pop_prev=True),
         _alu(AluOp.ADD, dst_base=3, src_base=1),
-        _alu(AluOp.MULI, dst_base=4, src_base=1, imm=2**30),
+        _alu(AluOp.MULI, dst_base=4, src_base=1, imm=-(2**24)),
         _alu(AluOp.ADDI, dst_base=5, src_base=0, imm=-100),
         _alu(AluOp.MOV, dst_base=6, src_base=1),
         # dst stride 0, src e0, e1: e7 = e7 + e0 + e1, iterations in order
@@ -263,8 +279,8 @@ def test_alu_operations() -> None:
         [5, -6, -7, 8],
         [6, -6, -1, 8],  # max(e2, e1)
         [15, 14, 23, 48],  # e3 + e1
-        # e1 * 2^30 mod 2^32: 5 -> 2^30, -6 -> 2^31 = -2^31, -7 -> 2^30, 8 -> 0
-        [2**30, -(2**31), 2**30, 0],
+        # e1 * -2^24 (MULI's most negative multiplier)
+        [-5 * 2**24, 6 * 2**24, 7 * 2**24, -8 * 2**24],
         [-99, -102, -97, -104],  # e0 - 100
         [5, -6, -7, 8],  # e1
         [7, -7, -3, 5],  # 1 + e0 + e1
@@ -345,10 +361,66 @@ def test_single_gemm_cycle_count() -> None:
 
 @pytest.mark.parametrize("n_outer,n_inner", [(1, 1), (3, 5), (4, 16)])
 def test_single_gemm_then_empty_post_cycle_count(n_outer: int, n_inner: int) -> None:
-    """[GEMM, POST of count 0, END]: as above, plus the POST after the GEMM on the compute
-    engine, count + POST_PIPELINE = 0 + 4 cycles. Total 16 + 4 + (10 + n) + 4 + 1 = 35 + n."""
+    """[GEMM, POST of one block of count 0, END]: as above, plus the POST after the GEMM on
+    the compute engine: the block's PAR read (1 cycle, as for count 1) + POST_PIPELINE (the
+    ACC read and the 4 requantization stages) = 1 + 5 cycles.
+    Total 16 + 4 + (10 + n) + 6 + 1 = 37 + n."""
     n = n_outer * n_inner
     stream = [_single_gemm(n_outer, n_inner), _post(0, 0, 0, 0)]
     _, activity = _run(stream, np.zeros(64, np.uint8))
-    assert activity.cycles == 16 + 4 + (2 * 4 + 4 - 2 + n) + (0 + 4) + 1 == 35 + n
-    assert activity.busy == {"load": 0, "compute": 10 + n + 4, "store": 0}
+    assert activity.cycles == 16 + 4 + (2 * 4 + 4 - 2 + n) + (1 + 5) + 1 == 37 + n
+    assert activity.busy == {"load": 0, "compute": 10 + n + 6, "store": 0}
+
+
+def test_instructions_without_iterations_write_nothing() -> None:
+    """A GEMM of no iterations (even naming a WGT entry out of range, which it never reads as
+    data) and a POST of count 0 change no buffer and no DRAM byte (docs/isa.md: their loops
+    are empty); the activity still counts what the hardware reads (WGT once, PAR per block)."""
+    dram = np.arange(64, dtype=np.uint8)
+    empty_gemm = instr(Opcode.GEMM, reset=1, wgt_addr=CFG.wgt_entries + 5, n_outer=0, n_inner=3)
+    empty_post = _post(0, 0, 0, 0, blocks=2)
+    dpu, activity = _run([empty_gemm, empty_post], dram.copy())
+    assert not dpu.acc.any() and not dpu.out.any()
+    assert activity.buffer_reads["wgt"] == 1 and activity.buffer_reads["par"] == 2
+    assert activity.buffer_writes["acc"] == 0 and activity.buffer_writes["out"] == 0
+
+
+def test_muli_uses_the_low_25_bits_of_imm_signed() -> None:
+    """MULI multiplies by imm's low 25 bits, sign-extended (docs/isa.md): bits above are
+    ignored, bit 24 is the sign, and the product wraps to int32. Hand-computed: 3 * (2^24 - 1),
+    3 * -2^24, -5 * -1, and (3 * (2^24 - 1)) * 256 = 3 * 2^32 - 768 -> -768."""
+    acc = np.array([[3] * CFG.cols, [-5] * CFG.cols], np.int32)
+    dram = np.zeros(64, np.uint8)
+    dram[: acc.size] = acc[:, : CFG.cols].astype(np.int8).ravel().view(np.uint8)
+    load = instr(
+        Opcode.LOAD,
+        buffer=Buffer.ACC,
+        y_size=1,
+        x_size=2,
+        x_stride=CFG.cols,
+        elem_bytes=CFG.cols,
+        push_next=True,
+    )
+    cases = [
+        (0, 0x7E00_0000 | (2**24 - 1), 3 * (2**24 - 1)),  # bits 25..30 ignored
+        (0, 2**24, 3 * -(2**24)),  # bit 24 alone: -2^24
+        (1, -1, 5),
+        (4, 256 - 2**31, -768),  # the first result times 256 (bit 31 ignored), wrapped
+    ]
+    stream = [load]
+    for k, (src, imm, _) in enumerate(cases):
+        stream.append(
+            instr(
+                Opcode.ALU,
+                alu_op=AluOp.MULI,
+                dst_base=4 + k,
+                src_base=src,
+                n_outer=1,
+                n_inner=1,
+                imm=imm,
+                pop_prev=k == 0,
+            )
+        )
+    dpu, _ = _run(stream, dram)
+    for k, (_, _, want) in enumerate(cases):
+        assert (dpu.acc[4 + k] == want).all(), (k, dpu.acc[4 + k], want)

@@ -146,6 +146,20 @@ def test_resnet18_topology() -> None:
     assert _run(model, zoo.calibration_data(shape, n=1)).shape == (1, 1000)
 
 
+def test_single_conv_is_conv_plus_relu() -> None:
+    model, shape = zoo.single_conv(9, 3, 5, 3, stride=2, pad=1)
+    assert shape == (1, 3, 9, 9) and _ops(model) == ["Conv", "Relu"]
+    w, b = (numpy_helper.to_array(t) for t in model.graph.initializer)
+    x = zoo.calibration_data(shape, n=1)
+    xp = np.pad(x[0], ((0, 0), (1, 1), (1, 1)))
+    ref = np.zeros((5, 5, 5), np.float64)  # direct convolution, stride 2
+    for oy in range(5):
+        for ox in range(5):
+            patch = xp[:, 2 * oy : 2 * oy + 3, 2 * ox : 2 * ox + 3]
+            ref[:, oy, ox] = np.tensordot(w, patch, axes=3) + b
+    np.testing.assert_allclose(_run(model, x)[0], np.maximum(ref, 0), rtol=1e-5, atol=1e-5)
+
+
 def test_calibration_data_is_seeded() -> None:
     a = zoo.calibration_data((1, 3, 16, 16), n=5, seed=3)
     assert a.shape == (5, 3, 16, 16) and a.dtype == np.float32

@@ -9,33 +9,37 @@ import pytest
 from dpukit.sim.cocotb_run import rtl_sources, run_testbench
 from dpukit.sim.verilator_env import verilator_bin, verilator_env
 
-# (AxiDataBits, EntryBytes, MaxBurstBeats): sim-small INP, pynq-z2 INP, and a 128-bit bus
-# with 48-byte (sim-small PAR) entries and short bursts, so entries take several bursts
-CONFIGS = [(64, 4, 16), (64, 16, 16), (128, 48, 2)]
-LINT = [*CONFIGS, (64, 192, 16), (64, 512, 16), (128, 512, 16)]
+SOURCES = ("dpu_dma_bursts", "dpu_load_dma")
+# (AxiDataBits, EntryBytes, MaxBurstBeats, dram latency): sim-small INP, pynq-z2 INP and WGT
+# (the LOAD engine's widest entry), and ultra96v2's 128-bit bus and latency with 48-byte
+# (sim-small PAR) entries and short bursts, so entries take several bursts
+CONFIGS = [(64, 4, 16, 16), (64, 16, 16, 40), (64, 256, 16, 40), (128, 48, 2, 48)]
+LINT = [c[:3] for c in CONFIGS] + [(64, 192, 16), (64, 512, 16), (128, 512, 16)]
 
 
 def params(bits: int, entry: int, burst: int) -> dict[str, int]:
     return {"AxiDataBits": bits, "EntryBytes": entry, "MaxBurstBeats": burst}
 
 
-@pytest.mark.parametrize(("bits", "entry", "burst"), CONFIGS)
-def test_load_dma_cocotb(bits: int, entry: int, burst: int) -> None:
+@pytest.mark.parametrize(("bits", "entry", "burst", "latency"), CONFIGS)
+def test_load_dma_cocotb(bits: int, entry: int, burst: int, latency: int) -> None:
     run_testbench(
         "dpu_load_dma",
-        rtl_sources("dpu_load_dma"),
+        rtl_sources(*SOURCES),
         "load_dma_tests",
         params(bits, entry, burst),
-        extra_env={"DPU_LOAD_MAX_BURST": str(burst)},
+        extra_env={"DPU_MAX_BURST": str(burst), "DPU_DRAM_LATENCY": str(latency)},
     )
 
 
 @pytest.mark.parametrize(("bits", "entry", "burst"), LINT)
 def test_load_dma_lint(bits: int, entry: int, burst: int) -> None:
     gs = [f"-G{k}={v}" for k, v in params(bits, entry, burst).items()]
-    srcs = [str(p) for p in rtl_sources("dpu_load_dma")]
-    cmd = [str(verilator_bin()), "--lint-only", "-Wall", *gs, *srcs]
-    res = subprocess.run(cmd, env=verilator_env(), capture_output=True, text=True, check=False)
+    srcs = [str(p) for p in rtl_sources(*SOURCES)]
+    cmd = [str(verilator_bin()), "--lint-only", "-Wall", "--top-module", "dpu_load_dma"]
+    res = subprocess.run(
+        [*cmd, *gs, *srcs], env=verilator_env(), capture_output=True, text=True, check=False
+    )
     log = res.stdout + res.stderr
     assert res.returncode == 0, log
     assert "%Warning" not in log and "%Error" not in log, log

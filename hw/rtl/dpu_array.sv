@@ -1,4 +1,4 @@
-// Weight-stationary systolic array of Rows x Cols dpu_pe: the GEMM datapath of the DPU.
+// Weight-stationary systolic array of Rows x Cols int8 PEs: the GEMM datapath of the DPU.
 //
 // Row r of the grid multiplies input lane r; column c accumulates output lane c. For an
 // activation vector a (Rows int8 lanes) and the held weight tile W (W[r][c]: the weight
@@ -19,10 +19,8 @@
 //
 // Latency: Latency = Rows + Cols - 1 cycles (localparam below). A vector on the
 // activation port in cycle n (sampled at the clock edge that ends cycle n) has its result
-// on the result port in cycle n + Rows + Cols - 1: the Rows + Cols - 2 cycles of the
-// systolic wavefront plus one register stage (the PE's output register; res_o comes
-// straight from the registers of the last grid row and the de-skew pipelines).
-// Throughput is one vector per cycle.
+// on the result port in cycle n + Rows + Cols - 1. res_o comes straight from the partial
+// sum registers of the last grid row. Throughput is one vector per cycle.
 //
 // Cycle model (compiler/timing.py: 2*Rows + Cols - 2 + T cycles for T vectors). With
 // the model's schedule, first weight row in cycle t0, the T vectors in cycles
@@ -30,10 +28,9 @@
 // t0 + 2*Rows + Cols - 2 + T: exactly the model's cost after the start, so a consumer
 // registers it in the first cycle after the GEMM's modelled window.
 //
-// Weight-stationary contract. There is one weight register per PE (no shadow copy).
-// PE (r, c) meets activation vector k (presented in cycle k) in cycle k + r + c, and a
-// weight row presented in cycle w is used from cycle w + 1. Hence, with the weight row
-// of grid row r presented in cycle w_r:
+// Weight-stationary contract. There is one weight register per PE (no shadow copy), and a
+// weight row presented in cycle w is used from cycle w + 1. With the weight row of grid
+// row r presented in cycle w_r:
 //   - the first vector k of a tile must satisfy k >= w_r - r + 1 for every r;
 //   - the rows of the next tile must satisfy w_r >= k_last + r + Cols - 1, where k_last
 //     is the cycle of the last vector of the current tile.
@@ -41,7 +38,21 @@
 // cycle t0 + 1 on, and start the next preload no earlier than Cols - 1 cycles after the
 // last vector. The model's schedule (stream after the preload, drain before the next)
 // satisfies both with room to spare; a controller may overlap the preload with the
-// stream this way.
+// stream this way. (The array below is looser: grid row r multiplies vector k in cycle
+// k + r + Cols - 1 - ProdRegs, every column at once; the contract is what it guarantees.)
+//
+// Reset clears the weight row counter and the valid pipeline only: weights are undefined
+// until a tile is loaded, and the datapath registers have no reset.
+//
+// Structure. Columns 2j and 2j + 1 of a grid row share one multiplier (dpu_pe: two int8
+// products out of one DSP48 multiply), so the grid is Rows x ceil(Cols/2) dpu_pe; with
+// an odd Cols the last pair's second weight is 0 and its second sum unused. An activation
+// lane is broadcast along its grid row (no horizontal systolic pass, so no de-skew of the
+// results); lane r is delayed r + ActDelay cycles (shift registers, SRL-friendly), and
+// the ActDelay stages plus the PE's activation and product registers make up the Cols - 1
+// cycles of the latency beyond the Rows cycles of the vertical wavefront. Column sums run
+// SumBits = 16 + clog2(Rows) bits wide, which holds any sum of Rows int8 products
+// (|sum| <= Rows * 2^14), and are sign-extended to int32 at the bottom.
 
 module dpu_array #(
   parameter int unsigned Rows = 4,
@@ -66,6 +77,14 @@ module dpu_array #(
   localparam int unsigned Latency = Rows + Cols - 1;
   localparam int unsigned RowIdxBits = (Rows > 1) ? $clog2(Rows) : 1;
   localparam logic [RowIdxBits-1:0] LastRow = RowIdxBits'(Rows - 1);
+
+  localparam int unsigned Pairs   = (Cols + 1) / 2;
+  localparam int unsigned SumBits = 16 + $clog2(Rows);
+  // Pipeline registers in the PE (activation, product), as many as Cols - 1 allows, and
+  // the activation delay that makes up the rest of the Cols - 1 cycles.
+  localparam int unsigned ProdRegs = (Cols >= 2) ? 1 : 0;
+  localparam int unsigned ActRegs  = (Cols >= 3) ? 1 : 0;
+  localparam int unsigned ActDelay = Cols - 1 - ProdRegs - ActRegs;
 
   ////////////////////
   // Weight preload //
@@ -93,38 +112,43 @@ module dpu_array #(
     assign wgt_we[r] = wgt_valid_i && (wgt_row_q == RowIdxBits'(r));
   end
 
-  /////////////////////
-  // Activation skew //
-  /////////////////////
+  // Weight lanes padded to whole pairs (an odd Cols leaves a zero weight in the last).
+  logic [2*Pairs-1:0][7:0] wgt_pairs;
+
+  assign wgt_pairs[Cols-1:0] = wgt_i;
+  if (Cols % 2 == 1) begin : g_wgt_pad
+    assign wgt_pairs[Cols] = 8'h00;
+  end
+
+  //////////////////////
+  // Activation delay //
+  //////////////////////
 
   // Bubbles enter the grid as zero vectors.
   logic [Rows-1:0][7:0] act_in;
   assign act_in = act_valid_i ? act_i : '0;
 
-  // act_h[r][c]: activation into PE (r, c); act_h[r][Cols] leaves the last column unused.
-  logic [Rows-1:0][Cols:0][7:0] act_h;
+  // act_row[r]: lane r, r + ActDelay cycles late, broadcast to grid row r.
+  logic [Rows-1:0][7:0] act_row;
 
-  for (genvar r = 0; r < Rows; r++) begin : g_skew
-    if (r == 0) begin : g_direct
-      assign act_h[r][0] = act_in[r];
-    end else begin : g_delay
+  for (genvar r = 0; r < Rows; r++) begin : g_delay
+    localparam int unsigned Depth = r + ActDelay;
+    if (Depth == 0) begin : g_direct
+      assign act_row[r] = act_in[r];
+    end else begin : g_shift
       // Stage i in bits [8*i +: 8]; flat, as Yosys cannot index 2-D vectors declared here.
-      logic [8*r-1:0] skew_d, skew_q;
+      logic [8*Depth-1:0] delay_d, delay_q;
 
       always_comb begin
-        skew_d = skew_q << 8;
-        skew_d[7:0] = act_in[r];
+        delay_d = delay_q << 8;
+        delay_d[7:0] = act_in[r];
       end
 
-      always_ff @(posedge clk_i or negedge rst_ni) begin
-        if (!rst_ni) begin
-          skew_q <= '0;
-        end else begin
-          skew_q <= skew_d;
-        end
+      always_ff @(posedge clk_i) begin
+        delay_q <= delay_d;
       end
 
-      assign act_h[r][0] = skew_q[8*r-1 -: 8];
+      assign act_row[r] = delay_q[8*Depth-1 -: 8];
     end
   end
 
@@ -132,60 +156,36 @@ module dpu_array #(
   // Grid //
   //////////
 
-  // psum_v[r][c]: partial sum into PE (r, c) from above; psum_v[Rows][c] leaves column c.
-  logic [Rows:0][Cols-1:0][31:0] psum_v;
+  // psum_v[r][c]: partial sum into grid row r of column c; psum_v[Rows][c] leaves it.
+  logic [Rows:0][2*Pairs-1:0][SumBits-1:0] psum_v;
 
-  for (genvar c = 0; c < Cols; c++) begin : g_top
-    assign psum_v[0][c] = 32'h0000_0000;
-  end
+  assign psum_v[0] = '0;
 
   for (genvar r = 0; r < Rows; r++) begin : g_row
-    for (genvar c = 0; c < Cols; c++) begin : g_col
-      dpu_pe u_pe (
+    for (genvar j = 0; j < Pairs; j++) begin : g_pair
+      dpu_pe #(
+        .SumBits (SumBits),
+        .ActReg  (ActRegs == 1),
+        .ProdReg (ProdRegs == 1)
+      ) u_pe (
         .clk_i    (clk_i),
-        .rst_ni   (rst_ni),
         .wgt_we_i (wgt_we[r]),
-        .wgt_i    (wgt_i[c]),
-        .act_i    (act_h[r][c]),
-        .act_o    (act_h[r][c+1]),
-        .psum_i   (psum_v[r][c]),
-        .psum_o   (psum_v[r+1][c])
+        .wgt_i    (wgt_pairs[2*j +: 2]),
+        .act_i    (act_row[r]),
+        .psum_i   (psum_v[r][2*j +: 2]),
+        .psum_o   (psum_v[r+1][2*j +: 2])
       );
     end
   end
 
-  logic [Rows-1:0][7:0] unused_act_east;
-  for (genvar r = 0; r < Rows; r++) begin : g_east
-    assign unused_act_east[r] = act_h[r][Cols];
+  // Column sums, sign-extended: exact, so also the int32 wrap of the exact sum.
+  for (genvar c = 0; c < Cols; c++) begin : g_res
+    assign res_o[c] = 32'($signed(psum_v[Rows][c]));
   end
 
-  ///////////////
-  // De-skew   //
-  ///////////////
-
-  // Column c finishes Cols - 1 - c cycles before the last column: delay it that much.
-  for (genvar c = 0; c < Cols; c++) begin : g_deskew
-    if (c == Cols - 1) begin : g_direct
-      assign res_o[c] = psum_v[Rows][c];
-    end else begin : g_delay
-      localparam int unsigned Depth = Cols - 1 - c;
-      logic [32*Depth-1:0] deskew_d, deskew_q;  // stage i in bits [32*i +: 32]
-
-      always_comb begin
-        deskew_d = deskew_q << 32;
-        deskew_d[31:0] = psum_v[Rows][c];
-      end
-
-      always_ff @(posedge clk_i or negedge rst_ni) begin
-        if (!rst_ni) begin
-          deskew_q <= '0;
-        end else begin
-          deskew_q <= deskew_d;
-        end
-      end
-
-      assign res_o[c] = deskew_q[32*Depth-1 -: 32];
-    end
+  if (Cols % 2 == 1) begin : g_unused_pad
+    logic [SumBits-1:0] unused_psum_pad;
+    assign unused_psum_pad = psum_v[Rows][Cols];
   end
 
   ////////////////////

@@ -65,6 +65,12 @@ module dpu_dispatch
   output logic [InstrBits-1:0] store_instr_o,
   input  logic                 store_complete_i,
 
+  // activity, for the top's deadlock detection and stall counters (per engine, bit 0 load,
+  // 1 compute, 2 store): busy_o an instruction is in flight in the engine; blocked_o the
+  // engine is idle and the head of its FIFO waits for a dependency token
+  output logic [2:0]           busy_o,
+  output logic [2:0]           blocked_o,
+
   output logic                 done_o,        // one-cycle pulse: END reached, all idle
   output logic                 error_o,       // sticky
   output logic [1:0]           error_code_o   // ErrOpcode / ErrFlags / ErrOverflow
@@ -332,6 +338,8 @@ module dpu_dispatch
     end
   end
 
+  assign busy_o       = busy_q;
+  assign blocked_o    = ~busy_q & ~fifo_empty & ~tok_ok;
   assign done_o       = done_q;
   assign error_o      = error_q;
   assign error_code_o = error_code_q;

@@ -1,34 +1,51 @@
 // LOAD engine DMA: executes one LOAD instruction (docs/isa.md, LOAD; compiler/dma.py
 // `Dma.load_entries`, the reference) as AXI4 read bursts and buffer-entry writes.
 //
-// Entries are produced in raster order (z, y, x over the padded plane), one at a time:
-//   - a padding entry is written in one cycle: pad_value in every byte;
-//   - a data entry with elem_bytes = 0 is written as zeros, without a read;
-//   - a data entry's bytes [a, a + elem_bytes) (a = base_i + DRAM offset) are fetched as
-//     whole aligned beats, in INCR bursts of full bus width that never exceed MaxBurstBeats
-//     beats nor cross a 4 KiB boundary; the beats land in a beat buffer and the entry is
-//     extracted (shift by a's byte lane, zero beyond elem_bytes) and written one cycle
-//     after the last beat. One entry's bursts may be outstanding at a time.
+// Pipelined to the cycle model (compiler/timing.py: dram_latency + max(data beats, entries)):
+//   - dpu_dma_bursts reads the instruction's contiguous DRAM runs (a plane, a row or an
+//     entry, as `Dma.runs`) as whole full-width INCR bursts, up to MaxOutstanding of them
+//     in flight, so a memory of first-beat latency L streams beats back to back;
+//   - the bytes of the runs, in order, are the data entries' bytes in raster order: each
+//     beat's bytes go into a byte queue (2 beats deep), and an assembler cuts the queue into
+//     elem_bytes entries, up to one beat of bytes and one finished entry per cycle (a beat
+//     rotator and chunk-wide writes into the entry register, no entry-wide shifter);
+//   - data entries are written in raster order as they complete; padding entries (pad_value
+//     in every lane) are written in raster order in the cycles no data entry is written, so
+//     they overlap the memory latency and the data stream. With elem_bytes = 0 the data
+//     entries are written as zeros with the padding, without a read.
 // wr_addr_o = sram_base + (z*rows + y)*cols + x (16 bits, wrapping), wr_data_o is the raw
-// bytes, byte i at [8i +: 8] (ACC sign extension is the buffer's job).
+// bytes, byte i at [8i +: 8], zero from elem_bytes on (ACC sign extension is the buffer's
+// job). A write happens in a cycle with wr_valid_o && wr_ready_i; while wr_ready_i is low
+// wr_valid_o, wr_addr_o and wr_data_o stay as they are, and the R channel may stall.
+// Each entry is written exactly once.
+//
+// Timing: the instruction is accepted (instr_valid_i && instr_ready_o) in StIdle or in the
+// done cycle; the window check is combinational on instr_i, so the first AR is presented in
+// the cycle after the accepting edge (three setup cycles for the entry addresses overlap
+// the memory latency). With a memory that answers AR at once and returns a burst's first
+// beat L cycles after its AR handshake (handshake to handshake), beats back to back, and
+// wr_ready_i high, done_o is high at most L + max(beats, entries) + 3 cycles after the
+// accepting edge (2, plus 1 when the first beat completes no entry).
 //
 // Errors (error_o, valid with done_o and held until the next instruction is accepted):
 //   ErrElemBytes  elem_bytes > EntryBytes: nothing read or written.
 //   ErrRange      a DRAM byte of the transfer outside [0, limit_i): checked on the whole
 //                 span before any read, so no AXI request is issued and nothing is written.
-//   ErrAxi        SLVERR/DECERR on a read beat: no further bursts are issued, the
-//                 outstanding beats are drained, the entry being fetched is not written.
+//   ErrAxi        SLVERR/DECERR on a read beat: no further bursts are requested, the
+//                 outstanding beats are drained; data entries whose bytes all arrived before
+//                 the failing beat are written, later ones are not; padding is written.
 // base_i and limit_i are sampled when the instruction is accepted. The write channels of
 // m_axi exist only so the port is a complete AXI4 master; they are tied off.
 
 module dpu_load_dma
   import dpu_isa_pkg::*;
 #(
-  parameter int unsigned AxiDataBits   = 64,
-  parameter int unsigned AxiAddrBits   = 32,
-  parameter int unsigned AxiIdBits     = 1,
-  parameter int unsigned EntryBytes    = 16,
-  parameter int unsigned MaxBurstBeats = 16
+  parameter int unsigned AxiDataBits    = 64,
+  parameter int unsigned AxiAddrBits    = 32,
+  parameter int unsigned AxiIdBits      = 1,
+  parameter int unsigned EntryBytes     = 16,
+  parameter int unsigned MaxBurstBeats  = 16,
+  parameter int unsigned MaxOutstanding = 64
 ) (
   input  logic                       clk_i,
   input  logic                       rst_ni,
@@ -42,10 +59,11 @@ module dpu_load_dma
   input  logic [AxiAddrBits-1:0]     base_i,
   input  logic [AxiAddrBits-1:0]     limit_i,
 
-  // buffer write port (no backpressure)
+  // buffer write port
   output logic                       wr_valid_o,
   output logic [15:0]                wr_addr_o,
   output logic [EntryBytes*8-1:0]    wr_data_o,
+  input  logic                       wr_ready_i,
 
   output logic                       done_o,
   output logic [1:0]                 error_o,
@@ -94,218 +112,395 @@ module dpu_load_dma
   localparam logic [1:0] ErrElemBytes = 2'd3;
 
   localparam int unsigned BeatBytes = AxiDataBits / 8;
-  localparam int unsigned BeatShift = $clog2(BeatBytes);
-  // beats one entry can touch: elem_bytes <= EntryBytes starting at any byte lane
-  localparam int unsigned MaxBeats  = (EntryBytes + 2 * BeatBytes - 2) / BeatBytes;
-  localparam int unsigned BeatCntW  = $clog2(MaxBeats + 1);
-  localparam int unsigned BufBits   = MaxBeats * AxiDataBits;
-  localparam int unsigned EntryBits = EntryBytes * 8;
+  localparam int unsigned LaneBits  = $clog2(BeatBytes);
+  localparam int unsigned Chunks    = (EntryBytes + BeatBytes - 1) / BeatBytes;
+  localparam int unsigned FillBits  = $clog2(Chunks * BeatBytes + 1);  // 0 .. entry bytes
+  localparam int unsigned QBytes    = 2 * BeatBytes;                    // byte queue
+  localparam int unsigned QPtrBits  = LaneBits + 1;
+  localparam int unsigned QCntBits  = LaneBits + 2;
   localparam int unsigned DimBits   = 17;  // rows, cols: 16-bit size plus two 6-bit pads
-  localparam int unsigned SpanBits  = 64;
-  localparam int unsigned PageBeats = 4096 / BeatBytes;
 
-  typedef enum logic [2:0] {
+  typedef logic [AxiDataBits-1:0] beat_t;  // byte m at [8m +: 8]
+
+  typedef enum logic [1:0] {
     StIdle,
-    StCheck,
-    StEntry,
-    StFetch,
-    StWrite,
+    StSetup,
+    StRun,
     StDone
   } state_e;
 
-  state_e                   state_d, state_q;
-  load_instr_t              instr_d, instr_q;
-  logic [AxiAddrBits-1:0]   base_d, base_q, limit_d, limit_q;
-  logic [1:0]               err_d, err_q;
-  // position in the padded block, entry index, DRAM offsets of plane, row and element
-  logic [15:0]              z_d, z_q, idx_d, idx_q;
-  logic [DimBits-1:0]       y_d, y_q, x_d, x_q;
-  logic [31:0]              plane_d, plane_q, row_d, row_q, elem_d, elem_q;
-  // fetch of one data entry
-  logic [AxiAddrBits-1:0]   ar_addr_d, ar_addr_q;
-  logic [7:0]               ar_len_d, ar_len_q;
-  logic                     ar_valid_d, ar_valid_q;
-  logic [BeatCntW-1:0]      ar_left_d, ar_left_q;  // beats not yet requested
-  logic [BeatCntW-1:0]      out_d, out_q;          // beats requested, not yet received
-  logic [BeatCntW-1:0]      recv_d, recv_q;        // beats received
-  logic                     rerr_d, rerr_q;
-  logic [BeatShift-1:0]     lane_d, lane_q;        // byte lane of the entry's first byte
-  logic [BufBits-1:0]       buf_d, buf_q;
+  // rotate a beat's byte lanes up by r: lane m goes to lane (m + r) mod BeatBytes
+  function automatic beat_t rotate(beat_t x, logic [LaneBits-1:0] r);
+    rotate = AxiDataBits'(({x, x} << {r, 3'b000}) >> AxiDataBits);
+  endfunction
 
-  // decoded geometry
-  logic [DimBits-1:0]  rows, cols, y_end, x_end;
-  logic                has_data, range_err, no_entries, elem_err;
-  logic [SpanBits-1:0] span_last;
-  logic                y_data, x_data, is_data, last_x, last_y, last_z;
-  logic [7:0]          pad_byte;
+  state_e           state_d, state_q;
+  load_instr_t      instr_d, instr_q, in_instr;
+  logic [1:0]       err_d, err_q;
+  logic             has_data_d, has_data_q;
+  logic             accept, in_elem_err, in_range_err, in_has_data, running;
+  logic             bursts_drained, bursts_issued;
 
-  assign rows = DimBits'(instr_q.pad_top) + DimBits'(instr_q.y_size)
-              + DimBits'(instr_q.pad_bottom);
-  assign cols = DimBits'(instr_q.pad_left) + DimBits'(instr_q.x_size)
-              + DimBits'(instr_q.pad_right);
+  assign in_instr    = load_instr_t'(instr_i);
+  assign accept      = instr_valid_i && instr_ready_o;
+  assign in_elem_err = 32'(in_instr.elem_bytes) > EntryBytes;
+  assign running     = (state_q == StSetup) || (state_q == StRun);
+
+  // -- AR channel: the runs as bursts ----------------------------------------------------
+  logic                rerr_d, rerr_q;
+  logic [LaneBits-1:0] info_lo, info_hi;
+  logic                info_valid;
+  logic [7:0]          info_len;
+  logic                r_fire, r_last_fire;
+
+  dpu_dma_bursts #(
+    .AxiDataBits   (AxiDataBits),
+    .AxiAddrBits   (AxiAddrBits),
+    .MaxBurstBeats (MaxBurstBeats),
+    .MaxOutstanding(MaxOutstanding)
+  ) u_bursts (
+    .clk_i        (clk_i),
+    .rst_ni       (rst_ni),
+    .base_i       (base_i),
+    .limit_i      (limit_i),
+    .offset_i     (in_instr.dram_offset),
+    .z_size_i     (in_instr.z_size),
+    .z_stride_i   (in_instr.z_stride),
+    .y_size_i     (in_instr.y_size),
+    .y_stride_i   (in_instr.y_stride),
+    .x_size_i     (in_instr.x_size),
+    .x_stride_i   (in_instr.x_stride),
+    .elem_bytes_i (in_instr.elem_bytes),
+    .has_data_o   (in_has_data),
+    .range_err_o  (in_range_err),
+    .start_i      (accept && in_has_data && !in_elem_err && !in_range_err),
+    .stop_i       (rerr_q),
+    .drained_o    (bursts_drained),
+    .issued_o     (bursts_issued),
+    .ax_valid_o   (m_axi_arvalid),
+    .ax_ready_i   (m_axi_arready),
+    .ax_addr_o    (m_axi_araddr),
+    .ax_len_o     (m_axi_arlen),
+    .info_valid_o (info_valid),
+    .info_lo_o    (info_lo),
+    .info_hi_o    (info_hi),
+    .info_len_o   (info_len),
+    .info_pop_i   (r_last_fire),
+    .burst_done_i (r_last_fire)
+  );
+
+  // -- geometry of the padded block, from the accepted instruction -----------------------
+  logic [DimBits-1:0] rows, cols, y_end, x_end, z_size;
+  logic [15:0]        xs16;
+  logic               pads_exist, no_entries;
+  assign rows  = DimBits'(instr_q.pad_top) + DimBits'(instr_q.y_size)
+               + DimBits'(instr_q.pad_bottom);
+  assign cols  = DimBits'(instr_q.pad_left) + DimBits'(instr_q.x_size)
+               + DimBits'(instr_q.pad_right);
   assign y_end = DimBits'(instr_q.pad_top) + DimBits'(instr_q.y_size);
   assign x_end = DimBits'(instr_q.pad_left) + DimBits'(instr_q.x_size);
+  assign z_size = DimBits'(instr_q.z_size);
+  assign xs16   = instr_q.x_size;
+  assign pads_exist = (instr_q.pad_top != '0) || (instr_q.pad_bottom != '0)
+                   || (instr_q.pad_left != '0) || (instr_q.pad_right != '0);
+  assign no_entries = (z_size == '0) || (rows == '0) || (cols == '0);
 
-  assign has_data = (instr_q.z_size != '0) && (instr_q.y_size != '0)
-                 && (instr_q.x_size != '0) && (instr_q.elem_bytes != '0);
-  assign span_last = SpanBits'(instr_q.dram_offset)
-                   + SpanBits'(instr_q.z_size - 16'd1) * SpanBits'(instr_q.z_stride)
-                   + SpanBits'(instr_q.y_size - 16'd1) * SpanBits'(instr_q.y_stride)
-                   + SpanBits'(instr_q.x_size - 16'd1) * SpanBits'(instr_q.x_stride)
-                   + SpanBits'(instr_q.elem_bytes) - SpanBits'(1);
-  assign range_err  = has_data && (span_last >= SpanBits'(limit_q));
-  assign elem_err   = 32'(instr_q.elem_bytes) > EntryBytes;
-  assign no_entries = (instr_q.z_size == '0) || (rows == '0) || (cols == '0);
-
-  assign y_data  = (y_q >= DimBits'(instr_q.pad_top)) && (y_q < y_end);
-  assign x_data  = (x_q >= DimBits'(instr_q.pad_left)) && (x_q < x_end);
-  assign is_data = y_data && x_data;
-  assign last_x  = x_q == cols - DimBits'(1);
-  assign last_y  = y_q == rows - DimBits'(1);
-  assign last_z  = z_q == instr_q.z_size - 16'd1;
-
-  assign pad_byte = instr_q.pad_value;
-
-  // the current data entry: beats shifted down to its first byte, zero from elem_bytes on
-  logic [EntryBits-1:0] entry_data;
+  // entry-address steps, from one multiplier over the three StSetup cycles (mod 2^16):
+  // pad_top*cols for the first data entry, then (pad_top + pad_bottom)*cols for the step
+  // from a plane's last data entry to the next plane's first, then y_size*cols, the entries
+  // of a plane's data rows
+  logic [1:0]  setup_d, setup_q;
+  logic [15:0] mul_a, product;
+  logic [15:0] plane_step_d, plane_step_q;
+  logic [15:0] data_rows_d, data_rows_q;
   always_comb begin
-    entry_data = EntryBits'(buf_q >> {lane_q, 3'b000});
-    for (int unsigned i = 0; i < EntryBytes; i++) begin
-      if (i >= 32'(instr_q.elem_bytes)) begin
-        entry_data[8*i +: 8] = 8'd0;
+    unique case (setup_q)
+      2'd0:    mul_a = 16'(instr_q.pad_top);
+      2'd1:    mul_a = 16'(instr_q.pad_top) + 16'(instr_q.pad_bottom);
+      default: mul_a = instr_q.y_size;
+    endcase
+  end
+  assign product = mul_a * cols[15:0];
+
+  // -- R channel into the byte queue -----------------------------------------------------
+  logic [QBytes*8-1:0]  q_d, q_q;  // circular, byte q at [8q +: 8]
+  logic [QPtrBits-1:0]  qh_d, qh_q, qt_d, qt_q;
+  logic [QCntBits-1:0]  qc_d, qc_q;
+  logic                 r_first_d, r_first_q;  // the next beat is its burst's first
+  logic [LaneBits-1:0]  r_lo, r_hi;
+  logic [QCntBits-1:0]  push_n;
+  logic                 push;
+  beat_t                r_rot;
+  logic [QPtrBits-1:0]  q_off;
+
+  assign m_axi_rready = running && (rerr_q || (qc_q <= QCntBits'(BeatBytes)));
+  assign r_fire       = m_axi_rvalid && m_axi_rready;
+  assign r_last_fire  = r_fire && m_axi_rlast;
+  assign r_lo   = r_first_q ? info_lo : '0;
+  assign r_hi   = m_axi_rlast ? info_hi : '1;
+  assign push   = r_fire && !rerr_q && !m_axi_rresp[1];
+  assign push_n = push ? QCntBits'(r_hi) - QCntBits'(r_lo) + QCntBits'(1) : '0;
+  assign r_rot  = rotate(m_axi_rdata, qt_q[LaneBits-1:0] - r_lo);
+
+  // -- assembler: byte queue -> entries --------------------------------------------------
+  logic [Chunks*AxiDataBits-1:0] asm_d, asm_q;  // entry byte i at [8i +: 8]
+  logic                 asm_full_d, asm_full_q;
+  logic [FillBits-1:0]  fill_d, fill_q;      // bytes of the current entry so far
+  beat_t                head_d, head_q;      // the next entry's first bytes, lanes 0..
+  logic [LaneBits-1:0]  head_n_d, head_n_q;
+  logic                 head_pend_d, head_pend_q;
+  logic [FillBits-1:0]  eb, need, take, head_n, fill_end;
+  logic                 can_pop, complete, data_accept;
+  beat_t                win, tail_rot, head_rot;
+
+  assign eb = FillBits'(instr_q.elem_bytes);
+
+  // the queue's first BeatBytes bytes, each in its own lane
+  always_comb begin
+    for (int unsigned m = 0; m < BeatBytes; m++) begin
+      if ((LaneBits'(m) >= qh_q[LaneBits-1:0]) != qh_q[LaneBits]) begin
+        win[8*m +: 8] = q_q[8*m +: 8];
+      end else begin
+        win[8*m +: 8] = q_q[8*(BeatBytes+m) +: 8];
       end
     end
   end
 
-  // the entry's first beat and beat count
-  logic [AxiAddrBits-1:0] entry_addr;
-  logic [BeatCntW-1:0]    entry_beats;
-  assign entry_addr  = base_q + AxiAddrBits'(elem_q);
-  assign entry_beats = BeatCntW'((32'(entry_addr[BeatShift-1:0]) + 32'(instr_q.elem_bytes)
-                                  - 32'd1) >> BeatShift) + BeatCntW'(1);
-
-  // next burst: at most ar_left_q beats, MaxBurstBeats, and the beats up to the 4 KiB page
-  logic [31:0] page_left, burst_beats;
-  assign page_left = 32'(PageBeats) - 32'(ar_addr_q[11:BeatShift]);
+  assign can_pop = running && (!asm_full_q || data_accept);
+  assign need    = eb - fill_q;
   always_comb begin
-    burst_beats = 32'(ar_left_q);
-    if (burst_beats > MaxBurstBeats) burst_beats = MaxBurstBeats;
-    if (burst_beats > page_left) burst_beats = page_left;
+    take = need;
+    if (32'(take) > 32'(qc_q)) take = FillBits'(qc_q);
+    if (32'(take) > BeatBytes) take = FillBits'(BeatBytes);
+    if (!can_pop) take = '0;
+  end
+  assign complete = (take != '0) && (take == need);
+  always_comb begin
+    head_n = '0;
+    if (complete) begin
+      head_n = FillBits'(BeatBytes) - take;
+      if (32'(qc_q) - 32'(take) < 32'(head_n)) head_n = FillBits'(32'(qc_q) - 32'(take));
+      if (head_n > eb - FillBits'(1)) head_n = eb - FillBits'(1);
+    end
+  end
+  assign fill_end = fill_q + take - FillBits'(1);
+  assign tail_rot = rotate(win, fill_q[LaneBits-1:0] - qh_q[LaneBits-1:0]);
+  assign head_rot = rotate(win, LaneBits'(0) - qh_q[LaneBits-1:0] - take[LaneBits-1:0]);
+
+  // entry bytes [fill, fill + take) from the tail rotation, chunk by chunk; pending head
+  // bytes into lanes 0 .. head_n - 1 of chunk 0 once the register is free
+  logic [FillBits-LaneBits-1:0] first_chunk, last_chunk;
+  logic [BeatBytes-1:0]         from_lane, to_lane;
+  assign first_chunk = fill_q[FillBits-1:LaneBits];
+  assign last_chunk  = fill_end[FillBits-1:LaneBits];
+  always_comb begin
+    for (int unsigned m = 0; m < BeatBytes; m++) begin
+      from_lane[m] = LaneBits'(m) >= fill_q[LaneBits-1:0];
+      to_lane[m]   = LaneBits'(m) <= fill_end[LaneBits-1:0];
+    end
+  end
+  always_comb begin
+    asm_d = asm_q;
+    for (int unsigned c = 0; c < Chunks; c++) begin
+      for (int unsigned m = 0; m < BeatBytes; m++) begin
+        if ((c == 0) && can_pop && head_pend_q && (LaneBits'(m) < head_n_q)) begin
+          asm_d[8*(c*BeatBytes+m) +: 8] = head_q[8*m +: 8];
+        end
+        if ((take != '0)
+            && ((c > 32'(first_chunk)) || ((c == 32'(first_chunk)) && from_lane[m]))
+            && ((c < 32'(last_chunk)) || ((c == 32'(last_chunk)) && to_lane[m]))) begin
+          asm_d[8*(c*BeatBytes+m) +: 8] = tail_rot[8*m +: 8];
+        end
+      end
+    end
   end
 
-  logic ar_fire, r_fire, entry_write, advance;
-  assign ar_fire = ar_valid_q && m_axi_arready;
-  assign r_fire  = (state_q == StFetch) && m_axi_rvalid;
+  // -- entry writers ----------------------------------------------------------------------
+  // data entries in raster order
+  logic              dw_valid_d, dw_valid_q;
+  logic [15:0]       dw_x_d, dw_x_q, dw_y_d, dw_y_q, dw_z_d, dw_z_q, dw_addr_d, dw_addr_q;
+  // padding entries (all entries when there is no data) in raster order
+  logic              pw_init_d, pw_init_q, pw_valid_d, pw_valid_q;
+  logic [DimBits-1:0] pw_x_d, pw_x_q, pw_y_d, pw_y_q, pw_z_d, pw_z_q;
+  logic [15:0]       pw_addr_d, pw_addr_q;
+  logic              sticky_d, sticky_q;  // a padding entry presented and not yet taken
+  logic              sel_pad, pad_accept;
+
+  // the padding walker's next position: along the row past the data columns, else the
+  // first padding entry of the next row, past whole data rows and planes
+  logic               skip_data;
+  logic [DimBits-1:0] nx, ny, nz;
+  logic [15:0]        na;
+  logic               nv;
+  assign skip_data = has_data_q;
+
+  function automatic logic is_data_row(logic [DimBits-1:0] y, logic [DimBits-1:0] top,
+                                       logic [DimBits-1:0] bottom);
+    is_data_row = (y >= top) && (y < bottom);
+  endfunction
 
   always_comb begin
-    state_d    = state_q;
-    instr_d    = instr_q;
-    base_d     = base_q;
-    limit_d    = limit_q;
-    err_d      = err_q;
-    z_d        = z_q;
-    y_d        = y_q;
-    x_d        = x_q;
-    idx_d      = idx_q;
-    plane_d    = plane_q;
-    row_d      = row_q;
-    elem_d     = elem_q;
-    ar_addr_d  = ar_addr_q;
-    ar_len_d   = ar_len_q;
-    ar_valid_d = ar_valid_q;
-    ar_left_d  = ar_left_q;
-    out_d      = out_q;
-    recv_d     = recv_q;
-    rerr_d     = rerr_q;
-    lane_d     = lane_q;
-    buf_d      = buf_q;
-    entry_write = 1'b0;
-    advance     = 1'b0;
+    nv = 1'b1;
+    if (pw_init_q) begin  // from "the end of row -1" of plane 0
+      nx = DimBits'(cols);
+      ny = '1;
+      nz = '0;
+      na = instr_q.sram_base;
+    end else begin
+      nz = pw_z_q;
+      nx = pw_x_q + DimBits'(1);
+      ny = pw_y_q;
+      na = pw_addr_q + 16'd1;
+      if (skip_data && is_data_row(pw_y_q, DimBits'(instr_q.pad_top), y_end)
+          && (nx == DimBits'(instr_q.pad_left))) begin
+        nx = x_end;
+        na = na + xs16;
+      end
+    end
+    if (nx == cols) begin
+      nx = '0;
+      ny = ny + DimBits'(1);
+      if (ny == rows) begin
+        ny = '0;
+        nz = nz + DimBits'(1);
+      end
+      if (skip_data && is_data_row(ny, DimBits'(instr_q.pad_top), y_end)) begin
+        if (instr_q.pad_left != '0) begin
+          nx = '0;
+        end else if (instr_q.pad_right != '0) begin
+          nx = x_end;
+          na = na + xs16;
+        end else begin  // rows without padding: on to the bottom padding or the next plane
+          ny = y_end;
+          na = na + data_rows_q;
+          if (ny == rows) begin
+            ny = '0;
+            nz = nz + DimBits'(1);
+          end
+        end
+      end
+      if (nz == z_size) begin
+        nv = 1'b0;
+      end
+    end
+  end
+
+  // write port: a data entry when one is complete, else padding; a presented padding entry
+  // stays until taken
+  assign sel_pad     = pw_valid_q && (sticky_q || !asm_full_q);
+  assign data_accept = asm_full_q && !sel_pad && wr_ready_i;
+  assign pad_accept  = sel_pad && wr_ready_i;
+
+  logic [7:0] pad_byte;
+  assign pad_byte = (!skip_data && is_data_row(pw_y_q, DimBits'(instr_q.pad_top), y_end)
+                     && (pw_x_q >= DimBits'(instr_q.pad_left)) && (pw_x_q < x_end))
+                  ? 8'd0 : instr_q.pad_value;
+
+  always_comb begin
+    state_d     = state_q;
+    instr_d     = instr_q;
+    err_d       = err_q;
+    has_data_d  = has_data_q;
+    rerr_d      = rerr_q || (r_fire && m_axi_rresp[1]);
+    r_first_d   = r_fire ? m_axi_rlast : r_first_q;
+    q_d         = q_q;
+    qh_d        = qh_q + QPtrBits'(take) + QPtrBits'(head_n);
+    qt_d        = qt_q + QPtrBits'(push_n);
+    qc_d        = qc_q + push_n - QCntBits'(take) - QCntBits'(head_n);
+    asm_full_d  = complete || (asm_full_q && !data_accept);
+    fill_d      = complete ? head_n : fill_q + take;
+    head_d      = complete ? head_rot : head_q;
+    head_n_d    = complete ? LaneBits'(head_n) : head_n_q;
+    head_pend_d = complete ? (head_n != '0) : (head_pend_q && !can_pop);
+    sticky_d    = sel_pad && !wr_ready_i;
+    setup_d      = '0;
+    plane_step_d = plane_step_q;
+    data_rows_d  = data_rows_q;
+    dw_valid_d  = dw_valid_q;
+    dw_x_d      = dw_x_q;
+    dw_y_d      = dw_y_q;
+    dw_z_d      = dw_z_q;
+    dw_addr_d   = dw_addr_q;
+    pw_init_d   = pw_init_q;
+    pw_valid_d  = pw_valid_q;
+    pw_x_d      = pw_x_q;
+    pw_y_d      = pw_y_q;
+    pw_z_d      = pw_z_q;
+    pw_addr_d   = pw_addr_q;
+
+    // beats into the byte queue
+    for (int unsigned q = 0; q < QBytes; q++) begin
+      q_off = QPtrBits'(q) - qt_q;
+      if (QCntBits'(q_off) < push_n) begin
+        q_d[8*q +: 8] = r_rot[8*(q%BeatBytes) +: 8];
+      end
+    end
+
+    // data entries step through the data region
+    if (data_accept) begin
+      if (dw_x_q != instr_q.x_size - 16'd1) begin
+        dw_x_d    = dw_x_q + 16'd1;
+        dw_addr_d = dw_addr_q + 16'd1;
+      end else begin
+        dw_x_d = '0;
+        if (dw_y_q != instr_q.y_size - 16'd1) begin
+          dw_y_d    = dw_y_q + 16'd1;
+          dw_addr_d = dw_addr_q + 16'(instr_q.pad_left) + 16'(instr_q.pad_right) + 16'd1;
+        end else begin
+          dw_y_d    = '0;
+          dw_z_d    = dw_z_q + 16'd1;
+          dw_addr_d = dw_addr_q + plane_step_q;
+          if (dw_z_q == instr_q.z_size - 16'd1) begin
+            dw_valid_d = 1'b0;
+          end
+        end
+      end
+    end
+
+    // padding entries
+    if (pw_init_q || pad_accept) begin
+      pw_init_d  = 1'b0;
+      pw_valid_d = nv;
+      pw_x_d     = nx;
+      pw_y_d     = ny;
+      pw_z_d     = nz;
+      pw_addr_d  = na;
+    end
 
     unique case (state_q)
-      StIdle: begin
-        if (instr_valid_i) begin
-          instr_d = load_instr_t'(instr_i);
-          base_d  = base_i;
-          limit_d = limit_i;
-          err_d   = ErrNone;
-          state_d = StCheck;
-        end
-      end
+      StIdle: ;
 
-      StCheck: begin
-        z_d     = '0;
-        y_d     = '0;
-        x_d     = '0;
-        idx_d   = '0;
-        plane_d = instr_q.dram_offset;
-        row_d   = instr_q.dram_offset;
-        elem_d  = instr_q.dram_offset;
-        if (elem_err) begin
-          err_d   = ErrElemBytes;
-          state_d = StDone;
-        end else if (range_err) begin
-          err_d   = ErrRange;
-          state_d = StDone;
-        end else if (no_entries) begin
-          state_d = StDone;
-        end else begin
-          state_d = StEntry;
-        end
-      end
-
-      StEntry: begin
-        if (is_data && (instr_q.elem_bytes != '0)) begin
-          ar_addr_d = {entry_addr[AxiAddrBits-1:BeatShift], {BeatShift{1'b0}}};
-          ar_left_d = entry_beats;
-          lane_d    = entry_addr[BeatShift-1:0];
-          out_d     = '0;
-          recv_d    = '0;
-          rerr_d    = 1'b0;
-          state_d   = StFetch;
-        end else begin
-          entry_write = 1'b1;
-          advance     = 1'b1;
-        end
-      end
-
-      StFetch: begin
-        if (ar_fire) begin
-          ar_valid_d = 1'b0;
-          ar_addr_d  = ar_addr_q + (AxiAddrBits'(ar_len_q) + AxiAddrBits'(1) << BeatShift);
-        end
-        if (!ar_valid_q && (ar_left_q != '0) && !rerr_q) begin
-          ar_valid_d = 1'b1;
-          ar_len_d   = 8'(burst_beats - 32'd1);
-          ar_left_d  = ar_left_q - BeatCntW'(burst_beats);
-        end
-        out_d = out_q + (ar_fire ? BeatCntW'(ar_len_q) + BeatCntW'(1) : '0)
-                      - (r_fire ? BeatCntW'(1) : '0);
-        if (r_fire) begin
-          for (int unsigned b = 0; b < MaxBeats; b++) begin
-            if (32'(recv_q) == b) begin
-              buf_d[b*AxiDataBits +: AxiDataBits] = m_axi_rdata;
-            end
+      StSetup: begin
+        setup_d = setup_q + 2'd1;
+        unique case (setup_q)
+          2'd0: begin
+            dw_valid_d = has_data_q;
+            dw_x_d     = '0;
+            dw_y_d     = '0;
+            dw_z_d     = '0;
+            dw_addr_d  = instr_q.sram_base + product + 16'(instr_q.pad_left);
           end
-          recv_d = recv_q + BeatCntW'(1);
-          if (m_axi_rresp[1]) begin
-            rerr_d = 1'b1;
+          2'd1: begin
+            plane_step_d = product + 16'(instr_q.pad_left) + 16'(instr_q.pad_right) + 16'd1;
           end
-        end
-        if (!ar_valid_q && (out_q == '0) && ((ar_left_q == '0) || rerr_q)) begin
-          if (rerr_q) begin
-            err_d   = ErrAxi;
+          default: begin
+            data_rows_d = product;
+            pw_init_d   = !no_entries && (pads_exist || !has_data_q);
+            state_d     = StRun;
+          end
+        endcase
+      end
+
+      StRun: begin
+        if (!rerr_q) begin
+          if (!dw_valid_d && !pw_valid_d && !pw_init_d) begin
             state_d = StDone;
-          end else begin
-            state_d = StWrite;
           end
+        end else if (bursts_drained && (qc_q == '0) && !asm_full_q && !pw_valid_q
+                     && !pw_init_q) begin
+          err_d   = ErrAxi;
+          state_d = StDone;
         end
-      end
-
-      StWrite: begin
-        entry_write = 1'b1;
-        advance     = 1'b1;
-        state_d     = StEntry;
       end
 
       StDone: begin
@@ -317,103 +512,142 @@ module dpu_load_dma
       end
     endcase
 
-    // step to the next entry in raster order, keeping the DRAM offsets in step
-    if (advance) begin
-      idx_d = idx_q + 16'd1;
-      if (last_x) begin
-        x_d = '0;
-        if (last_y) begin
-          y_d     = '0;
-          z_d     = z_q + 16'd1;
-          plane_d = plane_q + instr_q.z_stride;
-          row_d   = plane_d;
-          elem_d  = plane_d;
-          if (last_z) begin
-            state_d = StDone;
-          end
-        end else begin
-          y_d    = y_q + DimBits'(1);
-          row_d  = y_data ? row_q + instr_q.y_stride : row_q;
-          elem_d = row_d;
-        end
+    if (accept) begin
+      instr_d     = in_instr;
+      has_data_d  = in_has_data;
+      rerr_d      = 1'b0;
+      r_first_d   = 1'b1;
+      qh_d        = '0;
+      qt_d        = '0;
+      qc_d        = '0;
+      asm_full_d  = 1'b0;
+      fill_d      = '0;
+      head_pend_d = 1'b0;
+      sticky_d    = 1'b0;
+      dw_valid_d  = 1'b0;
+      pw_init_d   = 1'b0;
+      pw_valid_d  = 1'b0;
+      if (in_elem_err) begin
+        err_d   = ErrElemBytes;
+        state_d = StDone;
+      end else if (in_range_err) begin
+        err_d   = ErrRange;
+        state_d = StDone;
       end else begin
-        x_d    = x_q + DimBits'(1);
-        elem_d = x_data ? elem_q + 32'(instr_q.x_stride) : elem_q;
+        err_d   = ErrNone;
+        state_d = StSetup;
       end
     end
   end
 
+  // wide data registers: no reset
+  always_ff @(posedge clk_i) begin
+    q_q    <= q_d;
+    asm_q  <= asm_d;
+    head_q <= head_d;
+  end
+
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
-      state_q    <= StIdle;
-      instr_q    <= '0;
-      base_q     <= '0;
-      limit_q    <= '0;
-      err_q      <= ErrNone;
-      z_q        <= '0;
-      y_q        <= '0;
-      x_q        <= '0;
-      idx_q      <= '0;
-      plane_q    <= '0;
-      row_q      <= '0;
-      elem_q     <= '0;
-      ar_addr_q  <= '0;
-      ar_len_q   <= '0;
-      ar_valid_q <= 1'b0;
-      ar_left_q  <= '0;
-      out_q      <= '0;
-      recv_q     <= '0;
-      rerr_q     <= 1'b0;
-      lane_q     <= '0;
-      buf_q      <= '0;
+      state_q      <= StIdle;
+      instr_q      <= '0;
+      err_q        <= ErrNone;
+      has_data_q   <= 1'b0;
+      rerr_q       <= 1'b0;
+      r_first_q    <= 1'b1;
+      qh_q         <= '0;
+      qt_q         <= '0;
+      qc_q         <= '0;
+      asm_full_q   <= 1'b0;
+      fill_q       <= '0;
+      head_n_q     <= '0;
+      head_pend_q  <= 1'b0;
+      sticky_q     <= 1'b0;
+      setup_q      <= '0;
+      plane_step_q <= '0;
+      data_rows_q  <= '0;
+      dw_valid_q   <= 1'b0;
+      dw_x_q       <= '0;
+      dw_y_q       <= '0;
+      dw_z_q       <= '0;
+      dw_addr_q    <= '0;
+      pw_init_q    <= 1'b0;
+      pw_valid_q   <= 1'b0;
+      pw_x_q       <= '0;
+      pw_y_q       <= '0;
+      pw_z_q       <= '0;
+      pw_addr_q    <= '0;
     end else begin
-      state_q    <= state_d;
-      instr_q    <= instr_d;
-      base_q     <= base_d;
-      limit_q    <= limit_d;
-      err_q      <= err_d;
-      z_q        <= z_d;
-      y_q        <= y_d;
-      x_q        <= x_d;
-      idx_q      <= idx_d;
-      plane_q    <= plane_d;
-      row_q      <= row_d;
-      elem_q     <= elem_d;
-      ar_addr_q  <= ar_addr_d;
-      ar_len_q   <= ar_len_d;
-      ar_valid_q <= ar_valid_d;
-      ar_left_q  <= ar_left_d;
-      out_q      <= out_d;
-      recv_q     <= recv_d;
-      rerr_q     <= rerr_d;
-      lane_q     <= lane_d;
-      buf_q      <= buf_d;
+      state_q      <= state_d;
+      instr_q      <= instr_d;
+      err_q        <= err_d;
+      has_data_q   <= has_data_d;
+      rerr_q       <= rerr_d;
+      r_first_q    <= r_first_d;
+      qh_q         <= qh_d;
+      qt_q         <= qt_d;
+      qc_q         <= qc_d;
+      asm_full_q   <= asm_full_d;
+      fill_q       <= fill_d;
+      head_n_q     <= head_n_d;
+      head_pend_q  <= head_pend_d;
+      sticky_q     <= sticky_d;
+      setup_q      <= setup_d;
+      plane_step_q <= plane_step_d;
+      data_rows_q  <= data_rows_d;
+      dw_valid_q   <= dw_valid_d;
+      dw_x_q       <= dw_x_d;
+      dw_y_q       <= dw_y_d;
+      dw_z_q       <= dw_z_d;
+      dw_addr_q    <= dw_addr_d;
+      pw_init_q    <= pw_init_d;
+      pw_valid_q   <= pw_valid_d;
+      pw_x_q       <= pw_x_d;
+      pw_y_q       <= pw_y_d;
+      pw_z_q       <= pw_z_d;
+      pw_addr_q    <= pw_addr_d;
     end
   end
 
-  assign instr_ready_o = state_q == StIdle;
+  assign instr_ready_o = (state_q == StIdle) || (state_q == StDone);
   assign done_o        = state_q == StDone;
   assign error_o       = err_q;
 
-  assign wr_valid_o = entry_write;
-  assign wr_addr_o  = instr_q.sram_base + idx_q;
-  assign wr_data_o  = (state_q == StWrite) ? entry_data : {EntryBytes{is_data ? 8'd0 : pad_byte}};
+  // write port; data bytes from elem_bytes on are zero
+  logic [FillBits-LaneBits-1:0] eb_chunk;
+  logic [BeatBytes-1:0]         eb_lane;
+  assign eb_chunk = eb[FillBits-1:LaneBits];
+  always_comb begin
+    for (int unsigned m = 0; m < BeatBytes; m++) begin
+      eb_lane[m] = LaneBits'(m) < eb[LaneBits-1:0];
+    end
+  end
+  assign wr_valid_o = asm_full_q || pw_valid_q;
+  assign wr_addr_o  = sel_pad ? pw_addr_q : dw_addr_q;
+  always_comb begin
+    for (int unsigned i = 0; i < EntryBytes; i++) begin
+      if (sel_pad) begin
+        wr_data_o[8*i +: 8] = pad_byte;
+      end else if ((i / BeatBytes < 32'(eb_chunk))
+                   || ((i / BeatBytes == 32'(eb_chunk)) && eb_lane[i % BeatBytes])) begin
+        wr_data_o[8*i +: 8] = asm_q[8*i +: 8];
+      end else begin
+        wr_data_o[8*i +: 8] = 8'd0;
+      end
+    end
+  end
 
   assign m_axi_arid    = '0;
-  assign m_axi_araddr  = ar_addr_q;
-  assign m_axi_arlen   = ar_len_q;
-  assign m_axi_arsize  = 3'(BeatShift);
+  assign m_axi_arsize  = 3'(LaneBits);
   assign m_axi_arburst = 2'b01;  // INCR
   assign m_axi_arlock  = 1'b0;
   assign m_axi_arcache = 4'b0011;  // normal, non-cacheable, bufferable
   assign m_axi_arprot  = 3'b000;
-  assign m_axi_arvalid = ar_valid_q;
-  assign m_axi_rready  = state_q == StFetch;
 
   assign m_axi_awid    = '0;
   assign m_axi_awaddr  = '0;
   assign m_axi_awlen   = '0;
-  assign m_axi_awsize  = 3'(BeatShift);
+  assign m_axi_awsize  = 3'(LaneBits);
   assign m_axi_awburst = 2'b01;
   assign m_axi_awlock  = 1'b0;
   assign m_axi_awcache = 4'b0011;
@@ -427,8 +661,8 @@ module dpu_load_dma
 
   logic unused_inputs;
   assign unused_inputs = ^{m_axi_awready, m_axi_wready, m_axi_bid, m_axi_bresp, m_axi_bvalid,
-                           m_axi_rid, m_axi_rlast, instr_q.flags, instr_q.opcode,
-                           instr_q.reserved, instr_q.pad_bottom, instr_q.pad_right,
-                           m_axi_rresp[0]};
+                           m_axi_rid, m_axi_rresp[0], instr_q.flags, instr_q.opcode,
+                           instr_q.reserved, instr_q.buffer, info_valid, info_len,
+                           bursts_issued};
 
 endmodule

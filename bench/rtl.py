@@ -1,0 +1,123 @@
+"""RTL benchmarks (issue 3): whole networks on the DPU's RTL in the Verilator-native harness.
+
+- RTL simulation speed (simulated cycles per wall second of the harness run) and wall time
+  for the digits CNN and for the ResNet-18-shaped set of layers;
+- measured cycles (the DPU's CYCLES counter) against the cycle model's;
+- PE utilization per layer: ideal MAC cycles (layer MACs / (rows*cols)) / measured cycles;
+- measured cycles / SCALE-Sim's for the same layer shape, array size and dataflow.
+Targets: utilization >= 80 % on layers whose channels fill the array, measured / SCALE-Sim
+<= 1.2, >= 200k simulated cycles per second on pynq-z2.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from resnet18_layers import ConvLayer, build_layer_model, resnet18_layers
+from scalesim_peer import scalesim_cycles
+
+from dpukit.compiler.compile import compile_model
+from dpukit.compiler.hwconfig import HwConfig, load_config
+from dpukit.host.runner import Runner
+from dpukit.models import zoo
+from dpukit.models.digits import digits_model, load_digits_split
+from dpukit.quantize import quantize_model
+from dpukit.sim.rtl_harness import build
+
+
+def _run_both(program, cfg: HwConfig, feed: dict) -> dict:
+    """One inference on the RTL and on the golden model; the RTL's counters and timing."""
+    golden = Runner(program, "golden", cfg).run(feed)
+    rtl_runner = Runner(program, "rtl", cfg)
+    t = time.perf_counter()
+    result = rtl_runner.run(feed)
+    wall = time.perf_counter() - t
+    sim = rtl_runner.dpu.simulated
+    return {
+        "outputs_equal_golden": all(
+            (result.outputs[k] == golden.outputs[k]).all() for k in golden.outputs
+        ),
+        "rtl_cycles": result.activity.cycles,
+        "model_cycles": golden.activity.cycles,
+        "rtl_over_model": round(result.activity.cycles / golden.activity.cycles, 4),
+        "mac_cycles": result.activity.mac_cycles,
+        "sim_wall_s": round(sim["wall_s"], 3),
+        "sim_cycles_per_s": round(sim["cycles"] / sim["wall_s"]),
+        "run_wall_s": round(wall, 3),  # includes writing/reading the DRAM image
+    }
+
+
+def bench_digits(config: str, workdir: Path) -> dict:
+    x_train, _, x_test, _ = load_digits_split()
+    qdq = quantize_model(
+        digits_model(workdir), workdir / "digits.qdq.onnx", x_train, per_channel=True
+    )
+    program = compile_model(qdq, config)
+    cfg = load_config(config)
+    return {
+        "model": "digits CNN (8x8, one image)",
+        **_run_both(program, cfg, {program.inputs[0].name: x_test[:1]}),
+    }
+
+
+def _fills_array(layer: ConvLayer, cfg: HwConfig) -> bool:
+    return layer.cin >= cfg.rows and layer.cout >= cfg.cols
+
+
+def bench_resnet_layers(config: str, workdir: Path, input_hw: int) -> dict:
+    cfg = load_config(config)
+    layers = resnet18_layers(input_hw)
+    peer = scalesim_cycles(layers, cfg.rows, cfg.cols)
+    rows, sim_cycles, sim_wall = [], 0, 0.0
+    for layer in layers:
+        program = compile_model(build_layer_model(layer, workdir), config)
+        x = zoo.calibration_data((1, layer.cin, layer.in_h, layer.in_w), n=1, seed=1)
+        r = _run_both(program, cfg, {program.inputs[0].name: x})
+        sim_cycles += r["rtl_cycles"]
+        sim_wall += r["sim_wall_s"]
+        ideal = layer.macs / (cfg.rows * cfg.cols)
+        s = peer[layer.name]["total_cycles"]
+        rows.append(
+            {
+                "layer": layer.name,
+                "shape": f"{layer.in_h}x{layer.in_w} k{layer.k}/{layer.stride} "
+                f"{layer.cin}->{layer.cout}",
+                "count": layer.count,
+                "channels_fill_array": _fills_array(layer, cfg),
+                **r,
+                "pe_utilization": round(ideal / r["rtl_cycles"], 4),
+                "scalesim_cycles": s,
+                "rtl_over_scalesim": round(r["rtl_cycles"] / s, 3),
+            }
+        )
+    filled = [r for r in rows if r["channels_fill_array"]]
+    return {
+        "input_hw": input_hw,
+        "layers": rows,
+        "total_rtl_cycles": sim_cycles,
+        "total_sim_wall_s": round(sim_wall, 2),
+        "sim_cycles_per_s": round(sim_cycles / sim_wall),
+        "min_utilization_filled": min(r["pe_utilization"] for r in filled),
+        "max_rtl_over_scalesim": max(r["rtl_over_scalesim"] for r in rows),
+        "targets": {
+            "utilization_min_filled": 0.8,
+            "rtl_over_scalesim_max": 1.2,
+            "sim_cycles_per_s_min": 200_000,
+        },
+    }
+
+
+def bench_rtl(config: str, input_hw: int = 224) -> dict:
+    t = time.perf_counter()
+    build(load_config(config))  # outside the timed runs
+    build_s = time.perf_counter() - t
+    with tempfile.TemporaryDirectory(prefix="dpukit-bench-rtl-") as tmp:
+        work = Path(tmp)
+        return {
+            "config": config,
+            "harness_build_s": round(build_s, 1),
+            "digits": bench_digits(config, work),
+            "resnet18_layers": bench_resnet_layers(config, work, input_hw),
+        }
