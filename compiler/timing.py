@@ -4,10 +4,11 @@ Per-instruction costs (cycles at the DPU clock):
   fetch   every instruction is INSTR_BYTES / bus_bytes beats, fetched in order and
           pipelined; the first fetch waits dram_latency. An instruction dispatches into its
           engine's command FIFO (queue_depth deep); fetch stalls while that FIFO is full.
-  LOAD    dram_latency + max(data beats, entries written). Data beats count every AXI beat
+  LOAD    DMA_SETUP + dram_latency + max(data beats, entries written): DMA_SETUP cycles to
+          check the window and present the first request. Data beats count every AXI beat
           each contiguous run of bytes touches (so misalignment costs); padding entries are
           written while data streams, one entry per cycle.
-  STORE   dram_latency + max(data beats, entries read).
+  STORE   DMA_SETUP + dram_latency + max(data beats, entries read).
   GEMM    weight-stationary systolic pass: rows cycles to preload the weight tile, then
           n_outer*n_inner activations stream through, and rows + cols - 2 cycles to drain:
           2*rows + cols - 2 + n_outer*n_inner (SCALE-Sim's per-fold count).
@@ -32,6 +33,7 @@ from dpukit.compiler.isa import INSTR_BYTES, Engine, Opcode
 from dpukit.errors import ExecutionError
 
 POST_PIPELINE = 5
+DMA_SETUP = 2
 ALU_PIPELINE = 2
 
 # Token FIFOs, by (from engine, to engine).
@@ -85,7 +87,7 @@ def instr_cycles(cfg: HwConfig, col: dict[str, np.ndarray]) -> np.ndarray:
         d = Dma.of(col, i)
         beats = dma_beats(*d.runs(), cfg.bus_bytes)
         entries = d.entries if d.is_load or d.eb else 0  # a STORE of 0 bytes reads nothing
-        cyc[i] = cfg.dram_latency_cycles + max(beats, entries)
+        cyc[i] = DMA_SETUP + cfg.dram_latency_cycles + max(beats, entries)
     g = op == Opcode.GEMM
     cyc[g] = 2 * cfg.rows + cfg.cols - 2 + col["n_outer"][g] * col["n_inner"][g]
     p = op == Opcode.POST

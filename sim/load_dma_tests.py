@@ -17,6 +17,7 @@ import logging
 import os
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import cocotb
 import numpy as np
@@ -122,92 +123,76 @@ def random_load(rng: random.Random, entry_bytes: int) -> Instr:
     )
 
 
-def streaming_loads(rng: random.Random, entry_bytes: int, beat: int) -> list[Instr]:
-    """Larger LOADs in each run shape: whole planes, rows, single entries (dense, sparse,
-    overlapping), small and large elements, padding on every side or on some, misaligned;
-    then random ones. Sizes shrink with the entry so the spans stay in the window."""
-    eb = entry_bytes
+def streaming_shapes(entry_bytes: int, beat: int) -> list[dict[str, int]]:
+    """DRAM sides of larger transfers, one per run shape, misaligned or across a page; sizes
+    shrink with the entry so the spans stay in the window."""
+    eb, small = entry_bytes, max(1, entry_bytes // 4)
     n = max(3, min(16, 2048 // eb))  # entries per row
-    small = max(1, eb // 4)
-    cases = [
-        load(
-            elem_bytes=eb,
-            x_size=n,
-            x_stride=eb,
-            y_size=6,
-            y_stride=n * eb,
-            z_size=2,
-            z_stride=7 * n * eb + 3,
-            dram_offset=5,
-        ),
-        load(
-            elem_bytes=eb,
-            x_size=n,
-            x_stride=eb,
-            y_size=5,
-            y_stride=n * eb + 1,
-            z_size=2,
-            z_stride=6 * n * eb,
-            pad_left=1,
-            pad_right=2,
-            pad_top=1,
-            pad_bottom=1,
-            pad_value=3,
-        ),
-        load(
-            elem_bytes=eb,
-            x_size=n,
-            x_stride=3 * eb,
-            y_size=4,
-            y_stride=3 * n * eb + 7,
-            dram_offset=beat - 1,
-            pad_top=2,
-            pad_value=-4,
-        ),
-        load(
-            elem_bytes=small,
-            x_size=3 * n,
-            x_stride=small,
-            y_size=4,
-            y_stride=3 * n * small,
-            dram_offset=3,
-            pad_left=1,
-            pad_right=1,
-        ),
-        load(elem_bytes=1, x_size=30, x_stride=7, y_size=3, y_stride=300, dram_offset=1),
-        load(
-            elem_bytes=eb,
-            x_size=n,
-            x_stride=max(1, eb // 2),
-            y_size=3,
-            y_stride=n * eb,
-            pad_bottom=2,
-            pad_value=-1,
-        ),
-        load(
-            elem_bytes=eb,
-            x_size=n,
-            x_stride=eb,
-            y_size=8,
-            y_stride=n * eb,
-            pad_top=3,
-            pad_bottom=3,
-            pad_value=7,
-            dram_offset=4096 - 3 * eb - 1,
-        ),
-        load(
-            elem_bytes=max(1, eb - 1),
-            x_size=n,
-            x_stride=max(1, eb - 1),
-            y_size=3,
-            y_stride=(n + 1) * eb,
-            dram_offset=beat // 2 + 1,
-            z_size=3,
-            z_stride=4 * (n + 1) * eb,
-        ),
-        load(elem_bytes=0, x_size=5, y_size=4, pad_left=2, pad_top=1, pad_value=9),
+    odd = max(1, eb - 1)
+    under, over = min(eb, beat - 1), min(eb, beat + 1)
+    return [
+        # whole planes; whole rows; single entries, sparse, from the beat's last byte lane
+        dict(elem_bytes=eb, x_size=n, x_stride=eb, y_size=6, y_stride=n * eb, z_size=2)
+        | dict(z_stride=7 * n * eb + 3, dram_offset=5),
+        dict(elem_bytes=eb, x_size=n, x_stride=eb, y_size=5, y_stride=n * eb + 1, z_size=2)
+        | dict(z_stride=6 * n * eb),
+        dict(elem_bytes=eb, x_size=n, x_stride=3 * eb, y_size=4, y_stride=3 * n * eb + 7)
+        | dict(dram_offset=beat - 1),
+        # small elements in planes; single bytes; overlapping entries; planes across a page
+        dict(elem_bytes=small, x_size=3 * n, x_stride=small, y_size=4, y_stride=3 * n * small)
+        | dict(dram_offset=3),
+        dict(elem_bytes=1, x_size=30, x_stride=7, y_size=3, y_stride=300, dram_offset=1),
+        dict(elem_bytes=eb, x_size=n, x_stride=max(1, eb // 2), y_size=3, y_stride=n * eb),
+        dict(elem_bytes=eb, x_size=n, x_stride=eb, y_size=8, y_stride=n * eb)
+        | dict(dram_offset=4096 - 3 * eb - 1),
+        # odd element size, rows in three planes
+        dict(elem_bytes=odd, x_size=n, x_stride=odd, y_size=3, y_stride=(n + 1) * eb, z_size=3)
+        | dict(z_stride=4 * (n + 1) * eb, dram_offset=beat // 2 + 1),
+        # elements of a beat less one byte, and of one more (as the entry allows), in rows
+        dict(elem_bytes=under, x_size=16, x_stride=under, y_size=4, y_stride=17 * under)
+        | dict(dram_offset=beat - 3),
+        dict(elem_bytes=over, x_size=8, x_stride=over, y_size=4, y_stride=9 * over)
+        | dict(dram_offset=1),
     ]
+
+
+def streaming_loads(rng: random.Random, entry_bytes: int, beat: int) -> list[Instr]:
+    """`streaming_shapes` with padding on every side or on some, elem_bytes 0, then random
+    LOADs."""
+    paddings = [
+        {},
+        dict(pad_left=1, pad_right=2, pad_top=1, pad_bottom=1, pad_value=3),
+        dict(pad_top=2, pad_value=-4),
+        dict(pad_left=1, pad_right=1),
+        {},
+        dict(pad_bottom=2, pad_value=-1),
+        dict(pad_top=3, pad_bottom=3, pad_value=7),
+        {},
+        dict(pad_right=1, pad_value=2),
+        {},
+    ]
+    shapes = streaming_shapes(entry_bytes, beat)
+    cases = [load(**shape, **pads) for shape, pads in zip(shapes, paddings, strict=True)]
+    cases.append(load(elem_bytes=0, x_size=5, y_size=4, pad_left=2, pad_top=1, pad_value=9))
     return cases + [random_load(rng, entry_bytes) for _ in range(30)]
+
+
+def window_edges(entry_bytes: int) -> tuple[list[dict[str, int]], dict[str, int]]:
+    """DRAM sides whose span passes the window's end: by one byte, or by a 32-bit offset or
+    a stride that would wrap around; and the same first one, one byte lower, that fits."""
+    eb = entry_bytes
+    geometry = dict(elem_bytes=eb, x_size=3, x_stride=eb, y_size=2, y_stride=100, z_size=2)
+    geometry |= dict(z_stride=7)
+    span = 1 * 7 + 1 * 100 + 2 * eb + eb
+    bad = [
+        geometry | dict(dram_offset=LIMIT - span + 1),
+        dict(dram_offset=LIMIT),
+        dict(dram_offset=2**32 - 1, elem_bytes=2),
+        dict(x_size=2, x_stride=2**24 - 1),
+        dict(z_size=2, z_stride=2**32 - 1),
+        dict(y_size=2, y_stride=2**32 - 1),
+    ]
+    return bad, geometry | dict(dram_offset=LIMIT - span)
 
 
 # -- bus-functional pieces -----------------------------------------------------------------
@@ -262,38 +247,45 @@ class WriteMonitor:
                 held = now
 
 
-class LoadDmaTb:
-    """Clock, reset, the memory (AxiRam with backpressure, or LatencyRam with `latency`),
-    driver, monitors and the checker."""
+class DmaTb:
+    """What the LOAD and STORE testbenches share: clock and reset, the memory (AxiRam with
+    random pauses on `pauses` channels if `pause`, or LatencyRam with `latency`), the
+    instruction driver, and running one instruction to done_o."""
 
-    def __init__(self, dut: SimHandleBase, pause: bool = True, latency: int | None = None):
+    direction = "read"  # the memory latency that counts: "read" (LOAD) or "write" (STORE)
+
+    def __init__(
+        self,
+        dut: SimHandleBase,
+        pause: bool,
+        latency: int | None,
+        pauses: list[tuple[str, float, int]],  # channel, pause probability, pattern length
+    ):
         self.dut = dut
         self.rng = random.Random(cocotb.RANDOM_SEED)
-        self.entry_bytes = len(dut.wr_data_o.value) // 8
         self.beat = len(dut.m_axi_rdata.value) // 8
         self.max_burst = int(os.environ["DPU_MAX_BURST"])
-        self.latency = latency
+        self.tasks: list = []  # coroutines started after reset
         if latency is None:
-            self.ram = AxiRam(
+            ram = AxiRam(
                 AxiBus.from_prefix(dut, "m_axi"),
                 dut.clk_i,
                 dut.rst_ni,
                 reset_active_level=False,
                 size=RAM_SIZE,
             )
-            self.ram.read_if.log.setLevel(logging.WARNING)  # no line per burst
-            self.ram.write_if.log.setLevel(logging.WARNING)
-            if pause:
-                ar_pause = [self.rng.random() < 0.3 for _ in range(97)]
-                r_pause = [self.rng.random() < 0.4 for _ in range(101)]
-                self.ram.read_if.ar_channel.set_pause_generator(itertools.cycle(ar_pause))
-                self.ram.read_if.r_channel.set_pause_generator(itertools.cycle(r_pause))
+            ram.read_if.log.setLevel(logging.WARNING)  # no line per burst
+            ram.write_if.log.setLevel(logging.WARNING)
+            for name, p, n in pauses if pause else []:
+                side = ram.read_if if name in ("ar", "r") else ram.write_if
+                pattern = [self.rng.random() < p for _ in range(n)]
+                getattr(side, f"{name}_channel").set_pause_generator(itertools.cycle(pattern))
         else:
-            self.ram = LatencyRam(dut, latency, RAM_SIZE)
+            ram = LatencyRam(dut, latency, RAM_SIZE)
+            self.tasks.append(ram.run())
+        self.ram = ram
         self.ram.write(0, self.rng.randbytes(RAM_SIZE))
         self.driver = InstrDriver(dut)
-        self.writes = WriteMonitor(dut, self.rng, pause)
-        self.ar = BurstMonitor(dut, "ar", self.max_burst)
 
     async def start(self) -> None:
         dut = self.dut
@@ -304,10 +296,67 @@ class LoadDmaTb:
         await ClockCycles(dut.clk_i, 3)
         dut.rst_ni.value = 1
         await RisingEdge(dut.clk_i)
-        cocotb.start_soon(self.writes.run())
-        cocotb.start_soon(self.ar.run())
-        if isinstance(self.ram, LatencyRam):
-            cocotb.start_soon(self.ram.run())
+        for task in self.tasks:
+            cocotb.start_soon(task)
+
+    def at_done(self) -> None:
+        """Checks in the done_o cycle (none here)."""
+
+    async def execute(self, instr: Instr) -> tuple[int, int]:
+        """Runs one instruction: its error code, and the cycles from its accepting edge to
+        the first edge of its done_o cycle."""
+        accepted = await self.driver.send(instr)
+        for _ in range(TIMEOUT_CYCLES):
+            await ReadOnly()
+            if int(self.dut.done_o.value):
+                self.at_done()
+                error = int(self.dut.error_o.value)
+                cycles = round((get_sim_time("ns") - accepted) / PERIOD_NS)
+                await RisingEdge(self.dut.clk_i)
+                return error, cycles
+            await RisingEdge(self.dut.clk_i)
+        raise AssertionError(f"no done_o within {TIMEOUT_CYCLES} cycles for {instr}")
+
+    async def checked(self, instr: Instr) -> Any:
+        """Runs a legal instruction, checks it against the reference, returns its result
+        (with `cycles`)."""
+        raise NotImplementedError
+
+    async def check_cycles(self, instrs: list[Instr], fixed: int | None, overhead: int) -> None:
+        """Runs and checks `instrs` with no backpressure, then asserts each was done within
+        the cycle model's dram_latency + max(beats, entries) + overhead cycles of its
+        accepting edge, dram_latency being the memory's latency as measured (and `fixed`,
+        the LatencyRam's, when given): first R beat after AR for a LOAD, B after last W for
+        a STORE."""
+        probe = LatencyProbe(self.dut, self.direction)
+        cocotb.start_soon(probe.run())
+        runs = [(instr, (await self.checked(instr)).cycles) for instr in instrs]
+        latency = min(probe.latencies)
+        assert fixed is None or latency == fixed, f"LatencyRam answered in {latency} cycles"
+        over = []
+        for instr, cycles in runs:
+            model = model_cycles(decode(instr), self.beat, latency)
+            assert cycles <= model + overhead, f"{cycles} cycles, model {model}: {instr}"
+            over.append(cycles - model)
+        self.dut._log.info(
+            "memory latency %d: cycles - model: min %d, max %d, mean %.2f",
+            latency,
+            min(over),
+            max(over),
+            sum(over) / len(over),
+        )
+
+
+class LoadDmaTb(DmaTb):
+    """The LOAD engine's testbench: backpressure on AR, R and the write port; monitors of
+    the writes and the AR requests; the checker."""
+
+    def __init__(self, dut: SimHandleBase, pause: bool = True, latency: int | None = None):
+        super().__init__(dut, pause, latency, [("ar", 0.3, 97), ("r", 0.4, 101)])
+        self.entry_bytes = len(dut.wr_data_o.value) // 8
+        self.writes = WriteMonitor(dut, self.rng, pause)
+        self.ar = BurstMonitor(dut, "ar", self.max_burst)
+        self.tasks += [self.writes.run(), self.ar.run()]
 
     def window(self) -> np.ndarray:
         return np.frombuffer(self.ram.read(BASE, LIMIT), np.uint8)
@@ -315,18 +364,13 @@ class LoadDmaTb:
     async def run(self, instr: Instr) -> Result:
         """Execute one LOAD; returns its error code, the writes, the AR requests, cycles."""
         n_writes, n_ars = len(self.writes.writes), len(self.ar.bursts)
-        accepted = await self.driver.send(instr)
-        for _ in range(TIMEOUT_CYCLES):
-            await ReadOnly()
-            if int(self.dut.done_o.value):
-                error = int(self.dut.error_o.value)
-                cycles = round((get_sim_time("ns") - accepted) / PERIOD_NS)
-                break
-            await RisingEdge(self.dut.clk_i)
-        else:
-            raise AssertionError(f"no done_o within {TIMEOUT_CYCLES} cycles for {instr}")
-        await RisingEdge(self.dut.clk_i)
+        error, cycles = await self.execute(instr)
         return Result(error, self.writes.writes[n_writes:], self.ar.bursts[n_ars:], cycles)
+
+    async def checked(self, instr: Instr) -> Result:
+        res = await self.run(instr)
+        self.check(instr, res)
+        return res
 
     def check(self, instr: Instr, res: Result) -> None:
         """No error, each reference entry written exactly once with its bytes, and the AR
@@ -357,35 +401,13 @@ async def test_random_loads(dut: SimHandleBase, pause: bool) -> None:
 @cocotb.test()
 @cocotb.parametrize(memory=["fixed", "axiram"])
 async def test_cycles(dut: SimHandleBase, memory: str) -> None:
-    """With no backpressure, every LOAD (each run shape, padding, misalignment, random
-    ones) is correct and done within the cycle model's dram_latency + max(beats, entries)
-    + OVERHEAD cycles of its accepting edge, dram_latency being the memory's first-beat
-    latency as measured: the config's on LatencyRam, AxiRam's own on AxiRam."""
+    """Every LOAD of `streaming_loads` (each run shape, padding, misalignment, random ones)
+    is correct and within the cycle model plus OVERHEAD, on LatencyRam at the config's
+    latency and on AxiRam at its own."""
     fixed = int(os.environ["DPU_DRAM_LATENCY"]) if memory == "fixed" else None
     tb = LoadDmaTb(dut, pause=False, latency=fixed)
-    probe = LatencyProbe(dut, "read")
     await tb.start()
-    cocotb.start_soon(probe.run())
-    runs = []
-    for instr in streaming_loads(tb.rng, tb.entry_bytes, tb.beat):
-        res = await tb.run(instr)
-        tb.check(instr, res)
-        runs.append((instr, res.cycles))
-    latency = min(probe.latencies)
-    assert fixed is None or latency == fixed, f"LatencyRam answered in {latency} cycles"
-    over = []
-    for instr, cycles in runs:
-        model = model_cycles(decode(instr), tb.beat, latency)
-        assert cycles <= model + OVERHEAD, f"{cycles} cycles, model {model}: {instr}"
-        over.append(cycles - model)
-    dut._log.info(
-        "%s memory, latency %d: cycles - model: min %d, max %d, mean %.2f",
-        memory,
-        latency,
-        min(over),
-        max(over),
-        sum(over) / len(over),
-    )
+    await tb.check_cycles(streaming_loads(tb.rng, tb.entry_bytes, tb.beat), fixed, OVERHEAD)
 
 
 @cocotb.test()
@@ -430,24 +452,14 @@ async def test_out_of_window(dut: SimHandleBase) -> None:
     """A span past limit: error, done, no AR and no write; the next LOAD still works."""
     tb = LoadDmaTb(dut)
     await tb.start()
-    eb = tb.entry_bytes
-    geometry = dict(elem_bytes=eb, x_size=3, x_stride=eb, y_size=2, y_stride=100, z_size=2)
-    span = 1 * 7 + 1 * 100 + 2 * eb + eb  # z_stride 7 below
-    bad = [
-        load(**geometry, z_stride=7, dram_offset=LIMIT - span + 1, pad_top=1),
-        load(dram_offset=LIMIT, elem_bytes=1),
-        load(dram_offset=2**32 - 1, elem_bytes=2),
-        load(x_size=2, x_stride=2**24 - 1, elem_bytes=1),
-        load(z_size=2, z_stride=2**32 - 1, elem_bytes=1),
-    ]
-    for instr in bad:
+    outside, inside = window_edges(tb.entry_bytes)
+    for instr in [load(**fields, pad_top=1) for fields in outside]:
         res = await tb.run(instr)
         assert res.error == ERR_RANGE, f"error {res.error} for {instr}"
         assert not res.ars, f"{len(res.ars)} AR requests issued for {instr}"
         assert not res.writes, f"{len(res.writes)} entries written for {instr}"
-    ok = load(**geometry, z_stride=7, dram_offset=LIMIT - span, pad_top=1)
-    tb.check(ok, await tb.run(ok))
-    res = await tb.run(load(elem_bytes=eb + 1))
+    await tb.checked(load(**inside, pad_top=1))
+    res = await tb.run(load(elem_bytes=tb.entry_bytes + 1))
     assert res.error == ERR_ELEM_BYTES and not res.ars and not res.writes
 
 

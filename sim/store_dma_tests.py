@@ -15,36 +15,30 @@ DPU_DRAM_LATENCY to the latency of the hardware config the parameters come from.
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import random
 from dataclasses import dataclass
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.handle import SimHandleBase
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
-from cocotb.utils import get_sim_time
-from cocotbext.axi import AxiBus, AxiRam
 
 from dpukit.compiler.isa import Instr, Opcode, make
-from dpukit.sim.axi_latency_ram import LatencyRam
-from dpukit.sim.axi_monitor import Burst, BurstMonitor, HoldCheck, LatencyProbe
+from dpukit.sim.axi_monitor import Burst, BurstMonitor, HoldCheck
 from dpukit.sim.load_dma_tests import (
-    PERIOD_NS,
-    InstrDriver,
+    BASE,
+    LIMIT,
+    RAM_SIZE,
+    DmaTb,
     decode,
     expected_bursts,
-    model_cycles,
+    streaming_shapes,
+    window_edges,
 )
 
-RAM_SIZE = 1 << 20
-BASE = 0x2_0000  # data window base in the AxiRam
-LIMIT = 0x1_0000  # data window size
 OUT_ENTRIES = 1 << 16  # rd_addr_o is 16 bits
 ERR_NONE, ERR_RANGE, ERR_AXI, ERR_ELEM_BYTES = 0, 1, 2, 3  # error_o, hw/rtl/dpu_store_dma.sv
-TIMEOUT_CYCLES = 200_000
 # Cycles from the accepting edge to done_o beyond the model's dram_latency + max(beats,
 # entries): the first read one cycle after the accepting edge, its entry into the byte queue
 # the next, then its W beat; one more when the last entry straddles two beats.
@@ -104,68 +98,8 @@ def random_store(rng: random.Random, entry_bytes: int) -> Instr:
 
 
 def streaming_stores(rng: random.Random, entry_bytes: int, beat: int) -> list[Instr]:
-    """Larger STOREs in each run shape: whole planes, rows, single entries (dense, sparse,
-    overlapping), small and large elements, misaligned; then random ones."""
-    eb = entry_bytes
-    n = max(3, min(16, 2048 // eb))  # entries per row
-    small = max(1, eb // 4)
-    cases = [
-        store(
-            elem_bytes=eb,
-            x_size=n,
-            x_stride=eb,
-            y_size=6,
-            y_stride=n * eb,
-            z_size=2,
-            z_stride=7 * n * eb + 3,
-            dram_offset=5,
-        ),
-        store(
-            elem_bytes=eb,
-            x_size=n,
-            x_stride=eb,
-            y_size=5,
-            y_stride=n * eb + 1,
-            z_size=2,
-            z_stride=6 * n * eb,
-        ),
-        store(
-            elem_bytes=eb,
-            x_size=n,
-            x_stride=3 * eb,
-            y_size=4,
-            y_stride=3 * n * eb + 7,
-            dram_offset=beat - 1,
-        ),
-        store(
-            elem_bytes=small,
-            x_size=3 * n,
-            x_stride=small,
-            y_size=4,
-            y_stride=3 * n * small,
-            dram_offset=3,
-        ),
-        store(elem_bytes=1, x_size=30, x_stride=7, y_size=3, y_stride=300, dram_offset=1),
-        store(elem_bytes=eb, x_size=n, x_stride=max(1, eb // 2), y_size=3, y_stride=n * eb),
-        store(
-            elem_bytes=eb,
-            x_size=n,
-            x_stride=eb,
-            y_size=8,
-            y_stride=n * eb,
-            dram_offset=4096 - 3 * eb - 1,
-        ),
-        store(
-            elem_bytes=max(1, eb - 1),
-            x_size=n,
-            x_stride=max(1, eb - 1),
-            y_size=3,
-            y_stride=(n + 1) * eb,
-            dram_offset=beat // 2 + 1,
-            z_size=3,
-            z_stride=4 * (n + 1) * eb,
-        ),
-    ]
+    """`streaming_shapes` as STOREs, then random ones."""
+    cases = [store(**shape) for shape in streaming_shapes(entry_bytes, beat)]
     return cases + [random_store(rng, entry_bytes) for _ in range(30)]
 
 
@@ -197,80 +131,36 @@ class OutBuffer:
                 self.reads.append(pending)
 
 
-class StoreDmaTb:
-    """Clock, reset, the memory (AxiRam with backpressure, or LatencyRam with `latency`),
-    OUT buffer, driver, monitor, checker."""
+class StoreDmaTb(DmaTb):
+    """The STORE engine's testbench: backpressure on AW, W and B; the OUT buffer; monitors
+    of the AW requests and of W holding still; the checker."""
+
+    direction = "write"
 
     def __init__(self, dut: SimHandleBase, pause: bool = True, latency: int | None = None):
-        self.dut = dut
-        self.rng = random.Random(cocotb.RANDOM_SEED)
+        pauses = [("aw", 0.3, 97), ("w", 0.4, 101), ("b", 0.5, 89)]
+        super().__init__(dut, pause, latency, pauses)
         self.entry_bytes = len(dut.rd_data_i.value) // 8
-        self.beat = len(dut.m_axi_wdata.value) // 8
-        self.max_burst = int(os.environ["DPU_MAX_BURST"])
-        if latency is None:
-            self.ram = AxiRam(
-                AxiBus.from_prefix(dut, "m_axi"),
-                dut.clk_i,
-                dut.rst_ni,
-                reset_active_level=False,
-                size=RAM_SIZE,
-            )
-            self.ram.read_if.log.setLevel(logging.WARNING)  # no line per burst
-            self.ram.write_if.log.setLevel(logging.WARNING)
-            if pause:
-                write_if = self.ram.write_if
-                for channel, p, n in [
-                    (write_if.aw_channel, 0.3, 97),
-                    (write_if.w_channel, 0.4, 101),
-                    (write_if.b_channel, 0.5, 89),
-                ]:
-                    pattern = [self.rng.random() < p for _ in range(n)]
-                    channel.set_pause_generator(itertools.cycle(pattern))
-        else:
-            self.ram = LatencyRam(dut, latency, RAM_SIZE)
-        self.ram.write(0, self.rng.randbytes(RAM_SIZE))
-        self.driver = InstrDriver(dut)
         self.out = OutBuffer(dut, self.rng, self.entry_bytes)
         self.aw = BurstMonitor(dut, "aw", self.max_burst)
-
-    async def start(self) -> None:
-        dut = self.dut
-        dut.base_i.value = BASE
-        dut.limit_i.value = LIMIT
-        dut.rst_ni.value = 0
-        Clock(dut.clk_i, 10, unit="ns").start()
-        await ClockCycles(dut.clk_i, 3)
-        dut.rst_ni.value = 1
-        await RisingEdge(dut.clk_i)
-        cocotb.start_soon(self.out.run())
-        cocotb.start_soon(self.aw.run())
-        cocotb.start_soon(HoldCheck(dut, "w", ("data", "strb", "last")).run(dut.clk_i))
-        if isinstance(self.ram, LatencyRam):
-            cocotb.start_soon(self.ram.run())
+        w_hold = HoldCheck(dut, "w", ("data", "strb", "last"))
+        self.tasks += [self.out.run(), self.aw.run(), w_hold.run(dut.clk_i)]
 
     def dram(self) -> np.ndarray:
         return np.frombuffer(self.ram.read(0, RAM_SIZE), np.uint8)
+
+    def at_done(self) -> None:
+        assert not int(self.dut.m_axi_awvalid.value), "done with a write request pending"
+        assert not int(self.dut.m_axi_wvalid.value), "done with write beats pending"
 
     async def run(self, instr: Instr) -> Result:
         """Execute one STORE; returns its error code, the OUT reads, the AW requests and
         the cycles it took."""
         n_reads, n_aws = len(self.out.reads), len(self.aw.bursts)
-        accepted = await self.driver.send(instr)
-        for _ in range(TIMEOUT_CYCLES):
-            await ReadOnly()
-            if int(self.dut.done_o.value):
-                error = int(self.dut.error_o.value)
-                cycles = round((get_sim_time("ns") - accepted) / PERIOD_NS)
-                break
-            await RisingEdge(self.dut.clk_i)
-        else:
-            raise AssertionError(f"no done_o within {TIMEOUT_CYCLES} cycles for {instr}")
-        assert not int(self.dut.m_axi_awvalid.value), "done with a write request pending"
-        assert not int(self.dut.m_axi_wvalid.value), "done with write beats pending"
-        await RisingEdge(self.dut.clk_i)
+        error, cycles = await self.execute(instr)
         return Result(error, self.out.reads[n_reads:], self.aw.bursts[n_aws:], cycles)
 
-    async def check(self, instr: Instr) -> Result:
+    async def checked(self, instr: Instr) -> Result:
         """Run a legal STORE: no error, each entry read once in order, DRAM as the ISA says,
         the AW requests exactly the instruction's runs as bursts."""
         before = self.dram()
@@ -296,39 +186,19 @@ async def test_random_stores(dut: SimHandleBase, pause: bool) -> None:
     tb = StoreDmaTb(dut, pause)
     await tb.start()
     for _ in range(40):
-        await tb.check(random_store(tb.rng, tb.entry_bytes))
+        await tb.checked(random_store(tb.rng, tb.entry_bytes))
 
 
 @cocotb.test()
 @cocotb.parametrize(memory=["fixed", "axiram"])
 async def test_cycles(dut: SimHandleBase, memory: str) -> None:
-    """With no backpressure, every STORE (each run shape, misalignment, random ones) is
-    correct and done within the cycle model's dram_latency + max(beats, entries) + OVERHEAD
-    cycles of its accepting edge, dram_latency being the memory's write-response latency
-    as measured: the config's on LatencyRam, AxiRam's own on AxiRam."""
+    """Every STORE of `streaming_stores` (each run shape, misalignment, random ones) is
+    correct and within the cycle model plus OVERHEAD, on LatencyRam at the config's latency
+    and on AxiRam at its own."""
     fixed = int(os.environ["DPU_DRAM_LATENCY"]) if memory == "fixed" else None
     tb = StoreDmaTb(dut, pause=False, latency=fixed)
-    probe = LatencyProbe(dut, "write")
     await tb.start()
-    cocotb.start_soon(probe.run())
-    runs = []
-    for instr in streaming_stores(tb.rng, tb.entry_bytes, tb.beat):
-        runs.append((instr, (await tb.check(instr)).cycles))
-    latency = min(probe.latencies)
-    assert fixed is None or latency == fixed, f"LatencyRam answered in {latency} cycles"
-    over = []
-    for instr, cycles in runs:
-        model = model_cycles(decode(instr), tb.beat, latency)
-        assert cycles <= model + OVERHEAD, f"{cycles} cycles, model {model}: {instr}"
-        over.append(cycles - model)
-    dut._log.info(
-        "%s memory, latency %d: cycles - model: min %d, max %d, mean %.2f",
-        memory,
-        latency,
-        min(over),
-        max(over),
-        sum(over) / len(over),
-    )
+    await tb.check_cycles(streaming_stores(tb.rng, tb.entry_bytes, tb.beat), fixed, OVERHEAD)
 
 
 @cocotb.test()
@@ -339,10 +209,10 @@ async def test_page_and_window_edges(dut: SimHandleBase) -> None:
     await tb.start()
     eb = tb.entry_bytes
     for off in range(4096 - eb - 17, 4096 + 1):
-        await tb.check(store(dram_offset=off, elem_bytes=eb, x_size=2, x_stride=eb + 1))
-    await tb.check(store(dram_offset=LIMIT - eb, elem_bytes=eb, sram_base=OUT_ENTRIES - 1))
-    await tb.check(store(dram_offset=5, elem_bytes=eb, x_size=3, x_stride=1, y_size=2))
-    await tb.check(store(dram_offset=77, elem_bytes=eb, z_size=3, y_size=2, x_size=2))
+        await tb.checked(store(dram_offset=off, elem_bytes=eb, x_size=2, x_stride=eb + 1))
+    await tb.checked(store(dram_offset=LIMIT - eb, elem_bytes=eb, sram_base=OUT_ENTRIES - 1))
+    await tb.checked(store(dram_offset=5, elem_bytes=eb, x_size=3, x_stride=1, y_size=2))
+    await tb.checked(store(dram_offset=77, elem_bytes=eb, z_size=3, y_size=2, x_size=2))
 
 
 @cocotb.test()
@@ -357,7 +227,7 @@ async def test_degenerate(dut: SimHandleBase) -> None:
         store(elem_bytes=0, x_size=3, dram_offset=LIMIT + 5),
     ]
     for instr in cases:
-        res = await tb.check(instr)
+        res = await tb.checked(instr)
         assert not res.aws, f"{len(res.aws)} AW requests for {instr}"
 
 
@@ -366,26 +236,16 @@ async def test_out_of_window(dut: SimHandleBase) -> None:
     """A span past limit: error, done, no AW, no read; the next STORE still works."""
     tb = StoreDmaTb(dut)
     await tb.start()
-    eb = tb.entry_bytes
-    geometry = dict(elem_bytes=eb, x_size=3, x_stride=eb, y_size=2, y_stride=100, z_size=2)
-    span = 1 * 7 + 1 * 100 + 2 * eb + eb  # z_stride 7 below
-    bad = [
-        store(**geometry, z_stride=7, dram_offset=LIMIT - span + 1),
-        store(dram_offset=LIMIT, elem_bytes=1),
-        store(dram_offset=2**32 - 1, elem_bytes=2),
-        store(x_size=2, x_stride=2**24 - 1, elem_bytes=1),
-        store(z_size=2, z_stride=2**32 - 1, elem_bytes=1),
-        store(y_size=2, y_stride=2**32 - 1, elem_bytes=1),
-    ]
-    for instr in bad:
+    outside, inside = window_edges(tb.entry_bytes)
+    for instr in [store(**fields) for fields in outside]:
         before = tb.dram()
         res = await tb.run(instr)
         assert res.error == ERR_RANGE, f"error {res.error} for {instr}"
         assert not res.aws, f"{len(res.aws)} AW requests issued for {instr}"
         assert not res.reads, f"{len(res.reads)} OUT entries read for {instr}"
         assert np.array_equal(tb.dram(), before), f"DRAM changed by {instr}"
-    await tb.check(store(**geometry, z_stride=7, dram_offset=LIMIT - span))
-    res = await tb.run(store(elem_bytes=eb + 1))
+    await tb.checked(store(**inside))
+    res = await tb.run(store(elem_bytes=tb.entry_bytes + 1))
     assert res.error == ERR_ELEM_BYTES and not res.aws and not res.reads
 
 
@@ -432,4 +292,4 @@ async def test_axi_error(dut: SimHandleBase) -> None:
     assert not int(dut.m_axi_awvalid.value), "a write request left pending"
     write_if._write = good_write
     for _ in range(5):
-        await tb.check(random_store(tb.rng, eb))
+        await tb.checked(random_store(tb.rng, eb))

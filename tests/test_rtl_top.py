@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from stream_helpers import instr, serialize
 
-from dpukit.compiler import isa, timing
+from dpukit.compiler import isa
 from dpukit.compiler.golden import GoldenDPU
 from dpukit.compiler.hwconfig import load_config
 from dpukit.compiler.isa import AluOp, Buffer, Opcode
@@ -117,16 +117,19 @@ def test_top_cocotb(tmp_path: Path) -> None:
     before[1500 : 1500 + par.nbytes] = par.view(np.uint8).ravel()
     after = before.copy()
     golden = GoldenDPU(cfg, merge_gemms=False)
-    golden.run(stream, after)
+    act = golden.run(stream, after)
     assert not np.array_equal(after[2048:2400], before[2048:2400])  # the STORE wrote
-    model = timing.schedule(cfg, isa.decode_array(stream)).total_cycles
     case = tmp_path / "case.npz"
     np.savez(
         case,
         stream=np.frombuffer(stream, np.uint8),
         dram_before=before,
         dram_after=after,
-        model_cycles=model,
+        mac_cycles=act.mac_cycles,
+        dram_read_beats=act.dram_read_beats,
+        dram_write_beats=act.dram_write_beats,
+        acc_writes=act.buffer_writes["acc"],
+        out_reads=act.buffer_reads["out"],
         fingerprint=fingerprint_value(cfg.fingerprint),
     )
     run_testbench(

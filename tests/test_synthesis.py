@@ -46,3 +46,17 @@ def test_datapaths_synthesize_within_bounds(config: str) -> None:
     # Array and POST together leave room for the rest of the DPU (ALU lanes, control).
     dsp_limit = array["limits"]["dsp"]
     assert array["used"]["dsp"] + post["used"]["dsp"] <= 0.9 * dsp_limit
+
+
+# The whole DPU (dpu_top with every block and buffer) on the default board: about 3 to 4
+# minutes. Bounds: measured with Yosys 0.70 (pynq-z2: 203 DSP, 29.6k LUT, 15.1k FF, 123 BRAM36)
+# plus a margin on LUT/FF; DSP and BRAM stay at the part's limits, which must hold.
+@pytest.mark.slow
+def test_whole_dpu_fits_pynq_z2() -> None:
+    report = estimate.estimate("pynq-z2", "dpu_top")
+    used, table = report["used"], estimate.format_table(report)
+    assert report["fits"] and report["macs_ok"], table
+    assert used["dsp"] <= 205, table  # 128 array + 32 POST + 32 ALU MULI + DMA address math
+    assert used["bram36"] <= 130, table
+    assert used["lut_total"] <= 38_000 and used["ff"] <= 20_000, table
+    assert used["bram36"] >= 100, table  # the buffers really are block RAM

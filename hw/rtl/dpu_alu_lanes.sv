@@ -36,11 +36,22 @@ module dpu_alu_lanes
   localparam int unsigned MuliBits = 25;  // compiler/isa.py MULI_IMM_BITS
 
   logic                  valid_q;
-  logic [31:0]           muli_imm;  // imm's low MuliBits bits, sign-extended
+  logic [Cols-1:0][31:0] muli;      // src * imm[MuliBits-1:0], low 32 bits
   logic                  illegal_d, illegal_q;
   logic [Cols-1:0][31:0] out_d, out_q;
 
-  assign muli_imm = {{(32 - MuliBits){imm_i[MuliBits-1]}}, imm_i[MuliBits-1:0]};
+  // src * m as two products that each fit one DSP48 (25 x 18 signed): src = hi*2^17 + lo with
+  // lo = src[16:0] (unsigned, 18 bits signed) and hi = src[31:17] (signed). Written at these
+  // widths, synthesis maps each to one slice; as one 32 x 25 product it takes three.
+  for (genvar c = 0; c < Cols; c++) begin : g_muli
+    logic signed [17+MuliBits-1:0] prod_lo;  // 18 x 25
+    logic signed [15+MuliBits-1:0] prod_hi;  // 15 x 25
+    assign prod_lo = $signed({1'b0, src_i[c][16:0]}) * $signed(imm_i[MuliBits-1:0]);
+    assign prod_hi = $signed(src_i[c][31:17]) * $signed(imm_i[MuliBits-1:0]);
+    assign muli[c] = 32'(prod_lo) + {prod_hi[14:0], 17'd0};
+    logic unused_high;  // bits that land at 2^32 and above wrap away (int32)
+    assign unused_high = ^{prod_lo[17+MuliBits-1:32], prod_hi[15+MuliBits-1:15]};
+  end
 
   always_comb begin
     illegal_d = illegal_q;
@@ -52,7 +63,7 @@ module dpu_alu_lanes
           AluOpMov:  out_d[c] = src_i[c];
           AluOpAdd:  out_d[c] = dst_i[c] + src_i[c];
           AluOpMax:  out_d[c] = $signed(dst_i[c]) > $signed(src_i[c]) ? dst_i[c] : src_i[c];
-          AluOpMuli: out_d[c] = src_i[c] * muli_imm;
+          AluOpMuli: out_d[c] = muli[c];
           AluOpAddi: out_d[c] = src_i[c] + imm_i;
           default: begin
             out_d[c]  = 32'd0;

@@ -25,6 +25,11 @@
 // between): the data channel pops it at the burst's last beat. drained_o and issued_o are
 // next-cycle values (so an engine can finish in the cycle of the last response): drained_o
 // no request presented or outstanding, issued_o every run requested.
+//
+// Parameters: MaxBurstBeats in 1 .. 256 (AxLEN); MaxOutstanding >= 1, the depth of the info
+// FIFO (distributed RAM, 2*log2(bus bytes) + 8 bits a burst, no per-burst address state):
+// the limit costs no throughput while it exceeds the memory's latency in cycles by a few,
+// even for single-beat bursts (the default 64 covers the shipped configs' 16 to 48).
 
 module dpu_dma_bursts #(
   parameter int unsigned AxiDataBits    = 64,

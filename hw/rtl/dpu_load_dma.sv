@@ -6,7 +6,7 @@
 //     entry, as `Dma.runs`) as whole full-width INCR bursts, up to MaxOutstanding of them
 //     in flight, so a memory of first-beat latency L streams beats back to back;
 //   - the bytes of the runs, in order, are the data entries' bytes in raster order: each
-//     beat's bytes go into a byte queue (2 beats deep), and an assembler cuts the queue into
+//     beat's bytes go into a byte queue (4 beats deep), and an assembler cuts the queue into
 //     elem_bytes entries, up to one beat of bytes and one finished entry per cycle (a beat
 //     rotator and chunk-wide writes into the entry register, no entry-wide shifter);
 //   - data entries are written in raster order as they complete; padding entries (pad_value
@@ -20,12 +20,13 @@
 // Each entry is written exactly once.
 //
 // Timing: the instruction is accepted (instr_valid_i && instr_ready_o) in StIdle or in the
-// done cycle; the window check is combinational on instr_i, so the first AR is presented in
-// the cycle after the accepting edge (three setup cycles for the entry addresses overlap
-// the memory latency). With a memory that answers AR at once and returns a burst's first
-// beat L cycles after its AR handshake (handshake to handshake), beats back to back, and
-// wr_ready_i high, done_o is high at most L + max(beats, entries) + 3 cycles after the
-// accepting edge (2, plus 1 when the first beat completes no entry).
+// done cycle (done_o is high one cycle per instruction, so twice in a row when the next one
+// fails its checks at once). The window check is combinational on instr_i, so the first AR
+// is presented in the cycle after the accepting edge; three setup cycles for the entry
+// addresses overlap the memory latency. With a memory that answers AR at once and returns a
+// burst's first beat L cycles after its AR handshake (handshake to handshake), beats back
+// to back, and wr_ready_i high, done_o is high at most L + max(beats, entries) + 3 cycles
+// after the accepting edge (2, plus 1 when the first beat completes no entry).
 //
 // Errors (error_o, valid with done_o and held until the next instruction is accepted):
 //   ErrElemBytes  elem_bytes > EntryBytes: nothing read or written.
@@ -115,9 +116,12 @@ module dpu_load_dma
   localparam int unsigned LaneBits  = $clog2(BeatBytes);
   localparam int unsigned Chunks    = (EntryBytes + BeatBytes - 1) / BeatBytes;
   localparam int unsigned FillBits  = $clog2(Chunks * BeatBytes + 1);  // 0 .. entry bytes
-  localparam int unsigned QBytes    = 2 * BeatBytes;                    // byte queue
-  localparam int unsigned QPtrBits  = LaneBits + 1;
-  localparam int unsigned QCntBits  = LaneBits + 2;
+  // byte queue: a reserve of beats for the cycles where partial beats (run boundaries)
+  // bring fewer bytes than an entry needs
+  localparam int unsigned QRows     = 4;
+  localparam int unsigned QBytes    = QRows * BeatBytes;
+  localparam int unsigned QPtrBits  = LaneBits + 2;
+  localparam int unsigned QCntBits  = LaneBits + 3;
   localparam int unsigned DimBits   = 17;  // rows, cols: 16-bit size plus two 6-bit pads
 
   typedef logic [AxiDataBits-1:0] beat_t;  // byte m at [8m +: 8]
@@ -233,7 +237,7 @@ module dpu_load_dma
   beat_t                r_rot;
   logic [QPtrBits-1:0]  q_off;
 
-  assign m_axi_rready = running && (rerr_q || (qc_q <= QCntBits'(BeatBytes)));
+  assign m_axi_rready = running && (rerr_q || (qc_q <= QCntBits'(QBytes - BeatBytes)));
   assign r_fire       = m_axi_rvalid && m_axi_rready;
   assign r_last_fire  = r_fire && m_axi_rlast;
   assign r_lo   = r_first_q ? info_lo : '0;
@@ -258,10 +262,12 @@ module dpu_load_dma
   // the queue's first BeatBytes bytes, each in its own lane
   always_comb begin
     for (int unsigned m = 0; m < BeatBytes; m++) begin
-      if ((LaneBits'(m) >= qh_q[LaneBits-1:0]) != qh_q[LaneBits]) begin
-        win[8*m +: 8] = q_q[8*m +: 8];
-      end else begin
-        win[8*m +: 8] = q_q[8*(BeatBytes+m) +: 8];
+      win[8*m +: 8] = 8'd0;
+      for (int unsigned r = 0; r < QRows; r++) begin
+        if (qh_q[QPtrBits-1:LaneBits] + ((LaneBits'(m) >= qh_q[LaneBits-1:0]) ? 2'd0 : 2'd1)
+            == 2'(r)) begin
+          win[8*m +: 8] = q_q[8*(r*BeatBytes+m) +: 8];
+        end
       end
     end
   end

@@ -6,7 +6,7 @@
 //     sram_base + (z*y_size + y)*x_size + x (16 bits, wrapping), each exactly once. The read
 //     port is a simple synchronous-read BRAM: rd_addr_o is sampled at the clock edge where
 //     rd_valid_o is high and rd_data_i holds that entry on the next cycle (byte i at
-//     [8i +: 8]), not later; there is no backpressure, so reads run at most three entries
+//     [8i +: 8]), not later; there is no backpressure, so reads run at most two entries
 //     ahead of the splitter, which keeps them in registers;
 //   - the splitter appends each entry's bytes [0, elem_bytes) to a byte queue (4 beats
 //     deep), up to one beat of bytes per cycle, across entry boundaries, taking an entry
@@ -17,12 +17,13 @@
 //     AW handshake. Up to MaxOutstanding bursts are outstanding; bready is always high.
 //
 // Timing: the instruction is accepted (instr_valid_i && instr_ready_o) in StIdle or in the
-// done cycle; the window check is combinational on instr_i, so the first read and the first
-// AW are presented in the cycle after the accepting edge, the first W beat two cycles
-// later. With a memory that takes AW and W at once and answers each burst L cycles after
-// its last W beat (handshake to handshake), done_o is high at most L + max(beats,
-// entries) + 3 cycles after the accepting edge (2, plus 1 when the last entry's bytes
-// straddle two beats).
+// done cycle (done_o is high one cycle per instruction, so twice in a row when the next one
+// fails its checks at once). The window check is combinational on instr_i, so the first
+// read and the first AW are presented in the cycle after the accepting edge, the first W
+// beat two cycles later. With a memory that takes AW and W at once and answers each burst
+// L cycles after its last W beat (handshake to handshake), done_o is high at most
+// L + max(beats, entries) + 3 cycles after the accepting edge (2, plus 1 when the last
+// entry's bytes straddle two beats).
 //
 // Errors (error_o, valid with done_o and held until the next instruction is accepted):
 //   ErrElemBytes  elem_bytes > EntryBytes: nothing read or written.
@@ -117,7 +118,6 @@ module dpu_store_dma
   localparam int unsigned QBytes    = QRows * BeatBytes;
   localparam int unsigned QPtrBits  = LaneBits + 2;
   localparam int unsigned QCntBits  = LaneBits + 3;
-  localparam int unsigned Slots     = 3;  // entries read ahead
 
   localparam int unsigned EntBits   = Chunks * AxiDataBits;  // entry, padded to whole beats
 
@@ -188,17 +188,20 @@ module dpu_store_dma
     .burst_done_i (b_fire)
   );
 
-  // -- OUT reads, at most Slots entries ahead of the splitter ----------------------------
+  // -- OUT reads, at most two entries ahead of the splitter ------------------------------
   logic               rd_more_d, rd_more_q;  // entries left to read
   logic [15:0]        rd_addr_d, rd_addr_q, rx_d, rx_q, ry_d, ry_q, rz_d, rz_q;
   logic               inflight_d, inflight_q;  // rd_data_i holds an entry this cycle
-  logic [Slots*EntBits-1:0] ent_d, ent_q;      // entries read, the oldest in slot 0
-  logic [1:0]         ent_n_d, ent_n_q;
+  logic [EntBits-1:0] slot_q [2];               // entries read and not yet queued
+  logic               old_d, old_q;              // the slot of the oldest
+  logic [1:0]         ent_n_d, ent_n_q;          // entries in the slots
   logic               rd_go;
   logic [EntBits-1:0] rd_entry;
-  // the entries to queue, oldest first: the stored ones, then the one on rd_data_i
-  logic [(Slots+1)*EntBits-1:0] ents;
-  logic [2:0]                   ents_n;
+  // the oldest entry to queue and the next one's first chunk: from the slots, then the one
+  // on rd_data_i
+  logic [EntBits-1:0]     ent0;
+  logic [AxiDataBits-1:0] ent1_head;
+  logic [1:0]         ents_n;
 
   // -- splitter: entries -> byte queue ---------------------------------------------------
   logic [QBytes*8-1:0]  q_d, q_q;  // circular, byte q at [8q +: 8]
@@ -211,7 +214,7 @@ module dpu_store_dma
   beat_t                cur, tail_rot, head_rot;
 
   assign eb       = FillBits'(instr_q.elem_bytes);
-  assign ents_n   = 3'(ent_n_q) + 3'(inflight_q);
+  assign ents_n   = ent_n_q + 2'(inflight_q);
   assign can_push = running && (ents_n != '0) && (qc_q <= QCntBits'(QBytes - BeatBytes));
   assign need     = eb - fill_q;
   assign take     = !can_push ? '0
@@ -219,17 +222,18 @@ module dpu_store_dma
   assign complete = (take != '0) && (take == need);
   always_comb begin
     head_n = '0;
-    if (complete && (ents_n >= 3'd2)) begin
+    if (complete && (ents_n == 2'd2)) begin
       head_n = FillBits'(BeatBytes) - take;
       if (head_n > eb - FillBits'(1)) head_n = eb - FillBits'(1);
     end
   end
 
+  assign ent0 = (ent_n_q == '0) ? rd_entry : slot_q[old_q];
   always_comb begin
-    for (int unsigned e = 0; e < Slots; e++) begin
-      ents[e*EntBits +: EntBits] = (e < 32'(ent_n_q)) ? ent_q[e*EntBits +: EntBits] : rd_entry;
+    ent1_head = rd_entry[AxiDataBits-1:0];
+    if (ent_n_q == 2'd2) begin
+      ent1_head = slot_q[!old_q][AxiDataBits-1:0];
     end
-    ents[Slots*EntBits +: EntBits] = rd_entry;
   end
 
   // slot 0's bytes from `fill` on, each in its own lane (the chunk at fill, then the next)
@@ -239,18 +243,18 @@ module dpu_store_dma
       cur[8*m +: 8] = 8'd0;
       for (int unsigned c = 0; c < Chunks; c++) begin
         if (32'(fill_chunk) + ((LaneBits'(m) >= fill_q[LaneBits-1:0]) ? 0 : 1) == c) begin
-          cur[8*m +: 8] = ents[8*(c*BeatBytes+m) +: 8];
+          cur[8*m +: 8] = ent0[8*(c*BeatBytes+m) +: 8];
         end
       end
     end
   end
   assign tail_rot = rotate(cur, qt_q[LaneBits-1:0] - fill_q[LaneBits-1:0]);
-  assign head_rot = rotate(ents[EntBits +: AxiDataBits],
+  assign head_rot = rotate(ent1_head,
                            qt_q[LaneBits-1:0] + take[LaneBits-1:0]);
 
   assign rd_entry = EntBits'(rd_data_i);
   assign rd_go = running && rd_more_q
-              && (32'(ents_n) - 32'(complete) < Slots);
+              && (ents_n - 2'(complete) < 2'd2);
 
   // -- W beats from the byte queue -------------------------------------------------------
   logic [7:0]           wb_d, wb_q;  // beat of the burst
@@ -299,8 +303,8 @@ module dpu_store_dma
     ry_d       = ry_q;
     rz_d       = rz_q;
     inflight_d = rd_go;
-    ent_d      = ent_q;
-    ent_n_d    = ent_n_q;
+    old_d      = old_q ^ (complete && (ent_n_q != '0));
+    ent_n_d    = ents_n - 2'(complete);
     q_d        = q_q;
     qh_d       = qh_q;
     qt_d       = qt_q + QPtrBits'(take) + QPtrBits'(head_n);
@@ -327,12 +331,6 @@ module dpu_store_dma
       end
     end
 
-    // the oldest entry leaves once queued, the others (and the one read) stay in order
-    for (int unsigned s = 0; s < Slots; s++) begin
-      ent_d[s*EntBits +: EntBits] = complete ? ents[(s+1)*EntBits +: EntBits]
-                                             : ents[s*EntBits +: EntBits];
-    end
-    ent_n_d = 2'(ents_n - 3'(complete));
 
     // slot 0's tail and slot 1's head into the byte queue
     for (int unsigned q = 0; q < QBytes; q++) begin
@@ -359,6 +357,9 @@ module dpu_store_dma
           if (!rd_more_d && (ent_n_d == '0) && !inflight_d && bursts_issued
               && bursts_drained) begin
             state_d = StDone;
+            if (berr_d) begin  // the last response, arriving now, is an error
+              err_d = ErrAxi;
+            end
           end
         end else if (bursts_drained && !inflight_q) begin
           err_d   = ErrAxi;
@@ -385,6 +386,7 @@ module dpu_store_dma
       rz_d       = '0;
       inflight_d = 1'b0;
       ent_n_d    = '0;
+      old_d      = 1'b0;
       qh_d       = '0;
       qt_d       = '0;
       qc_d       = '0;
@@ -408,7 +410,10 @@ module dpu_store_dma
   // wide data registers: no reset
   always_ff @(posedge clk_i) begin
     q_q   <= q_d;
-    ent_q <= ent_d;
+    // the entry read lands behind the others, unless queued straight away
+    if (inflight_q && !((ent_n_q == '0) && complete)) begin
+      slot_q[old_q ^ (ent_n_q == 2'd1)] <= rd_entry;
+    end
   end
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
@@ -424,6 +429,7 @@ module dpu_store_dma
       rz_q       <= '0;
       inflight_q <= 1'b0;
       ent_n_q    <= '0;
+      old_q      <= 1'b0;
       qh_q       <= '0;
       qt_q       <= '0;
       qc_q       <= '0;
@@ -441,6 +447,7 @@ module dpu_store_dma
       rz_q       <= rz_d;
       inflight_q <= inflight_d;
       ent_n_q    <= ent_n_d;
+      old_q      <= old_d;
       qh_q       <= qh_d;
       qt_q       <= qt_d;
       qc_q       <= qc_d;

@@ -1,10 +1,12 @@
 // dpu_top: the DPU core. An AXI4-Lite slave for control and status (dpu_regs, the map in
-// docs/registers.md) and one AXI4 master for instructions and data.
+// docs/registers.md), an AXI4 master for data and a read-only AXI4 master for instructions
+// (as Xilinx's DPU has: on Zynq they go to different PS ports, so instruction fetch never
+// takes read bandwidth from LOAD, as the cycle model assumes).
 //
 //   s_axil --> dpu_regs --start--> dpu_fetch --> dpu_dispatch --> load  (dpu_load_dma)
 //                                      |                      --> compute (dpu_compute)
 //                                      |                      --> store (dpu_store_dma)
-//   m_axi <-- AR/R: fetch (ID 0) and load (ID 1), round-robin; AW/W/B: store
+//   m_axi_instr <-- AR/R: fetch          m_axi <-- AR/R: load; AW/W/B: store
 //
 // Buffers (dpu_sram, simple dual-port block RAM): INP, WGT, PAR written by LOAD and read
 // by compute; ACC written by LOAD or compute and read by compute through two ports (two
@@ -108,6 +110,24 @@ module dpu_top
   input  logic                       m_axi_rvalid,
   output logic                       m_axi_rready,
 
+  // instructions (read only)
+  output logic [AxiIdBits-1:0]       m_axi_instr_arid,
+  output logic [AxiAddrBits-1:0]     m_axi_instr_araddr,
+  output logic [7:0]                 m_axi_instr_arlen,
+  output logic [2:0]                 m_axi_instr_arsize,
+  output logic [1:0]                 m_axi_instr_arburst,
+  output logic                       m_axi_instr_arlock,
+  output logic [3:0]                 m_axi_instr_arcache,
+  output logic [2:0]                 m_axi_instr_arprot,
+  output logic                       m_axi_instr_arvalid,
+  input  logic                       m_axi_instr_arready,
+  input  logic [AxiIdBits-1:0]       m_axi_instr_rid,
+  input  logic [AxiDataBits-1:0]     m_axi_instr_rdata,
+  input  logic [1:0]                 m_axi_instr_rresp,
+  input  logic                       m_axi_instr_rlast,
+  input  logic                       m_axi_instr_rvalid,
+  output logic                       m_axi_instr_rready,
+
   output logic                       irq_o
 );
 
@@ -124,9 +144,6 @@ module dpu_top
   localparam int unsigned AccAddrBits = $clog2(AccEntries);
   localparam int unsigned OutAddrBits = $clog2(OutEntries);
   localparam int unsigned ParAddrBits = $clog2(ParEntries);
-
-  localparam logic [AxiIdBits-1:0] IdFetch = AxiIdBits'(0);
-  localparam logic [AxiIdBits-1:0] IdLoad  = AxiIdBits'(1);
 
   // DMA error encodings (dpu_load_dma, dpu_store_dma)
   localparam logic [1:0] DmaErrRange     = 2'd1;
@@ -219,16 +236,6 @@ module dpu_top
   logic                 load_elem_error;      // LOAD rejected at handoff (elem_bytes)
   logic                 error_now;            // an error is pending or happens this cycle
 
-  // AXI sub-ports
-  logic [AxiIdBits-1:0]   fetch_arid, load_arid;
-  logic [AxiAddrBits-1:0] fetch_araddr, load_araddr;
-  logic [7:0]             fetch_arlen, load_arlen;
-  logic [2:0]             fetch_arsize, load_arsize, fetch_arprot, load_arprot;
-  logic [1:0]             fetch_arburst, load_arburst;
-  logic                   fetch_arlock, load_arlock;
-  logic [3:0]             fetch_arcache, load_arcache;
-  logic                   fetch_arvalid, load_arvalid, fetch_arready, load_arready;
-  logic                   fetch_rvalid, load_rvalid, fetch_rready, load_rready;
 
   dpu_fetch #(
     .AxiDataBits   (AxiDataBits),
@@ -249,22 +256,22 @@ module dpu_top
     .exhausted_o   (fetch_exhausted),
     .error_o       (fetch_error),
     .align_error_o (fetch_align_error),
-    .m_axi_arid    (fetch_arid),
-    .m_axi_araddr  (fetch_araddr),
-    .m_axi_arlen   (fetch_arlen),
-    .m_axi_arsize  (fetch_arsize),
-    .m_axi_arburst (fetch_arburst),
-    .m_axi_arlock  (fetch_arlock),
-    .m_axi_arcache (fetch_arcache),
-    .m_axi_arprot  (fetch_arprot),
-    .m_axi_arvalid (fetch_arvalid),
-    .m_axi_arready (fetch_arready),
-    .m_axi_rid     (m_axi_rid),
-    .m_axi_rdata   (m_axi_rdata),
-    .m_axi_rresp   (m_axi_rresp),
-    .m_axi_rlast   (m_axi_rlast),
-    .m_axi_rvalid  (fetch_rvalid),
-    .m_axi_rready  (fetch_rready)
+    .m_axi_arid    (m_axi_instr_arid),
+    .m_axi_araddr  (m_axi_instr_araddr),
+    .m_axi_arlen   (m_axi_instr_arlen),
+    .m_axi_arsize  (m_axi_instr_arsize),
+    .m_axi_arburst (m_axi_instr_arburst),
+    .m_axi_arlock  (m_axi_instr_arlock),
+    .m_axi_arcache (m_axi_instr_arcache),
+    .m_axi_arprot  (m_axi_instr_arprot),
+    .m_axi_arvalid (m_axi_instr_arvalid),
+    .m_axi_arready (m_axi_instr_arready),
+    .m_axi_rid     (m_axi_instr_rid),
+    .m_axi_rdata   (m_axi_instr_rdata),
+    .m_axi_rresp   (m_axi_instr_rresp),
+    .m_axi_rlast   (m_axi_instr_rlast),
+    .m_axi_rvalid  (m_axi_instr_rvalid),
+    .m_axi_rready  (m_axi_instr_rready)
   );
 
   logic disp_in_valid, disp_in_ready;
@@ -381,22 +388,22 @@ module dpu_top
     .m_axi_bresp   (2'b00),
     .m_axi_bvalid  (1'b0),
     .m_axi_bready  (unused_load_bready),
-    .m_axi_arid    (load_arid),
-    .m_axi_araddr  (load_araddr),
-    .m_axi_arlen   (load_arlen),
-    .m_axi_arsize  (load_arsize),
-    .m_axi_arburst (load_arburst),
-    .m_axi_arlock  (load_arlock),
-    .m_axi_arcache (load_arcache),
-    .m_axi_arprot  (load_arprot),
-    .m_axi_arvalid (load_arvalid),
-    .m_axi_arready (load_arready),
+    .m_axi_arid    (m_axi_arid),
+    .m_axi_araddr  (m_axi_araddr),
+    .m_axi_arlen   (m_axi_arlen),
+    .m_axi_arsize  (m_axi_arsize),
+    .m_axi_arburst (m_axi_arburst),
+    .m_axi_arlock  (m_axi_arlock),
+    .m_axi_arcache (m_axi_arcache),
+    .m_axi_arprot  (m_axi_arprot),
+    .m_axi_arvalid (m_axi_arvalid),
+    .m_axi_arready (m_axi_arready),
     .m_axi_rid     (m_axi_rid),
     .m_axi_rdata   (m_axi_rdata),
     .m_axi_rresp   (m_axi_rresp),
     .m_axi_rlast   (m_axi_rlast),
-    .m_axi_rvalid  (load_rvalid),
-    .m_axi_rready  (load_rready)
+    .m_axi_rvalid  (m_axi_rvalid),
+    .m_axi_rready  (m_axi_rready)
   );
   // A DMA error also completes the instruction (the engine is idle again); the error stops
   // the core before anything else is dispatched.
@@ -526,51 +533,6 @@ module dpu_top
     .m_axi_rready  (unused_store_rready)
   );
   assign store_done = store_dma_done;
-
-  // =========================================================================================
-  // AXI read channels: fetch and load share AR (round-robin, a request once presented is
-  // held until accepted) and R (routed by ID).
-  // =========================================================================================
-  logic ar_sel_load_q, ar_sel_load_d;   // the master currently on AR
-  logic ar_pending_q, ar_pending_d;     // AR shown and not yet accepted: keep the choice
-  logic ar_prefer_fetch_q, ar_prefer_fetch_d;
-  logic ar_sel_load;                    // this cycle's choice
-
-  always_comb begin
-    ar_sel_load_d     = ar_sel_load_q;
-    ar_prefer_fetch_d = ar_prefer_fetch_q;
-    if (!ar_pending_q) begin
-      if (fetch_arvalid && (!load_arvalid || ar_prefer_fetch_q)) begin
-        ar_sel_load_d = 1'b0;
-      end else if (load_arvalid) begin
-        ar_sel_load_d = 1'b1;
-      end
-    end
-    ar_pending_d = m_axi_arvalid && !m_axi_arready;
-    if (m_axi_arvalid && m_axi_arready) begin
-      ar_prefer_fetch_d = ar_sel_load;  // the other master goes next
-    end
-  end
-
-  // The choice is combinational from the registered state so a request goes out the cycle
-  // it appears; once shown it is held by ar_pending_q.
-  assign ar_sel_load = ar_pending_q ? ar_sel_load_q : ar_sel_load_d;
-
-  assign m_axi_arid    = ar_sel_load ? IdLoad : IdFetch;
-  assign m_axi_araddr  = ar_sel_load ? load_araddr  : fetch_araddr;
-  assign m_axi_arlen   = ar_sel_load ? load_arlen   : fetch_arlen;
-  assign m_axi_arsize  = ar_sel_load ? load_arsize  : fetch_arsize;
-  assign m_axi_arburst = ar_sel_load ? load_arburst : fetch_arburst;
-  assign m_axi_arlock  = ar_sel_load ? load_arlock  : fetch_arlock;
-  assign m_axi_arcache = ar_sel_load ? load_arcache : fetch_arcache;
-  assign m_axi_arprot  = ar_sel_load ? load_arprot  : fetch_arprot;
-  assign m_axi_arvalid = ar_sel_load ? load_arvalid : fetch_arvalid;
-  assign load_arready  = ar_sel_load && m_axi_arready;
-  assign fetch_arready = !ar_sel_load && m_axi_arready;
-
-  assign fetch_rvalid  = m_axi_rvalid && (m_axi_rid == IdFetch);
-  assign load_rvalid   = m_axi_rvalid && (m_axi_rid == IdLoad);
-  assign m_axi_rready  = (m_axi_rid == IdLoad) ? load_rready : fetch_rready;
 
   // =========================================================================================
   // Buffers
@@ -760,7 +722,7 @@ module dpu_top
   // Counters (cleared by start and soft reset)
   // =========================================================================================
   logic r_beat_load, w_beat;
-  assign r_beat_load = m_axi_rvalid && m_axi_rready && (m_axi_rid == IdLoad);
+  assign r_beat_load = m_axi_rvalid && m_axi_rready;
   assign w_beat      = m_axi_wvalid && m_axi_wready;
 
   always_comb begin
@@ -802,9 +764,6 @@ module dpu_top
       stuck_cycles_q    <= '0;
       counters_q        <= '0;
       load_buf_q        <= BufInp;
-      ar_sel_load_q     <= 1'b0;
-      ar_pending_q      <= 1'b0;
-      ar_prefer_fetch_q <= 1'b0;
     end else if (soft_reset) begin
       running_q         <= 1'b0;
       halt_q            <= 1'b0;
@@ -815,9 +774,6 @@ module dpu_top
       stuck_cycles_q    <= '0;
       counters_q        <= '0;
       load_buf_q        <= BufInp;
-      ar_sel_load_q     <= 1'b0;
-      ar_pending_q      <= 1'b0;
-      ar_prefer_fetch_q <= 1'b0;
     end else begin
       running_q         <= running_d;
       halt_q            <= halt_d;
@@ -828,9 +784,6 @@ module dpu_top
       stuck_cycles_q    <= stuck_cycles_d;
       counters_q        <= counters_d;
       load_buf_q        <= load_buf_d;
-      ar_sel_load_q     <= ar_sel_load;
-      ar_pending_q      <= ar_pending_d;
-      ar_prefer_fetch_q <= ar_prefer_fetch_d;
     end
   end
 
@@ -843,7 +796,7 @@ module dpu_top
                     unused_store_arid, unused_store_araddr, unused_store_arlen,
                     unused_store_arsize, unused_store_arprot, unused_store_arburst,
                     unused_store_arcache, unused_store_arlock, unused_store_arvalid,
-                    unused_store_rready, fetch_arid, load_arid,
+                    unused_store_rready,
                     // compute checks its addresses against the buffer sizes itself
                     inp_raddr, wgt_raddr, acc_a_raddr, acc_b_raddr, par_raddr,
                     comp_acc_waddr, comp_out_waddr};

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dpukit.compiler.hwconfig import HwConfig, load_config
+from dpukit.hw.params import top_parameters
 
 RTL_DIR = Path(__file__).resolve().parent.parent / "rtl"
 
@@ -75,7 +76,7 @@ class Top:
     frontend that reads it (`read_verilog -sv`, or `read_slang` for full SystemVerilog)."""
 
     files: Callable[[], list[str]]
-    params: Callable[[HwConfig], dict[str, int]]
+    params: Callable[[HwConfig], dict[str, int | str]]
     frontend: str = "read_verilog"
 
 
@@ -85,35 +86,12 @@ def dpu_files() -> list[str]:
     return sorted(names, key=lambda n: not n.endswith("_pkg.sv"))
 
 
-# LEAD: fill in dpu_top's parameters once hw/rtl/dpu_top.sv settles them (e.g. return
-# dpukit.hw.params.top_parameters(cfg)). Until then: the config's fields that size the
-# hardware, in UpperCamelCase (rows -> Rows, inp_entries -> InpEntries, ...).
-DPU_TOP_FIELDS = (
-    "rows",
-    "cols",
-    "inp_entries",
-    "wgt_entries",
-    "acc_entries",
-    "out_entries",
-    "par_entries",
-    "queue_depth",
-    "axi_data_bits",
-    "axi_addr_bits",
-    "max_burst_beats",
-)
-
-
-def dpu_top_params(cfg: HwConfig) -> dict[str, int]:
-    """dpu_top's parameters for `cfg` (LEAD: see above)."""
-    return {"".join(w.title() for w in f.split("_")): getattr(cfg, f) for f in DPU_TOP_FIELDS}
-
-
 TOPS: dict[str, Top] = {
     "dpu_array": Top(
         lambda: ["dpu_pe.sv", "dpu_array.sv"], lambda c: {"Rows": c.rows, "Cols": c.cols}
     ),
     "dpu_post": Top(lambda: ["dpu_post.sv"], lambda c: {"Cols": c.cols}),
-    "dpu_top": Top(dpu_files, dpu_top_params, frontend="read_slang"),
+    "dpu_top": Top(dpu_files, top_parameters, frontend="read_slang"),
 }
 
 # LUTs taken by one distributed-RAM / shift-register cell (they live in SLICEM LUTs).

@@ -12,8 +12,9 @@
 // back afterwards (counters LO then HI), "cycles N" (clock cycles from start to done),
 // "wall_s S", "timeout 0|1". MEM_OUT receives the DRAM image after the run.
 //
-// DRAM model: every AR/AW burst is accepted at once (unless stalled) and its first beat is
-// available LATENCY cycles later; beats of accepted bursts then stream one per cycle, in
+// DRAM model (one memory behind dpu_top's data port and its instruction port): every AR/AW
+// burst is accepted at once (unless stalled) and its first beat is available LATENCY cycles
+// later; beats of accepted bursts then stream one per cycle, in
 // request order (as an AXI slave may, across IDs). A write's B response comes LATENCY
 // cycles after its AW, and not before its last W beat. STALL_PCT > 0 makes every ready
 // and valid the model drives drop randomly with that probability (seeded by SEED): the
@@ -29,6 +30,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "Vdpu_top.h"
@@ -66,12 +68,75 @@ struct Burst {
   unsigned done = 0;     // beats transferred
 };
 
+// One AXI4 read port of the DRAM model (dpu_top has two: data and instructions). Bursts
+// are accepted at once (unless stalled), their first beat comes `latency` cycles later and
+// their beats then stream in request order; a beat outside the memory answers SLVERR.
+template <typename Data, typename Addr>
+struct ReadPort {
+  // the port's signals on the model
+  CData& arvalid;
+  CData& arready;
+  Addr& araddr;
+  CData& arlen;
+  CData& arid;
+  CData& rvalid;
+  CData& rready;
+  Data& rdata;
+  CData& rresp;
+  CData& rid;
+  CData& rlast;
+
+  std::deque<Burst> bursts;
+  bool held = false;  // a beat shown last cycle and not yet taken
+  bool offer = false;
+
+  // Before the edge: drive ready and the next beat.
+  void drive(uint64_t cycle, bool ar_stall, bool r_stall, const std::vector<uint8_t>& mem) {
+    arready = !ar_stall;
+    offer = !bursts.empty() && bursts.front().ready_cycle <= cycle && (held || !r_stall);
+    rvalid = offer;
+    if (offer) {
+      const Burst& b = bursts.front();
+      uint64_t addr = b.addr + uint64_t(b.done) * kBusBytes;
+      static const uint8_t zero[kBusBytes] = {};
+      bool ok = addr + kBusBytes <= mem.size();
+      put_bytes(rdata, ok ? &mem[addr] : zero);
+      rresp = ok ? 0 : 2;
+      rid = b.id;
+      rlast = (b.done + 1 == b.beats);
+    }
+  }
+
+  // After the model settled, before the edge: what the handshakes will do at the edge.
+  bool sample(uint64_t cycle, unsigned latency) {
+    if (arvalid && arready) {
+      uint64_t addr = araddr & ~uint64_t(kBusBytes - 1);
+      bursts.push_back({addr, unsigned(arlen) + 1u, unsigned(arid), cycle + latency});
+    }
+    return offer && rready;
+  }
+
+  // After the edge.
+  void advance(bool r_fire) {
+    held = offer && !r_fire;
+    if (r_fire && ++bursts.front().done == bursts.front().beats) bursts.pop_front();
+  }
+};
+
 class Harness {
  public:
   Harness(std::vector<uint8_t> mem, unsigned latency, unsigned stall_pct, unsigned seed)
       : mem_(std::move(mem)), latency_(latency), stall_pct_(stall_pct), rng_(seed) {
     ctx_ = std::make_unique<VerilatedContext>();
     top_ = std::make_unique<Vdpu_top>(ctx_.get());
+    Vdpu_top& t = *top_;
+    data_.reset(new Port{t.m_axi_arvalid, t.m_axi_arready, t.m_axi_araddr, t.m_axi_arlen,
+                         t.m_axi_arid, t.m_axi_rvalid, t.m_axi_rready, t.m_axi_rdata,
+                         t.m_axi_rresp, t.m_axi_rid, t.m_axi_rlast});
+    instr_.reset(new Port{t.m_axi_instr_arvalid, t.m_axi_instr_arready, t.m_axi_instr_araddr,
+                          t.m_axi_instr_arlen, t.m_axi_instr_arid, t.m_axi_instr_rvalid,
+                          t.m_axi_instr_rready, t.m_axi_instr_rdata, t.m_axi_instr_rresp,
+                          t.m_axi_instr_rid, t.m_axi_instr_rlast});
   }
 
   void reset() {
@@ -144,6 +209,8 @@ class Harness {
     top_->s_axil_rready = 0;
     top_->m_axi_arready = 0;
     top_->m_axi_rvalid = 0;
+    top_->m_axi_instr_arready = 0;
+    top_->m_axi_instr_rvalid = 0;
     top_->m_axi_awready = 0;
     top_->m_axi_wready = 0;
     top_->m_axi_bvalid = 0;
@@ -154,23 +221,14 @@ class Harness {
   // One clock cycle: drive the DRAM model's outputs from its state, settle, sample the
   // handshakes, clock edge, then update the model.
   void tick() {
-    // -- drive
-    top_->m_axi_arready = !stall();
+    // -- drive. A valid once shown stays until its handshake (AXI); only new offers and
+    // ready signals may be stalled.
+    for (Port* port : {data_.get(), instr_.get()}) {
+      bool ar_stall = stall();
+      port->drive(cycle_, ar_stall, stall(), mem_);
+    }
     top_->m_axi_awready = !stall();
     top_->m_axi_wready = !aw_.empty() && !stall();
-    // A valid once shown stays until its handshake (AXI); only new offers may be stalled.
-    bool r_offer = !reads_.empty() && reads_.front().ready_cycle <= cycle_ && (r_held_ || !stall());
-    top_->m_axi_rvalid = r_offer;
-    if (r_offer) {
-      const Burst& b = reads_.front();
-      uint64_t addr = b.addr + uint64_t(b.done) * kBusBytes;
-      static uint8_t zero[kBusBytes] = {};
-      bool ok = in_mem(addr);
-      put_bytes(top_->m_axi_rdata, ok ? &mem_[addr] : zero);
-      top_->m_axi_rresp = ok ? 0 : 2;
-      top_->m_axi_rid = b.id;
-      top_->m_axi_rlast = (b.done + 1 == b.beats);
-    }
     bool b_offer = !bresp_.empty() && bresp_.front().ready_cycle <= cycle_ && (b_held_ || !stall());
     top_->m_axi_bvalid = b_offer;
     if (b_offer) {
@@ -180,16 +238,11 @@ class Harness {
     top_->clk_i = 0;
     top_->eval();
     // -- sample
-    bool ar_fire = top_->m_axi_arvalid && top_->m_axi_arready;
-    bool r_fire = r_offer && top_->m_axi_rready;
+    bool r_fire = data_->sample(cycle_, latency_);
+    bool ri_fire = instr_->sample(cycle_, latency_);
     bool aw_fire = top_->m_axi_awvalid && top_->m_axi_awready;
     bool w_fire = top_->m_axi_wvalid && top_->m_axi_wready;
     bool b_fire = b_offer && top_->m_axi_bready;
-    if (ar_fire) {
-      uint64_t addr = top_->m_axi_araddr & ~uint64_t(kBusBytes - 1);
-      reads_.push_back({addr, unsigned(top_->m_axi_arlen) + 1u, unsigned(top_->m_axi_arid),
-                        cycle_ + latency_});
-    }
     if (aw_fire) {
       uint64_t addr = top_->m_axi_awaddr & ~uint64_t(kBusBytes - 1);
       aw_.push_back({addr, unsigned(top_->m_axi_awlen) + 1u, unsigned(top_->m_axi_awid),
@@ -219,9 +272,9 @@ class Harness {
     top_->clk_i = 1;
     top_->eval();
     ++cycle_;
-    r_held_ = r_offer && !r_fire;
+    data_->advance(r_fire);
+    instr_->advance(ri_fire);
     b_held_ = b_offer && !b_fire;
-    if (r_fire && ++reads_.front().done == reads_.front().beats) reads_.pop_front();
     if (b_fire) bresp_.pop_front();
   }
 
@@ -230,9 +283,12 @@ class Harness {
   std::mt19937 rng_;
   std::unique_ptr<VerilatedContext> ctx_;
   std::unique_ptr<Vdpu_top> top_;
-  std::deque<Burst> reads_, aw_, bresp_;
+  using Port = ReadPort<std::remove_reference_t<decltype(Vdpu_top::m_axi_rdata)>,
+                        std::remove_reference_t<decltype(Vdpu_top::m_axi_araddr)>>;
+  std::unique_ptr<Port> data_, instr_;
+  std::deque<Burst> aw_, bresp_;
   bool write_error_ = false;
-  bool r_held_ = false, b_held_ = false;
+  bool b_held_ = false;
   uint64_t cycle_ = 0;
 };
 
