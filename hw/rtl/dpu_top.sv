@@ -17,8 +17,9 @@
 //
 // Run: CTRL.start (ignored while busy) resets the engines, queues and counters, then
 // fetches INSTR_COUNT instructions from INSTR_BASE. STATUS.busy is high until the END
-// instruction has retired with every engine idle, or until the core has stopped on an
-// error; then STATUS.done and IRQ_STATUS.done are set (irq_o if enabled).
+// instruction has retired with every engine idle (and no instruction read is outstanding:
+// fetch may have read ahead), or until the core has stopped on an error; then STATUS.done
+// and IRQ_STATUS.done are set (irq_o if enabled). Words after END are not executed.
 //
 // Memory protection: every DRAM data access is checked by the DMA engines against the
 // data window [DATA_BASE, DATA_BASE + DATA_LIMIT) before any request is issued; fetch reads
