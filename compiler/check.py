@@ -113,8 +113,22 @@ def check_stream(cfg: HwConfig, col: dict[str, np.ndarray], dram_size: int) -> S
     rows = {k: v.tolist() for k, v in col.items()}  # plain ints: fast to read one by one
     touched = check_bounds(cfg, rows, dram_size)
     sched = schedule(cfg, col)
+    check_program_order(col, sched)
     check_hazards(cfg, rows, sched, touched)
     return sched
+
+
+def check_program_order(col, sched: Schedule) -> None:
+    """Every token is pushed by an instruction earlier in the stream than the one that pops
+    it. The hardware would run such a stream, but the golden model executes in program
+    order, so a later push would make its results silently differ from the hardware's."""
+    for i, sources in enumerate(sched.token_src):
+        late = [j for j in sources if j > i]
+        if late:
+            raise ExecutionError(
+                f"instruction {i} ({Opcode(int(col['op'][i])).name}) pops a token pushed by "
+                f"instruction {late[0]}, later in the stream: emit the pusher first"
+            )
 
 
 def check_bounds(cfg: HwConfig, col, dram_size: int) -> list[list[tuple[str, int, int, bool]]]:

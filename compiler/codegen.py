@@ -1,7 +1,7 @@
 """Code generation: tiling, scheduling and instruction emission for one DPU subgraph.
 
 Every layer runs as a sequence of *steps*. A step loads what it needs (LOAD engine),
-computes (COMPUTE engine) and, when an output tile is complete, requantizes it into OUT and
+computes (COMPUTE engine) and, when an output block is complete, requantizes it into OUT and
 stores it (STORE engine). Each on-chip buffer is split into two halves; every new use of a
 buffer (an input tile, a weight chunk, an accumulation, an output tile) takes the other half,
 so step s+1 loads while step s computes. The tokens that make this safe:
@@ -12,25 +12,38 @@ so step s+1 loads while step s computes. The tokens that make this safe:
                    its STOREs pop c2s ... push s2c (if tile k+2 exists)
 
 A buffer use spans consecutive steps, and two uses apart alternate halves, so the use
-before the previous one has finished by s-2. Between layers a one-cycle barrier (a
-zero-trip ALU) waits for the last store (s2c) and releases the next layer's first load
-(c2l): the next layer reads what this one stored. `check.py` proves all of it per program.
+before the previous one has finished by s-2. A load into a half whose last reader is step
+s-3 or older goes ahead of the c2l pop (`load_order`): an input tile held over several steps
+is replaced during the two steps before its successor's. A convolution's accumulators take
+all of ACC (`Emitter.whole`): only GEMM and POST touch them, in order on one engine. Each
+POST's STOREs follow it in the stream, so program order is one the tokens allow (the golden
+model runs program order). Between layers a one-cycle barrier (a zero-trip ALU) waits for
+the last store (s2c) and releases the next layer's first load (c2l): the next layer reads
+what this one stored. `check.py` proves all of it per program.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 
 from dpukit.compiler import isa
+from dpukit.compiler.dma import Dma
 from dpukit.compiler.hwconfig import HwConfig
 from dpukit.compiler.ir import DpuOp, QAdd, QConcat, QConv, QMaxPool, QTensor, QView
 from dpukit.compiler.isa import AluOp, Buffer, Instr, Opcode
+from dpukit.compiler.timing import POST_PIPELINE, dma_cycles, gemm_fill
 from dpukit.errors import CompileError
 
 ALIGN = 64
+# Bytes after each tensor that belong to no other tensor: a LOAD whose entries hold whole
+# input-channel blocks may read up to rows - 1 bytes past a tensor's end, into lanes whose
+# weights are zero, without a hazard with the tensor stored after it.
+SLACK = 64
+QUICK_STEPS = 48  # steps a quick estimate of a tiling follows (`_conv_cycles`)
 
 
 MULT_BITS = 22  # significant bits of a requantization multiplier
@@ -64,11 +77,12 @@ class Dram:
     const: bytearray = field(default_factory=bytearray)
 
     def place_tensors(self, tensors: dict[str, QTensor], views: dict[str, str]) -> None:
+        """Every tensor at an ALIGN boundary, followed by SLACK bytes nothing else uses."""
         top = 0
         for name, t in tensors.items():
             if name not in views:
                 self.tensors[name] = top
-                top += t.nbytes + (-t.nbytes % ALIGN)
+                top += t.nbytes + SLACK + (-(t.nbytes + SLACK) % ALIGN)
         for view, src in views.items():
             while src in views:
                 src = views[src]
@@ -99,7 +113,7 @@ class LayerStats:
     kind: str
     macs: int  # the layer's own multiply-accumulates (what an ideal machine must do)
     instructions: dict[str, int]
-    buffer_use: dict[str, int]  # most entries of one half used, per buffer
+    buffer_use: dict[str, int]  # most entries of one use, per buffer
     weight_bytes: int
     tile: str
     first_instr: int = 0  # the layer's instructions in its subgraph's stream (with the
@@ -132,10 +146,45 @@ class Emitter:
         self.uses[buf] += 1
         return base
 
+    def whole(self, buf: str, entries: int) -> int:
+        """Base entry of a use of all of `buf` (entry 0). Only for ACC under GEMM and POST:
+        both run on the compute engine, in order, so no LOAD overlaps the use and it needs
+        no double buffering; the barriers order it against other layers' ACC loads."""
+        if entries > 2 * self.half[buf]:
+            raise CompileError(f"internal: {entries} entries do not fit {buf}")
+        self.peak[buf] = max(self.peak[buf], entries)
+        return 0
+
     def step(self) -> _Step:
         s = _Step()
         self.layers[-1].append(s)
         return s
+
+    def _reads(self, ins: Instr) -> list[tuple[str, int]]:
+        """The buffer halves a compute instruction reads or writes."""
+        f, half = ins.fields, self.half
+        if ins.op == Opcode.GEMM:
+            acc = f["acc_base"]
+            last = acc + (f["n_outer"] - 1) * f["acc_outer_stride"]
+            last += (f["n_inner"] - 1) * f["acc_inner_stride"]
+            return [
+                ("inp", int(f["inp_base"] >= half["inp"])),
+                ("wgt", int(f["wgt_addr"] >= half["wgt"])),
+                ("acc", int(acc >= half["acc"])),
+                ("acc", int(max(acc, last) >= half["acc"])),
+            ]
+        if ins.op == Opcode.POST:
+            acc = f["acc_base"]
+            last = acc + max(f["blocks"] - 1, 0) * f["acc_block_stride"] + f["count"]
+            par = ("par", int(f["par_addr"] >= half["par"]))
+            return [par, ("acc", int(acc >= half["acc"])), ("acc", int(last >= half["acc"]))]
+        keys = []
+        for end in ("dst", "src"):
+            base = f[f"{end}_base"]
+            last = base + max(f["n_outer"] - 1, 0) * f[f"{end}_outer_stride"]
+            last += max(f["n_inner"] - 1, 0) * f[f"{end}_inner_stride"]
+            keys += [("acc", int(base >= half["acc"])), ("acc", int(last >= half["acc"]))]
+        return keys
 
     def finish(self) -> list[Instr]:
         """Token flags, layer barriers and software pipelining (next loads before compute)."""
@@ -153,14 +202,23 @@ class Emitter:
             posts = [ins for s in steps for ins in s.compute if ins.op == Opcode.POST]
             k_total = len(posts)
             k = 0
+            last_read: dict[tuple[str, int], int] = {}
             for si, s in enumerate(steps):
                 if not s.loads or not s.compute:
                     raise CompileError("internal: a step without loads or compute")
-                s.loads[0] = s.loads[0].with_flags(pop_next=si >= 2 or (si == 0 and barrier))
-                s.loads[-1] = s.loads[-1].with_flags(push_next=True)
+                keys = [(_buf(ld), int(ld.sram_base >= self.half[_buf(ld)])) for ld in s.loads]
+                order, wait = load_order(si, keys, last_read)
+                s.loads = [
+                    s.loads[i].with_flags(
+                        pop_next=pos == wait and (si >= 2 or (si == 0 and barrier)),
+                        push_next=pos == len(order) - 1,
+                    )
+                    for pos, i in enumerate(order)
+                ]
                 s.compute[0] = s.compute[0].with_flags(pop_prev=True)
                 s.compute[-1] = s.compute[-1].with_flags(push_prev=si + 2 < n)
                 for ci, ins in enumerate(s.compute):
+                    last_read.update(dict.fromkeys(self._reads(ins), si))
                     if ins.op == Opcode.POST:
                         s.compute[ci] = ins.with_flags(pop_next=k >= 2, push_next=True)
                         k += 1
@@ -173,16 +231,42 @@ class Emitter:
                     )
                     kk += 1
             prev_had_store = k_total > 0
-            # pipelining: loads of step s+1 go before compute of step s
+            # pipelining: loads of step s+1 go before compute of step s; each POST's STOREs
+            # follow it, so program order stays one the tokens allow (POST k+2 reuses the
+            # OUT half STORE k reads)
             stream += steps[0].loads
             for si, s in enumerate(steps):
                 if si + 1 < n:
                     stream += steps[si + 1].loads
-                stream += s.compute
-                stream += [ins for group in s.stores for ins in group]
+                groups = iter(s.stores)
+                for ins in s.compute:
+                    stream.append(ins)
+                    if ins.op == Opcode.POST:
+                        stream += next(groups)
             self.ranges[-1] = (first, len(stream) - first)
         stream.append(isa.make(Opcode.END))
         return stream
+
+
+def _buf(load: Instr) -> str:
+    return Buffer(load.buffer).name.lower()
+
+
+def load_order(si: int, keys: list, last_read: dict) -> tuple[list[int], int]:
+    """Issue order of step si's loads (`keys`: the buffer half each one writes) and the
+    position of the one that waits for step si-2's compute (pops c2l).
+
+    Step si's loads may overwrite halves step si-2 still reads. A load into a half last
+    read by step si-3 or before (or not yet in this layer) needs no such wait: the loads of
+    step si-1, issued before it, already waited for step si-3. Those go first, so an input
+    tile that stays in INP over several steps is replaced while the two steps before its
+    successor compute, not only the last one.
+    """
+    if si < 2:
+        return list(range(len(keys))), 0
+    early = [i for i, key in enumerate(keys) if last_read.get(key, -1) <= si - 3]
+    rest = [i for i in range(len(keys)) if last_read.get(keys[i], -1) > si - 3]
+    return early + rest, len(early) if rest else len(keys) - 1
 
 
 def _nop() -> Instr:
@@ -334,232 +418,670 @@ def _tiles(total: int, size: int):
         yield start, min(size, total - start)
 
 
+def _store_runs(cfg: HwConfig, dram: int, count: int, widths: list[int]) -> list[tuple]:
+    """The STOREs of channel blocks of `count` OUT entries each, block b `widths[b]` channels
+    wide to `dram + b*cols`: one per run of equally wide blocks, as (OUT entry offset, DRAM
+    offset, bytes per entry, blocks)."""
+    runs, first = [], 0
+    for b in range(1, len(widths) + 1):
+        if b == len(widths) or widths[b] != widths[first]:
+            runs.append((first * count, dram + first * cfg.cols, widths[first], b - first))
+            first = b
+    return runs
+
+
+@dataclass(frozen=True)
+class _Geom:
+    """The convolution the array runs, over a virtual input that the INP loads build: its
+    pixel (row r, column x) is the `ci` bytes at `r*row_bytes + x*col_bytes` from the input
+    tensor's first byte (see `LayerCompiler._conv_geoms`)."""
+
+    h: int
+    w: int
+    ci: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    pad_top: int
+    pad_left: int
+    row_bytes: int
+    col_bytes: int
+    weight: np.ndarray = field(repr=False)  # int8 [co, ci, kh, kw], groups expanded
+    # No window reaches padding: INP entries go (row, column, block), so one DRAM run
+    # fills a pixel's blocks; a partial last block then reads up to rows-1 bytes past the
+    # pixel (the lanes' weights are 0; SLACK covers the tensor's end).
+    pixel_major: bool = False
+    note: str = ""
+
+
+def _geom(
+    op: QConv,
+    ho: int,
+    wo: int,
+    h: int,
+    w: int,
+    ci: int,
+    kernel,
+    stride,
+    dilation,
+    pt: int,
+    pl: int,
+    weight: np.ndarray,
+    rows: int,
+) -> _Geom:
+    """A geometry whose virtual input is stored as written (rows of w pixels of ci bytes)."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    inside = (ho - 1) * sh + (kh - 1) * dh < h and (wo - 1) * sw + (kw - 1) * dw < w
+    pixel_major = op.groups == 1 and pt == pl == 0 and inside and -ci % rows <= SLACK
+    return _Geom(h, w, ci, kernel, stride, dilation, pt, pl, w * ci, ci, weight, pixel_major)
+
+
+class _Tiling(NamedTuple):
+    th: int  # output rows per tile
+    tw: int  # output columns per tile
+    mb: int  # input blocks per chunk
+    krc: int  # kernel rows per chunk
+    g: int  # output channel blocks per group (accumulated together, sharing input chunks)
+    # All weight tiles stay in WGT, loaded once; a step then runs every GEMM until the
+    # next input chunk (of all the group's co blocks), not one co block's.
+    resident: bool = False
+
+
+class _Walk(NamedTuple):
+    """One step of a conv layer: chunk q of co block j (member jl of its group) on a tile."""
+
+    oy0: int
+    th: int
+    ox0: int
+    tw: int
+    members: range  # the group's co blocks
+    q: int
+    jl: int
+    j: int
+    new_inp: bool  # the chunk's input window is not the one INP holds already
+    first: bool  # the group's first step
+    opens: bool  # co block j's first chunk: its first GEMM resets the accumulators
+    closes: bool  # co block j's last chunk: its outputs are requantized and stored after it
+    first_close: bool  # the group's first step that closes a co block
+
+
+class _InpWindow(NamedTuple):
+    """A chunk's input window in INP: its LOADs as (entry offset, `_load` arguments after
+    sram), and how GEMMs address entry (block, row, column)."""
+
+    loads: list[tuple]
+    entries: int
+    cols: int
+    blocks: list[int]
+    block_stride: int
+    pixel_stride: int  # column stride; a row is cols pixel strides
+
+
+def _chunks(terms: list[list[tuple]], mb: int, krc: int, wgt_half: int) -> list[list[list]]:
+    """Each co block's terms in chunks: few enough weight tiles for half of WGT, at most mb
+    distinct input blocks, spread evenly (equal chunks pipeline best), and (when the input
+    window is too tall for INP) kernel rows in groups of krc, each group a chunk of its own."""
+    chunks_of: list[list[list]] = []
+    for j, ts in enumerate(terms):
+        if j and ts == terms[j - 1]:  # dense layers: every co block has the same terms
+            chunks_of.append(chunks_of[-1])
+            continue
+        blocks = sorted({t[0] for t in ts})
+        n = -(-len(blocks) // mb)  # chunks per kernel-row group; block k goes to k*n // len
+        part = {b: k * n // len(blocks) for k, b in enumerate(blocks)}
+        chunks: list[list] = []
+        cur: list = []
+        for t in sorted(ts, key=lambda t: (t[1] // krc, part[t[0]], t[0], t[1], t[2])):
+            if cur and (
+                len(cur) == wgt_half
+                or part[t[0]] != part[cur[-1][0]]
+                or t[1] // krc != cur[-1][1] // krc
+            ):
+                chunks.append(cur)
+                cur = []
+            cur.append(t)
+        chunks.append(cur)
+        chunks_of.append(chunks)
+    return chunks_of
+
+
+def _conv_walk(ho: int, wo: int, chunks_of: list, tl: _Tiling):
+    """The steps of a conv layer in order: tiles, co groups, chunks, co blocks. A group's
+    co blocks share each input chunk (loaded once). Every other group of a tile takes the
+    chunks in reverse, so it starts with the chunk its predecessor ended with, still in INP."""
+    n_co = len(chunks_of)
+    keys: dict[int, tuple] = {}  # a chunk's input window: its blocks and kernel rows
+    for chunks in chunks_of:
+        for ch in chunks:
+            if id(ch) not in keys:
+                blocks = tuple(sorted({t[0] for t in ch}))
+                keys[id(ch)] = (blocks, min(t[1] for t in ch), max(t[1] for t in ch))
+    loaded = None
+    for oy0, th in _tiles(ho, tl.th):
+        for ox0, tw in _tiles(wo, tl.tw):
+            for gi, j0 in enumerate(range(0, n_co, tl.g)):
+                members = range(j0, min(n_co, j0 + tl.g))
+                qs = range(max(len(chunks_of[j]) for j in members))
+                order = [
+                    (q, jl, j)
+                    for q in (reversed(qs) if gi % 2 else qs)
+                    for jl, j in enumerate(members)
+                    if q < len(chunks_of[j])
+                ]
+                opened: set[int] = set()
+                last = {j: n for n, (_, _, j) in enumerate(order)}
+                first_close = min(last.values())
+                for n, (q, jl, j) in enumerate(order):
+                    key = (oy0, ox0, keys[id(chunks_of[j][q])])
+                    yield _Walk(
+                        oy0,
+                        th,
+                        ox0,
+                        tw,
+                        members,
+                        q,
+                        jl,
+                        j,
+                        key != loaded,
+                        n == 0,
+                        j not in opened,
+                        n == last[j],
+                        n == first_close,
+                    )
+                    opened.add(j)
+                    loaded = key
+
+
+def _pipeline(steps: list[tuple[list, set, list]]) -> tuple[float, float]:
+    """Cycles of a layer's steps under the tokens `Emitter.finish` writes, and when its
+    compute starts: the load engine issues each step's loads in `load_order`, the one that
+    pops c2l waiting for step s-2's compute; compute waits for its step's loads; POST k waits
+    for the STOREs of POST k-2. A step is (loads as (cycles, buffer half), halves its compute
+    reads, work: GEMM cycles or (POST cycles, its STOREs' cycles) in order)."""
+    load_free = store_free = 0.0
+    comp_end: list[float] = []
+    store_ends: list[float] = []
+    last_read: dict = {}
+    for si, (loads, reads, work) in enumerate(steps):
+        order, wait = load_order(si, [k for _, k in loads], last_read)
+        clock = load_free
+        for pos, i in enumerate(order):
+            if pos == wait and si >= 2:
+                clock = max(clock, comp_end[si - 2])
+            clock += loads[i][0]
+        load_free = clock
+        clock = max(comp_end[-1] if comp_end else 0.0, load_free)
+        if not si:
+            start = clock
+        for item in work:
+            if isinstance(item, tuple):
+                post, store = item
+                if len(store_ends) >= 2:
+                    clock = max(clock, store_ends[-2])
+                clock += post
+                store_free = max(store_free, clock) + store
+                store_ends.append(store_free)
+            else:
+                clock += item
+        comp_end.append(clock)
+        last_read.update(dict.fromkeys(reads, si))
+    return max(comp_end[-1], store_free), start
+
+
 class LayerCompiler:
     """Lowers each IR op to steps."""
 
     def __init__(self, cfg: HwConfig, em: Emitter, dram: Dram, tensors: dict[str, QTensor]):
         self.cfg, self.em, self.dram, self.t = cfg, em, dram, tensors
+        self._dma_cache: dict[tuple, int] = {}
 
     def addr(self, name: str) -> int:
         return self.dram.tensors[name]
 
     # -- convolution-like layers on the systolic array ---------------------------------
-    def conv_consts(self, op: QConv) -> dict:
-        """Pack weight tiles and requantization parameters into the constant segment."""
-        cfg = self.cfg
-        r, c = cfg.rows, cfg.cols
-        x, y = self.t[op.x], self.t[op.y]
-        ci, co = x.hwc[2], y.hwc[2]
-        kh, kw = op.kernel
-        g = op.groups
-        cig, cog = ci // g, co // g
-        n_ci, n_co = -(-ci // r), -(-co // c)
-        dense = np.zeros((n_co * c, n_ci * r, kh, kw), np.int8)
-        for gi in range(g):
-            dense[gi * cog : (gi + 1) * cog, gi * cig : (gi + 1) * cig] = op.weight[
-                gi * cog : (gi + 1) * cog
+    def conv(self, op: QConv) -> LayerStats:
+        cfg, em = self.cfg, self.em
+        rc = cfg.rows * cfg.cols
+        y = self.t[op.y]
+        ho, wo, co = y.hwc
+        par = self._conv_par(op)
+        options = []  # (modeled cycles, steps, geometry, terms, tiling)
+        for geom in self._conv_geoms(op):
+            terms = self._conv_terms(geom)
+            options += [
+                (*cost, geom, terms, tl) for cost, tl in self._conv_tilings(op, geom, terms)
             ]
-        # tiles[j, i, ky, kx] is an R x C matrix: [input lane, output lane]
-        tiles = dense.reshape(n_co, c, n_ci, r, kh, kw).transpose(0, 2, 4, 5, 3, 1)
-        needed = [[i for i in range(n_ci) if tiles[j, i].any()] or [0] for j in range(n_co)]
-        terms = [
-            [(i, ky, kx) for i in needed[j] for ky in range(kh) for kx in range(kw)]
-            for j in range(n_co)
-        ]
+        # Within 1 % of the fewest cycles, the fewest steps: fewer instructions to fetch, and
+        # longer runs of GEMMs into the same accumulators (one product in the golden model).
+        fastest = min(o[0] for o in options)
+        _, _, geom, terms, tl = min(
+            (o for o in options if o[0] <= 1.01 * fastest), key=lambda o: (o[1], o[0])
+        )
+        chunks_of = self._chunks(terms, tl)
+        n_co = len(chunks_of)
+        # the weights, chunk after chunk, in the order of each chunk's terms
+        wpos, total = {}, 0
+        for j, chunks in enumerate(chunks_of):
+            for q, chunk in enumerate(chunks):
+                wpos[j, q], total = total, total + len(chunk)
+        tiles = terms["tiles"]
+        wdram = self.dram.add_const(
+            np.stack(
+                [
+                    tiles[j, i, ky, kx]
+                    for j, chunks in enumerate(chunks_of)
+                    for chunk in chunks
+                    for i, ky, kx in chunk
+                ]
+            ).tobytes()
+        )
+        par_all = tl.resident and n_co <= em.half["par"]  # every PAR entry loaded once
+        xa, zp = self.addr(op.x), self.t[op.x].zero_point
+        sh, sw = geom.stride
+        dh, dw = geom.dilation
+        em.begin_layer()
+        s = par_base = None
+        for w in _conv_walk(ho, wo, chunks_of, tl):
+            chunk = chunks_of[w.j][w.q]
+            t = w.th * w.tw
+            loads = []
+            if s is None and tl.resident:  # all weights, once
+                wbase = em.new_use("wgt", total)
+                loads.append(_load(Buffer.WGT, wbase, wdram, 1, total, total * rc, rc, rc))
+            if w.first_close and (par_base is None or not par_all):  # needed from here on
+                first = 0 if par_all else w.members[0]
+                count = n_co if par_all else len(w.members)
+                par_base = em.new_use("par", count)
+                loads.append(self._par_load(par_base, par[first], count))
+            if w.first:  # the group's accumulators
+                acc_base = em.whole("acc", t * len(w.members))
+            if w.new_inp:
+                win = self._inp_window(geom, xa, zp, w, chunk)
+                inp_base = em.new_use("inp", win.entries)
+                loads += [_load(Buffer.INP, inp_base + off, *spec) for off, *spec in win.loads]
+            if tl.resident:
+                wq = wbase + wpos[w.j, w.q]
+            else:
+                wq = em.new_use("wgt", len(chunk))
+                dram = wdram + wpos[w.j, w.q] * rc
+                loads.append(_load(Buffer.WGT, wq, dram, 1, len(chunk), len(chunk) * rc, rc, rc))
+            if loads:  # else (weights resident, input chunk in INP) the step goes on
+                s = em.step()
+                s.loads += loads
+            ky0 = min(term[1] for term in chunk)
+            for ti, (i, ky, kx) in enumerate(chunk):
+                s.compute.append(
+                    isa.make(
+                        Opcode.GEMM,
+                        reset=int(w.opens and ti == 0),
+                        wgt_addr=wq + ti,
+                        inp_base=inp_base
+                        + win.blocks.index(i) * win.block_stride
+                        + ((ky - ky0) * dh * win.cols + kx * dw) * win.pixel_stride,
+                        acc_base=acc_base + w.jl * t,
+                        n_outer=w.th,
+                        n_inner=w.tw,
+                        inp_outer_stride=sh * win.cols * win.pixel_stride,
+                        inp_inner_stride=sw * win.pixel_stride,
+                        acc_outer_stride=w.tw,
+                        acc_inner_stride=1,
+                    )
+                )
+            if w.closes:  # co block j's accumulation is complete: requantize and store
+                self._emit_output(
+                    s,
+                    acc_base + w.jl * t,
+                    t,
+                    par_base + (w.j if par_all else w.jl),
+                    y,
+                    op.clamp,
+                    *self._conv_out(op, w, w.j),
+                )
+        kh, kw = op.kernel
+        macs = ho * wo * co * kh * kw * (self.t[op.x].hwc[2] // op.groups)
+        rows = "" if tl.krc == geom.kernel[0] else f", {tl.krc} kernel rows"
+        note = f", {geom.note}" if geom.note else ""
+        tile = f"{tl.th}x{tl.tw} px, {tl.mb} in-blocks{rows}{note}"
+        return self._stats(op, macs, terms["weight_bytes"], tile)
+
+    def _conv_par(self, op: QConv) -> list[int]:
+        """Requantization parameters in the constant segment: DRAM offset per co block."""
+        cfg = self.cfg
+        c = cfg.cols
+        co = self.t[op.y].hwc[2]
         entries = []
-        for j in range(n_co):
+        for j in range(-(-co // c)):
             sl = slice(j * c, min((j + 1) * c, co))
             pairs = [requant_params(float(m)) for m in op.multiplier[sl]]
             mults, shifts = [p[0] for p in pairs], [p[1] for p in pairs]
             entries.append(_par_entry(cfg, op.bias[sl], mults, shifts))
-        par0 = self.dram.add_const(b"".join(entries))  # entry j at par0 + j*entry bytes
-        par = [par0 + j * cfg.par_entry_bytes for j in range(n_co)]
-        return {
-            "tiles": tiles,
-            "terms": terms,
-            "par": par,
-            "n_co": n_co,
-            "weight_bytes": sum(len(t) for t in terms) * r * c,
-        }
+        par0 = self.dram.add_const(b"".join(entries))
+        return [par0 + j * cfg.par_entry_bytes for j in range(len(entries))]
 
-    def conv(self, op: QConv) -> LayerStats:
-        cfg, em = self.cfg, self.em
-        r, c = cfg.rows, cfg.cols
+    def _conv_geoms(self, op: QConv) -> list[_Geom]:
+        """The conv as written, and (when it applies) with the input read differently:
+
+        - columns: when no window reaches horizontal padding and the kernel columns are
+          adjacent, a virtual pixel is a whole kernel row's window (kw*ci bytes from input
+          column x*sw), the kernel kh x 1 over kw*ci channels. Few input channels then fill
+          the array's rows with several kernel columns (3 channels of a 7x7 kernel: 10
+          blocks of 16 per kernel row instead of 7 blocks of 3), and a 1-column kernel with
+          a column stride no longer loads the columns it skips.
+        - rows: a 1-row kernel with a row stride loads only the rows it uses.
+        """
+        r = self.cfg.rows
         x, y = self.t[op.x], self.t[op.y]
-        hi_, wi_, ci = x.hwc
+        hi, wi, ci = x.hwc
         ho, wo, co = y.hwc
         kh, kw = op.kernel
         sh, sw = op.stride
         dh, dw = op.dilation
         pt, pl, _, _ = op.pads
-        k = self.conv_consts(op)
-        terms, n_co = k["terms"], k["n_co"]
-        th, tw, max_blocks, krc = self._conv_tile(op, terms, x, y)
-        # Split each co block's terms into chunks: few enough weight tiles for half of WGT,
-        # few enough distinct input blocks for half of INP, and (when the input window is
-        # too tall) kernel rows in groups of krc, each group a chunk of its own.
-        chunks_of = []
-        for j in range(n_co):
-            ordered = sorted(terms[j], key=lambda t: (t[1] // krc, t[0], t[1], t[2]))
-            chunks, cur, blocks = [], [], []
-            for t in ordered:
-                if cur and (
-                    len(cur) == em.half["wgt"]
-                    or (t[0] not in blocks and len(blocks) == max_blocks)
-                    or t[1] // krc != cur[-1][1] // krc
-                ):
-                    chunks.append(cur)
-                    cur, blocks = [], []
-                cur.append(t)
-                if t[0] not in blocks:
-                    blocks.append(t[0])
-            chunks.append(cur)
-            chunks_of.append(chunks)
-        # weights, packed per (co block, chunk) in term order
-        wofs = {}
-        for j in range(n_co):
-            for q, chunk in enumerate(chunks_of[j]):
-                data = np.stack([k["tiles"][j, i, ky, kx] for i, ky, kx in chunk])
-                wofs[j, q] = self.dram.add_const(data.tobytes())
-        xa, ya = self.addr(op.x), self.addr(op.y)
-        em.begin_layer()
-        last_inp = None
-        inp_base = 0
-        for oy0, th_a in _tiles(ho, th):
-            for ox0, tw_a in _tiles(wo, tw):
-                t = th_a * tw_a
-                win = (tw_a - 1) * sw + (kw - 1) * dw + 1
-                ix = ox0 * sw - pl
-                vx0, xs, pad_l, pad_r = _window(ix, win, wi_)
-                # Output channel blocks whose accumulators fit half of ACC together share
-                # each input chunk: one INP load serves all of them.
-                group = max(1, min(n_co, em.half["acc"] // t, em.half["out"] // t, em.half["par"]))
-                for j0 in range(0, n_co, group):
-                    members = range(j0, min(n_co, j0 + group))
-                    acc_base = em.new_use("acc", t * len(members))
-                    par_base = None
-                    for q in range(max(len(chunks_of[j]) for j in members)):
-                        for jl, j in enumerate(members):
-                            if q >= len(chunks_of[j]):
-                                continue
-                            chunk = chunks_of[j][q]
-                            s = em.step()
-                            if par_base is None:  # the group's requantization parameters
-                                par_base = self._load_par(s, k["par"][j0], len(members))
-                            blocks = list(dict.fromkeys(term[0] for term in chunk))
-                            ky0 = min(term[1] for term in chunk)
-                            ky1 = max(term[1] for term in chunk)
-                            # input rows this chunk's kernel rows meet, padding included
-                            hin = (th_a - 1) * sh + (ky1 - ky0) * dh + 1
-                            iy = oy0 * sh - pt + ky0 * dh
-                            vy0, ys, pad_t, pad_b = _window(iy, hin, hi_)
-                            pads = (pad_t, pad_l, pad_b, pad_r)
-                            key = (oy0, ox0, tuple(blocks), ky0, ky1)
-                            if key != last_inp:
-                                inp_base = em.new_use("inp", len(blocks) * hin * win)
-                                self._load_inp(
-                                    s,
-                                    inp_base,
-                                    blocks,
-                                    hin * win,
-                                    xa + (vy0 * wi_ + vx0) * ci,
-                                    ys,
-                                    xs,
-                                    wi_ * ci,
-                                    ci,
-                                    pads,
-                                    x.zero_point,
-                                )
-                                last_inp = key
-                            wbase = em.new_use("wgt", len(chunk))
-                            s.loads.append(
-                                _load(
-                                    Buffer.WGT,
-                                    wbase,
-                                    wofs[j, q],
-                                    1,
-                                    len(chunk),
-                                    len(chunk) * r * c,
-                                    r * c,
-                                    r * c,
-                                )
-                            )
-                            acc = acc_base + jl * t
-                            for ti, (i, ky, kx) in enumerate(chunk):
-                                s.compute.append(
-                                    isa.make(
-                                        Opcode.GEMM,
-                                        reset=int(q == 0 and ti == 0),
-                                        wgt_addr=wbase + ti,
-                                        inp_base=inp_base
-                                        + blocks.index(i) * hin * win
-                                        + (ky - ky0) * dh * win
-                                        + kx * dw,
-                                        acc_base=acc,
-                                        n_outer=th_a,
-                                        n_inner=tw_a,
-                                        inp_outer_stride=sh * win,
-                                        inp_inner_stride=sw,
-                                        acc_outer_stride=tw_a,
-                                        acc_inner_stride=1,
-                                    )
-                                )
-                    # every accumulation of the group is complete: requantize and store
-                    self._emit_output(
-                        s,
-                        acc_base,
-                        t,
-                        par_base,
-                        y,
-                        op.clamp,
-                        ya + (oy0 * wo + ox0) * co + j0 * c,
-                        th_a,
-                        tw_a,
-                        wo * co,
-                        co,
-                        [min(c, co - j * c) for j in members],
-                    )
-        macs = ho * wo * co * kh * kw * (ci // op.groups)
-        rows = "" if krc == kh else f", {krc} kernel rows"
-        tile = f"{th}x{tw} px, {max_blocks} in-blocks{rows}"
-        return self._stats(op, macs, k["weight_bytes"], tile)
+        g = op.groups
+        dense = np.zeros((co, ci, kh, kw), np.int8)  # groups expanded
+        cig, cog = ci // g, co // g
+        for gi in range(g):
+            dense[gi * cog : (gi + 1) * cog, gi * cig : (gi + 1) * cig] = op.weight[
+                gi * cog : (gi + 1) * cog
+            ]
+        geoms = [_geom(op, ho, wo, hi, wi, ci, (kh, kw), (sh, sw), (dh, dw), pt, pl, dense, r)]
+        h, row_bytes, notes = hi, wi * ci, []
+        if kh == 1 and sh > 1 and pt == 0 and (ho - 1) * sh < hi:
+            h, row_bytes, sh = ho, sh * wi * ci, 1
+            notes.append("rows subsampled")
+        inside = pl == 0 and (wo - 1) * sw + (kw - 1) * dw < wi
+        packs = g == 1 and dw == 1 and -(-kw * ci // r) < kw * -(-ci // r)
+        if inside and (packs or (kw == 1 and sw > 1)):
+            # virtual channel kx*ci + c of virtual pixel (row, x) is input (row, x*sw + kx, c)
+            wt = dense.transpose(0, 3, 1, 2).reshape(co, kw * ci, kh, 1)
+            notes.append(f"{kw} kernel columns packed" if kw > 1 else "columns subsampled")
+            geom = _geom(op, ho, wo, h, wo, kw * ci, (kh, 1), (sh, 1), (dh, 1), pt, 0, wt, r)
+            geoms.append(replace(geom, row_bytes=row_bytes, col_bytes=sw * ci))
+        elif notes:
+            geom = _geom(op, ho, wo, h, wi, ci, (kh, kw), (sh, sw), (dh, dw), pt, pl, dense, r)
+            geoms.append(replace(geom, row_bytes=row_bytes))
+        if notes:
+            geoms[-1] = replace(geoms[-1], note=", ".join(notes))
+        return geoms
 
-    def _load_par(self, s: _Step, dram: int, count: int = 1) -> int:
-        """Load `count` consecutive PAR entries in this step; returns the first's address."""
-        base = self.em.new_use("par", count)
-        n = self.cfg.par_entry_bytes
-        s.loads.append(_load(Buffer.PAR, base, dram, 1, count, count * n, n, n))
+    def _conv_terms(self, geom: _Geom) -> dict:
+        """Weight tiles and, per co block, its GEMM terms (input block, ky, kx). The tiling
+        search keeps what it computes for this geometry in the same dict."""
+        r, c = self.cfg.rows, self.cfg.cols
+        co, ci, kh, kw = geom.weight.shape
+        n_ci, n_co = -(-ci // r), -(-co // c)
+        dense = np.zeros((n_co * c, n_ci * r, kh, kw), np.int8)
+        dense[:co, :ci] = geom.weight
+        # tiles[j, i, ky, kx] is an R x C matrix: [input lane, output lane]
+        tiles = dense.reshape(n_co, c, n_ci, r, kh, kw).transpose(0, 2, 4, 5, 3, 1)
+        if geom.pixel_major:  # a chunk's blocks are loaded as one range
+            needed = [list(range(n_ci))] * n_co
+        else:
+            needed = [[i for i in range(n_ci) if tiles[j, i].any()] or [0] for j in range(n_co)]
+        terms = [
+            [(i, ky, kx) for i in needed[j] for ky in range(kh) for kx in range(kw)]
+            for j in range(n_co)
+        ]
+        return {"tiles": tiles, "terms": terms, "weight_bytes": sum(map(len, terms)) * r * c}
+
+    def _conv_out(self, op: QConv, w: _Walk, j: int) -> tuple:
+        """DRAM placement of output channel block j of a tile: `_emit_output`'s dram, ys, xs,
+        ystride, xstride and widths."""
+        c = self.cfg.cols
+        _, wo, co = self.t[op.y].hwc
+        dram = self.addr(op.y) + (w.oy0 * wo + w.ox0) * co + j * c
+        return dram, w.th, w.tw, wo * co, co, [min(c, co - j * c)]
+
+    def _inp_window(self, geom: _Geom, xa: int, zp: int, w: _Walk, chunk) -> _InpWindow:
+        """The LOADs of a tile's input window for one chunk, and how GEMMs address it."""
+        r = self.cfg.rows
+        kh, kw = geom.kernel
+        sh, sw = geom.stride
+        dh, dw = geom.dilation
+        blocks = sorted({term[0] for term in chunk})
+        ky0 = min(term[1] for term in chunk)
+        ky1 = max(term[1] for term in chunk)
+        # input rows this chunk's kernel rows meet, padding included
+        hin = (w.th - 1) * sh + (ky1 - ky0) * dh + 1
+        win = (w.tw - 1) * sw + (kw - 1) * dw + 1
+        vy0, ys, pad_t, pad_b = _window(w.oy0 * sh - geom.pad_top + ky0 * dh, hin, geom.h)
+        vx0, xs, pad_l, pad_r = _window(w.ox0 * sw - geom.pad_left, win, geom.w)
+        src = xa + vy0 * geom.row_bytes + vx0 * geom.col_bytes
+        if geom.pixel_major:  # entries (row, column, block): a pixel's blocks are one run
+            blocks = list(range(blocks[0], blocks[-1] + 1))
+            nb = len(blocks)
+            spec = (0, src + blocks[0] * r, xs, nb, geom.col_bytes, r, r, (0,) * 4, zp, ys)
+            return _InpWindow([(*spec, geom.row_bytes)], nb * hin * win, win, blocks, 1, nb)
+        plane = hin * win
+        loads, first = [], 0
+        for k in range(1, len(blocks) + 1):  # one LOAD per run of equally wide blocks
+            width = min(r, geom.ci - blocks[first] * r)
+            if k < len(blocks) and blocks[k] == blocks[k - 1] + 1:
+                if min(r, geom.ci - blocks[k] * r) == width:
+                    continue
+            loads.append(
+                (
+                    first * plane,
+                    src + blocks[first] * r,
+                    ys,
+                    xs,
+                    geom.row_bytes,
+                    geom.col_bytes,
+                    width,
+                    (pad_t, pad_l, pad_b, pad_r),
+                    zp,
+                    k - first,
+                    r,
+                )
+            )
+            first = k
+        return _InpWindow(loads, len(blocks) * plane, win, blocks, plane, 1)
+
+    def _conv_tilings(
+        self, op: QConv, geom: _Geom, terms: dict
+    ) -> list[tuple[tuple[float, int], _Tiling]]:
+        """The most promising tilings with their (modeled cycles, steps).
+
+        Kernel rows are split over chunks only when not even one output row's whole input
+        window fits half of INP. Candidates are ranked by a quick estimate; the best few
+        are run through `_conv_cycles`, which follows the token protocol step by step.
+        """
+        cfg, half = self.cfg, self.em.half
+        ho, wo, _ = self.t[op.y].hwc
+        kh, kw = geom.kernel
+        sh, sw = geom.stride
+        dh, dw = geom.dilation
+        n_co = len(terms["terms"])
+        most_blocks = max(len({t[0] for t in ts}) for ts in terms["terms"])
+        blocks_opts = sorted({-(-most_blocks // n) for n in range(1, most_blocks + 1)})[-12:]
+        widths = sorted({-(-wo // d) for d in range(1, wo + 1)}, reverse=True)[:24]
+        if widths[-1] != 1:
+            widths.append(1)
+        resident = sum(map(len, terms["terms"])) <= half["wgt"]
+        for krc in range(kh, 0, -1):
+            cands = set()
+            for tw in widths:
+                win = (tw - 1) * sw + (kw - 1) * dw + 1
+                for mb in blocks_opts:
+                    th = min(ho, half["out"] // tw, 2 * half["acc"] // tw)
+                    while th > 0 and mb * ((th - 1) * sh + (krc - 1) * dh + 1) * win > half["inp"]:
+                        th -= 1
+                    if th < 1:
+                        continue
+                    for th_c in (th, -(-ho // -(-ho // th))):  # as tall as fits, or even
+                        g = max(1, min(n_co, 2 * half["acc"] // (th_c * tw), half["par"]))
+                        for g_c in (g, -(-n_co // -(-n_co // g))):  # as many as fit, or even
+                            cands.add(_Tiling(th_c, tw, mb, krc, g_c))
+                            if resident:
+                                cands.add(_Tiling(th_c, tw, mb, krc, g_c, True))
+            if cands:
+                break
+        else:
+            raise CompileError(
+                f"layer '{op.name}': one kernel row of one output pixel's input window "
+                f"({kw} wide, dilation {dw}) does not fit the INP buffer of {cfg.name}"
+            )
+        kinds: dict[tuple, _Tiling] = {}  # one of each tile size and count: the widest
+        for tl in sorted(cands, key=lambda tl: (-tl.tw, tl)):
+            n_tiles = -(-ho // tl.th) * -(-wo // tl.tw)
+            kinds.setdefault((tl.th * tl.tw, n_tiles, *tl[2:]), tl)
+        shortlist = sorted(kinds.values(), key=lambda tl: self._conv_estimate(op, geom, terms, tl))
+        shortlist = shortlist[:40]
+        # then the pipeline over the first two tiles, extrapolated, and the whole layer
+        ranked = sorted(shortlist, key=lambda tl: self._conv_cycles(op, geom, terms, tl, True)[0])
+        return [(self._conv_cycles(op, geom, terms, tl), tl) for tl in ranked[:4]]
+
+    def _conv_estimate(self, op: QConv, geom: _Geom, terms: dict, tl: _Tiling) -> float:
+        """Quick cycles of a tiling: busiest engine (compute, or loads of inputs and weights)
+        plus the first input load, which nothing overlaps."""
+        cfg = self.cfg
+        ho, wo, _ = self.t[op.y].hwc
+        n_tiles = -(-ho // tl.th) * -(-wo // tl.tw)
+        n_co = len(terms["terms"])
+        gemms = sum(map(len, terms["terms"]))
+        compute = gemms * (gemm_fill(cfg) * n_tiles + ho * wo) + n_co * ho * wo
+        chunks = self._chunks(terms, tl)[0]
+        key = ("first tile loads", tl.th, tl.tw, tl.mb, tl.krc)
+        if key not in terms:  # co block 0's input chunks of the first tile
+            first = _Walk(0, tl.th, 0, tl.tw, range(1), 0, 0, 0, True, True, True, True, True)
+            terms[key] = [
+                sum(self._dma_cycles(True, *spec[1:]) for spec in win.loads)
+                for win in (self._inp_window(geom, self.addr(op.x), 0, first, c) for c in chunks)
+            ]
+        loads = terms[key]
+        groups = -(-n_co // tl.g)  # each group reloads the chunks but the one it starts with
+        inp = (sum(loads) + (groups - 1) * (sum(loads) - loads[0])) * n_tiles
+        wgt = (gemms * cfg.rows * cfg.cols / cfg.bus_bytes) * (1 if tl.resident else n_tiles)
+        return max(compute, inp + wgt) + loads[0]
+
+    def _chunks(self, terms: dict, tl: _Tiling) -> list[list[list]]:
+        """`_chunks` of the terms for a tiling, computed once per (mb, krc)."""
+        key = ("chunks", tl.mb, tl.krc)
+        if key not in terms:
+            terms[key] = _chunks(terms["terms"], tl.mb, tl.krc, self.em.half["wgt"])
+        return terms[key]
+
+    def _conv_cycles(
+        self, op: QConv, geom: _Geom, terms: dict, tl: _Tiling, quick: bool = False
+    ) -> tuple[float, int]:
+        """Modeled cycles and steps of the layer with this tiling: its steps' loads, GEMMs,
+        POSTs and STOREs costed as compiler/timing.py does, under the tokens `Emitter.finish`
+        writes (see `_pipeline`). `quick` follows only the first QUICK_STEPS steps (at most
+        two tiles) and scales what comes after the first loads by the compute left."""
+        cfg, half = self.cfg, self.em.half
+        ho, wo, _ = self.t[op.y].hwc
+        chunks_of = self._chunks(terms, tl)
+        n_co = len(chunks_of)
+        par_all = tl.resident and n_co <= half["par"]
+        xa = self.addr(op.x)
+        fill = gemm_fill(cfg)
+        rc = cfg.rows * cfg.cols
+        pb = cfg.par_entry_bytes
+        uses = dict(self.em.uses)
+
+        def key(buf: str) -> tuple[str, int]:  # the half a new use of buf takes
+            uses[buf] += 1
+            return buf, (uses[buf] - 1) % 2
+
+        steps: list[tuple[list, set, list]] = []  # (loads (cycles, half), halves read, work)
+        par_key = None
+        windows = terms.setdefault("window cycles", {})  # INP load cycles by tile and chunk
+        tiles_seen: list[tuple[int, int]] = []
+        work_done = 0.0  # compute cycles of the steps followed
+        for w in _conv_walk(ho, wo, chunks_of, tl):
+            if quick and (w.oy0, w.ox0) not in tiles_seen:
+                tiles_seen.append((w.oy0, w.ox0))
+            if quick and (len(tiles_seen) > 2 or len(steps) > QUICK_STEPS):
+                break
+            chunk = chunks_of[w.j][w.q]
+            t = w.th * w.tw
+            loads = []
+            if not steps and tl.resident:
+                total = sum(map(len, terms["terms"]))
+                wgt_key = key("wgt")
+                loads.append((self._dma_cycles(True, 0, 1, total, total * rc, rc, rc), wgt_key))
+            if w.first_close and (par_key is None or not par_all):
+                n = n_co if par_all else len(w.members)
+                par_key = key("par")
+                loads.append((self._dma_cycles(True, 0, 1, n, n * pb, pb, pb), par_key))
+            if w.new_inp:
+                inp_key = key("inp")
+                at = (w.oy0, w.ox0, w.th, w.tw, id(chunk))
+                if at not in windows:
+                    win = self._inp_window(geom, xa, 0, w, chunk)
+                    windows[at] = [self._dma_cycles(True, *spec[1:]) for spec in win.loads]
+                loads += [(cost, inp_key) for cost in windows[at]]
+            if not tl.resident:
+                wgt_key = key("wgt")
+                n = len(chunk)
+                loads.append((self._dma_cycles(True, 0, 1, n, n * rc, rc, rc), wgt_key))
+            if loads:
+                steps.append((loads, set(), []))
+            _, reads, work = steps[-1]
+            reads.update((inp_key, wgt_key))
+            work.append(len(chunk) * (fill + t))
+            work_done += len(chunk) * (fill + t) + (t if w.closes else 0)
+            if w.closes:
+                reads.add(par_key)
+                dram, ys, xs, ystride, xstride, widths = self._conv_out(op, w, w.j)
+                store = self._dma_cycles(False, dram, ys, xs, ystride, xstride, widths[0])
+                work.append((t + POST_PIPELINE, store))
+        cycles, head = _pipeline(steps)
+        if quick:  # compute of the whole layer: every term on every pixel, then POST
+            gemms = sum(map(len, terms["terms"]))
+            n_tiles = -(-ho // tl.th) * -(-wo // tl.tw)
+            work = gemms * (fill * n_tiles + ho * wo) + n_co * ho * wo
+            cycles = head + (cycles - head) * work / work_done
+        return cycles, len(steps)
+
+    def _dma_cycles(
+        self,
+        is_load: bool,
+        dram: int,
+        ys: int,
+        xs: int,
+        ystride: int,
+        xstride: int,
+        eb: int,
+        pads=(0, 0, 0, 0),
+        pad_value: int = 0,
+        planes: int = 1,
+        plane_stride: int = 0,
+    ) -> int:
+        """Cycles of a LOAD or STORE as compiler/timing.py counts them (arguments as `_load`'s
+        after the SRAM base, which costs nothing)."""
+        key = (is_load, dram % ALIGN, ys, xs, ystride, xstride, eb, pads, planes, plane_stride)
+        cost = self._dma_cache.get(key)
+        if cost is None:
+            d = Dma(
+                is_load,
+                0,
+                0,
+                dram % ALIGN,
+                planes,
+                plane_stride,
+                ys,
+                xs,
+                eb,
+                ystride,
+                xstride,
+                tuple(pads),
+                pad_value,
+            )
+            cost = dma_cycles(self.cfg, d)
+            self._dma_cache[key] = cost
+        return cost
+
+    def _load_par(self, s: _Step, dram: int) -> int:
+        """Load one PAR entry in this step; returns its address."""
+        base = self.em.new_use("par", 1)
+        s.loads.append(self._par_load(base, dram, 1))
         return base
 
-    def _load_inp(self, s, base, blocks, plane, src, ys, xs, ystride, ci, pads, zp) -> None:
-        """INP loads of a tile: one per run of consecutive, equally wide channel blocks."""
-        r = self.cfg.rows
-        first = 0
-        for k in range(1, len(blocks) + 1):
-            same_run = (
-                k < len(blocks)
-                and blocks[k] == blocks[k - 1] + 1
-                and min(r, ci - blocks[k] * r) == min(r, ci - blocks[first] * r)
-            )
-            if not same_run:
-                b = blocks[first]
-                s.loads.append(
-                    _load(
-                        Buffer.INP,
-                        base + first * plane,
-                        src + b * r,
-                        ys,
-                        xs,
-                        ystride,
-                        ci,
-                        min(r, ci - b * r),
-                        pads,
-                        zp,
-                        planes=k - first,
-                        plane_stride=r,
-                    )
-                )
-                first = k
+    def _par_load(self, base: int, dram: int, count: int) -> Instr:
+        """The LOAD of `count` consecutive PAR entries from `dram` to entry `base`."""
+        n = self.cfg.par_entry_bytes
+        return _load(Buffer.PAR, base, dram, 1, count, count * n, n, n)
 
     def _emit_output(
         self,
@@ -580,82 +1102,12 @@ class LayerCompiler:
         STORE them: block b, `widths[b]` channels wide, to `dram + b*cols` bytes."""
         out = self.em.new_use("out", count * len(widths))
         s.compute.append(_post(acc, out, count, par, y.zero_point, clamp, len(widths)))
-        stores, first = [], 0
-        for b in range(1, len(widths) + 1):  # one STORE per run of equally wide blocks
-            if b == len(widths) or widths[b] != widths[first]:
-                stores.append(
-                    _store(
-                        out + first * count,
-                        dram + first * self.cfg.cols,
-                        ys,
-                        xs,
-                        ystride,
-                        xstride,
-                        widths[first],
-                        planes=b - first,
-                        plane_stride=self.cfg.cols,
-                    )
-                )
-                first = b
-        s.stores.append(stores)
-
-    def _conv_tile(self, op: QConv, terms, x: QTensor, y: QTensor) -> tuple[int, int, int, int]:
-        """Pick (tile rows, tile cols, input blocks per chunk, kernel rows per chunk).
-
-        The tiling with the fewest modeled cycles; kernel rows are split over chunks only
-        when not even one output row's whole input window fits half of INP.
-        """
-        cfg, half = self.cfg, self.em.half
-        ho, wo, _ = y.hwc
-        kh, kw = op.kernel
-        sh, sw = op.stride
-        dh, dw = op.dilation
-        most_blocks = max(len({t[0] for t in ts}) for ts in terms)
-        widths = sorted({-(-wo // d) for d in range(1, wo + 1)}, reverse=True)[:24]
-        if widths[-1] != 1:
-            widths.append(1)
-        for krc in range(kh, 0, -1):
-            best = None
-            for tw in widths:
-                win = (tw - 1) * sw + (kw - 1) * dw + 1
-                blocks_opts = sorted(
-                    {most_blocks, *[max(1, most_blocks >> s) for s in range(1, 8)]}, reverse=True
-                )
-                for mb in blocks_opts:
-                    th = min(ho, min(half["acc"], half["out"]) // tw)
-                    while th > 0 and mb * ((th - 1) * sh + (krc - 1) * dh + 1) * win > half["inp"]:
-                        th -= 1
-                    if th < 1:
-                        continue
-                    cost = self._conv_cost(op, terms, x, th, tw, mb) * -(-kh // krc)
-                    if best is None or cost < best[0]:
-                        best = (cost, th, tw, mb, krc)
-            if best is not None:
-                return best[1:]
-        raise CompileError(
-            f"layer '{op.name}': one kernel row of one output pixel's input window "
-            f"({kw} wide, dilation {dw}) does not fit the INP buffer of {cfg.name}"
+        s.stores.append(
+            [
+                _store(out + o, d, ys, xs, ystride, xstride, eb, p, self.cfg.cols)
+                for o, d, eb, p in _store_runs(self.cfg, dram, count, widths)
+            ]
         )
-
-    def _conv_cost(self, op, terms, x, th, tw, mb) -> float:
-        """Modeled cycles of a tiling: compute and DMA overlap; each step pays some latency."""
-        cfg = self.cfg
-        ho, wo, _ = self.t[op.y].hwc
-        n_tiles = -(-ho // th) * -(-wo // tw)
-        t = th * tw
-        gemms = sum(len(ts) for ts in terms)
-        compute = gemms * (2 * cfg.rows + cfg.cols - 2 + t)
-        blocks = max(len({q[0] for q in ts}) for ts in terms)
-        chunks = -(-blocks // mb)
-        groups = -(-len(terms) // max(1, min(len(terms), self.em.half["acc"] // t)))
-        shared = _same(terms)  # dense: co blocks of a group share each INP chunk
-        inp_loads = (1 if chunks == 1 else groups * chunks) if shared else len(terms) * chunks
-        hin = (th - 1) * op.stride[0] + (op.kernel[0] - 1) * op.dilation[0] + 1
-        win = (tw - 1) * op.stride[1] + (op.kernel[1] - 1) * op.dilation[1] + 1
-        inp_bytes = inp_loads * min(mb, blocks) * hin * win * cfg.rows
-        dma = (inp_bytes + gemms * cfg.rows * cfg.cols) / cfg.bus_bytes
-        steps = len(terms) * chunks
-        return n_tiles * (max(compute, dma) + steps * cfg.dram_latency_cycles * 0.5)
 
     # -- layers on the ALU ----------------------------------------------------------------
     def maxpool(self, op: QMaxPool) -> LayerStats:
@@ -847,11 +1299,6 @@ class LayerCompiler:
             for ins in (*s.loads, *s.compute, *(i for group in s.stores for i in group)):
                 counts[ins.op.name] = counts.get(ins.op.name, 0) + 1
         return LayerStats(op.name, op.kind, macs, counts, dict(self.em.peak), weight_bytes, tile)
-
-
-def _same(terms) -> bool:
-    first = {t[0] for t in terms[0]}
-    return all({t[0] for t in ts} == first for ts in terms)
 
 
 def compile_subgraph(

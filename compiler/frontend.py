@@ -5,11 +5,13 @@ cannot run stays an ONNX node for the host CPU.
 A DPU operator is a float op whose activation inputs come from DequantizeLinear of a
 quantized tensor and whose output goes (optionally through Relu/Clip) into QuantizeLinear.
 The DQ/Q nodes it absorbs disappear; tensors between DPU and CPU stay quantized.
+A conv over an image the host writes (few channels) reads a copy with its kernel rows
+stacked, which ONNX nodes on the host build (`_stack_kernel_rows`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -548,9 +550,134 @@ def lower(source: str | Path | onnx.ModelProto) -> Lowered:
             items.append(("dpu", matched[id(node)]))
         elif id(node) not in absorbed and node.op_type != "Constant":
             items.append(("cpu", node))
+    items = _stack_kernel_rows(model, items, m.tensors, g.types)
     used = {t for _, op in items if not isinstance(op, onnx.NodeProto) for t in _op_tensors(op)}
     tensors = {k: v for k, v in m.tensors.items() if k in used}
     return Lowered(model, items, tensors, g.types)
+
+
+# Inputs with at most this many channels (gray, RGB, RGBA images: no more than any shipped
+# array has rows) that the host writes reach their convolutions with the kernel rows stacked.
+STACK_MAX_CHANNELS = 4
+_ONNX_TYPE = {"int8": onnx.TensorProto.INT8, "uint8": onnx.TensorProto.UINT8}
+
+
+def _stack_kernel_rows(
+    model: onnx.ModelProto,
+    items: list[tuple[str, DpuOp | onnx.NodeProto]],
+    tensors: dict[str, QTensor],
+    types: dict[str, tuple[int, tuple[int, ...]]],
+) -> list[tuple[str, DpuOp | onnx.NodeProto]]:
+    """Give each conv over a host-written input of few channels (a network's image) a copy
+    of it with its kernel rows stacked, built on the host by ONNX nodes (Pad, Slice, Concat)
+    next to the ones producing the input.
+
+    Stacked pixel (oy, x) holds the kh input pixels (oy*sh + ky*dh - pad_top, x - pad_left)
+    for ky < kh, zero point where that is padding: channel ky*ci + c. The conv becomes a
+    1 x kw conv with no padding over kh*ci channels, whose kernel-row window is kw*kh*ci
+    consecutive bytes, so the code generator fills the array's rows with it (a 7x7 conv of
+    3 channels runs 10 weight folds of 16 rows per output instead of 49 of 3). The host
+    writes kh/sh times the input's bytes; the arithmetic is unchanged, bit for bit.
+    """
+    opset = {o.domain: o.version for o in model.opset_import}.get("", 0)
+    if opset < 11:  # Pad takes its pads as an input from opset 11
+        return items
+    dpu_made = {op.y for dev, op in items if dev == "dpu"}
+    out = []
+    host_nodes: dict[str, list[onnx.NodeProto]] = {}  # by the tensor they read
+    for dev, op in items:
+        x = tensors.get(op.x) if dev == "dpu" and isinstance(op, QConv) else None
+        if (
+            x is None
+            or op.x in dpu_made
+            or len(x.shape) != 4
+            or x.hwc[2] > STACK_MAX_CHANNELS
+            or op.groups != 1
+            or op.kernel[0] == 1
+            or op.dilation[1] != 1
+        ):
+            out.append((dev, op))
+            continue
+        nodes, conv = _stacked_conv(model, op, x, tensors, types)
+        host_nodes.setdefault(op.x, []).extend(nodes)
+        out.append(("dpu", conv))
+    # the host's nodes right after the node making their input (or first: a graph input),
+    # so they join its CPU subgraph
+    made_at = {o: k for k, (dev, n) in enumerate(out) if dev == "cpu" for o in n.output}
+    for src in sorted(host_nodes, key=lambda t: -made_at.get(t, -1)):
+        at = made_at.get(src, -1) + 1
+        out[at:at] = [("cpu", n) for n in host_nodes[src]]
+    return out
+
+
+def _stacked_conv(
+    model: onnx.ModelProto,
+    op: QConv,
+    x: QTensor,
+    tensors: dict[str, QTensor],
+    types: dict[str, tuple[int, tuple[int, ...]]],
+) -> tuple[list[onnx.NodeProto], QConv]:
+    """The host's nodes building op's stacked input, and op reading it."""
+    h, w, ci = x.hwc
+    ho, wo, _ = tensors[op.y].hwc
+    kh, kw = op.kernel
+    sh, sw = op.stride
+    dh, dw = op.dilation
+    pt, pl, _, _ = op.pads
+    rows = (ho - 1) * sh + (kh - 1) * dh + 1  # padded input rows and columns the conv reads
+    cols = (wo - 1) * sw + (kw - 1) * dw + 1
+    prefix = f"{op.name}/stacked_rows"
+    dtype = np.uint8 if x.onnx_dtype == "uint8" else np.int8
+    zp = x.zero_point + (128 if x.onnx_dtype == "uint8" else 0)
+
+    def const(name: str, value) -> str:
+        model.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    pads = [0, 0, pt, pl, 0, 0, max(0, rows - pt - h), max(0, cols - pl - w)]
+    padded = f"{prefix}/padded"
+    nodes = [
+        onnx.helper.make_node(
+            "Pad",
+            [
+                op.x,
+                const(f"{prefix}/pads", np.array(pads, np.int64)),
+                const(f"{prefix}/zero_point", np.array(zp, dtype)),
+            ],
+            [padded],
+            name=f"{prefix}/pad",
+        )
+    ]
+    parts = []
+    for ky in range(kh):
+        part = f"{prefix}/ky{ky}"
+        start = ky * dh
+        nodes.append(
+            onnx.helper.make_node(
+                "Slice",
+                [
+                    padded,
+                    const(f"{part}/starts", np.array([start, 0], np.int64)),
+                    const(f"{part}/ends", np.array([start + (ho - 1) * sh + 1, cols], np.int64)),
+                    const(f"{part}/axes", np.array([2, 3], np.int64)),
+                    const(f"{part}/steps", np.array([sh, 1], np.int64)),
+                ],
+                [part],
+                name=f"{part}/slice",
+            )
+        )
+        parts.append(part)
+    name = f"{prefix}/stacked"
+    nodes.append(onnx.helper.make_node("Concat", parts, [name], name=f"{prefix}/concat", axis=1))
+    shape = (1, kh * ci, ho, cols)
+    tensors[name] = QTensor(name, shape, x.scale, x.zero_point, x.onnx_dtype, (ho, cols, kh * ci))
+    types[name] = (_ONNX_TYPE[x.onnx_dtype], shape)
+    # weight [co, ci, ky, kx] -> [co, ky*ci + c, 1, kx]
+    weight = op.weight.transpose(0, 2, 1, 3).reshape(op.weight.shape[0], kh * ci, 1, kw)
+    conv = replace(
+        op, x=name, weight=weight, stride=(1, sw), dilation=(1, dw), pads=(0, 0, 0, 0), source=op.x
+    )
+    return nodes, conv
 
 
 def _op_tensors(op: DpuOp) -> tuple[str, ...]:

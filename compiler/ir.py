@@ -48,6 +48,10 @@ class QConv:
     groups: int = 1
     clamp: tuple[int, int] = (-128, 127)
     kind: str = "Conv"
+    # When the host builds x from another tensor (its kernel rows stacked, see
+    # frontend._stack_kernel_rows): that tensor. It is an input of the op's DPU subgraph too,
+    # so the DRAM holds the conv's input as the model has it (per-layer checks read it).
+    source: str | None = None
 
     @property
     def kernel(self) -> tuple[int, int]:
@@ -103,4 +107,6 @@ def op_inputs(op: DpuOp) -> tuple[str, ...]:
         return (op.a, op.b)
     if isinstance(op, QConcat):
         return op.inputs
+    if isinstance(op, QConv) and op.source is not None:
+        return (op.x, op.source)
     return (op.x,)

@@ -79,17 +79,26 @@ def dma_beats(starts: np.ndarray, length: int, bus_bytes: int) -> int:
     return int(((starts + length - 1) // bus_bytes - starts // bus_bytes + 1).sum())
 
 
+def dma_cycles(cfg: HwConfig, d: Dma) -> int:
+    """A LOAD's or STORE's cycles."""
+    beats = dma_beats(*d.runs(), cfg.bus_bytes)
+    entries = d.entries if d.is_load or d.eb else 0  # a STORE of 0 bytes reads nothing
+    return DMA_SETUP + cfg.dram_latency_cycles + max(beats, entries)
+
+
+def gemm_fill(cfg: HwConfig) -> int:
+    """A GEMM's cycles besides one per activation: weight preload and array drain."""
+    return 2 * cfg.rows + cfg.cols - 2
+
+
 def instr_cycles(cfg: HwConfig, col: dict[str, np.ndarray]) -> np.ndarray:
     n = len(col["op"])
     cyc = np.ones(n, dtype=np.int64)
     op = col["op"]
     for i in np.flatnonzero((op == Opcode.LOAD) | (op == Opcode.STORE)):
-        d = Dma.of(col, i)
-        beats = dma_beats(*d.runs(), cfg.bus_bytes)
-        entries = d.entries if d.is_load or d.eb else 0  # a STORE of 0 bytes reads nothing
-        cyc[i] = DMA_SETUP + cfg.dram_latency_cycles + max(beats, entries)
+        cyc[i] = dma_cycles(cfg, Dma.of(col, i))
     g = op == Opcode.GEMM
-    cyc[g] = 2 * cfg.rows + cfg.cols - 2 + col["n_outer"][g] * col["n_inner"][g]
+    cyc[g] = gemm_fill(cfg) + col["n_outer"][g] * col["n_inner"][g]
     p = op == Opcode.POST
     blocks = col["blocks"][p]
     cyc[p] = np.where(

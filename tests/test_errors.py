@@ -222,6 +222,14 @@ def test_engines_waiting_on_each_other() -> None:
     assert re.search(r"hang|deadlock", str(exc.value).lower()), str(exc.value)
 
 
+def test_token_pushed_later_in_the_stream() -> None:
+    """GEMM pops a token that the LOAD after it pushes: the engines would run it (the LOAD
+    goes first), but not in program order, which the golden model executes: rejected."""
+    stream = [_gemm(4, pop_prev=True), _load_inp(4, push_next=True)]
+    with pytest.raises(ExecutionError, match="later in the stream"):
+        _run(stream)
+
+
 def test_load_outside_the_data_window() -> None:
     with pytest.raises(ExecutionError) as exc:
         _run([_load_inp(4, dram_offset=250, push_next=True), _gemm(4, pop_prev=True)])

