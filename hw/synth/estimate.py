@@ -20,8 +20,8 @@ Measured (Yosys 0.70, -flatten; LUT includes SRLs; 2-core machine):
     dpu_array  ultra96v2  16x24     192   7.4k  17.2k     0     28 s   (384 expected)
     dpu_post   pynq-z2    16 lanes   32   3.3k   0.8k     0     18 s    64, 9.4k, 1.6k
     dpu_post   ultra96v2  24 lanes   48   5.4k   3.5k     0     26 s   (96 expected)
-    dpu_top    pynq-z2    16x16     203  29.6k  15.1k   123    183 s   (limits 220, 53.2k, 106k, 140)
-    dpu_top    ultra96v2  16x24     299  41.3k  32.5k   170    320 s   (limits 360, 70.6k, 141k, 216)
+    dpu_top    pynq-z2    16x16     203  29.6k  15.1k   123    183 s  (of 220, 53k, 106k, 140)
+    dpu_top    ultra96v2  16x24     299  41.3k  32.5k   170    320 s  (of 360, 71k, 141k, 216)
 
 "Before": one DSP per int8 MAC, and the 32 x 32-bit POST multiplier, now two MACs per DSP
 and a 32 x 23-bit one. Yosys packs the DSP48E1's registers (xc7) but not the DSP48E2's
