@@ -657,7 +657,7 @@ class LayerCompiler:
         _, _, geom, terms, tl = min(
             (o for o in options if o[0] <= 1.01 * fastest), key=lambda o: (o[1], o[0])
         )
-        chunks_of = self._chunks(terms, tl)
+        chunks_of = self._chunks_for(terms, tl)
         n_co = len(chunks_of)
         # the weights, chunk after chunk, in the order of each chunk's terms
         wpos, total = {}, 0
@@ -940,7 +940,7 @@ class LayerCompiler:
         n_co = len(terms["terms"])
         gemms = sum(map(len, terms["terms"]))
         compute = gemms * (gemm_fill(cfg) * n_tiles + ho * wo) + n_co * ho * wo
-        chunks = self._chunks(terms, tl)[0]
+        chunks = self._chunks_for(terms, tl)[0]
         key = ("first tile loads", tl.th, tl.tw, tl.mb, tl.krc)
         if key not in terms:  # co block 0's input chunks of the first tile
             first = _Walk(0, tl.th, 0, tl.tw, range(1), 0, 0, 0, True, True, True, True, True)
@@ -954,7 +954,7 @@ class LayerCompiler:
         wgt = (gemms * cfg.rows * cfg.cols / cfg.bus_bytes) * (1 if tl.resident else n_tiles)
         return max(compute, inp + wgt) + loads[0]
 
-    def _chunks(self, terms: dict, tl: _Tiling) -> list[list[list]]:
+    def _chunks_for(self, terms: dict, tl: _Tiling) -> list[list[list]]:
         """`_chunks` of the terms for a tiling, computed once per (mb, krc)."""
         key = ("chunks", tl.mb, tl.krc)
         if key not in terms:
@@ -970,7 +970,7 @@ class LayerCompiler:
         two tiles) and scales what comes after the first loads by the compute left."""
         cfg, half = self.cfg, self.em.half
         ho, wo, _ = self.t[op.y].hwc
-        chunks_of = self._chunks(terms, tl)
+        chunks_of = self._chunks_for(terms, tl)
         n_co = len(chunks_of)
         par_all = tl.resident and n_co <= half["par"]
         xa = self.addr(op.x)
