@@ -40,10 +40,11 @@
 // Timing. Count the cycle the instruction is taken (instr_valid_i && instr_ready_o) as 1
 // and the cycle of done_o as D; the next instruction can be taken in cycle D + 1, so D is
 // the instruction's period, as compiler/timing.py counts its cost:
-//   GEMM  2*Rows + Cols - 2 + T                    (the model, exactly; Rows >= 3)
-//   POST  blocks*count + 5                         (the model + 1: SRAM read + dpu_post's 4)
-//         blocks + 5 when count = 0, 4 when blocks = 0 (the model charges 4)
-//   ALU   trips + 2, 2 when trips = 0              (the model; + 1 for zero trips)
+//   GEMM  2*Rows + Cols - 2 + T                    (Rows >= 3)
+//   POST  blocks*count + 5                         (the SRAM read and dpu_post's 4 stages)
+//         blocks + 5 when count = 0, 4 when blocks = 0
+//   ALU   trips + 2, also when trips = 0
+// The cycle model (compiler/timing.py) charges exactly these.
 // GEMM: WGT read in cycle 1, tile rows into the array in cycles 2 .. Rows + 1, vector k
 // read from INP in cycle Rows - 1 + k and into the array in cycle Rows + k (overlapping the
 // preload as dpu_array's weight-stationary contract allows), its old ACC entry read on port
