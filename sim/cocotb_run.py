@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from dpukit.sim.verilator_env import verilator_env
+from dpukit.sim.verilator_env import verilator_bin, verilator_env
 
 REPO = Path(__file__).resolve().parents[1]
 RTL = REPO / "hw" / "rtl"
@@ -68,3 +69,21 @@ def run_testbench(
     total, failed = get_results(results)
     assert total > 0, f"{test_module}: no cocotb test ran"
     assert failed == 0, f"{test_module}: {failed} of {total} cocotb tests failed (see the log)"
+
+
+def assert_lint_clean(
+    toplevel: str, sources: Sequence[Path], parameters: Mapping[str, object] | None = None
+) -> None:
+    """`verilator --lint-only -Wall` on `toplevel` with these parameters: no warning, no error."""
+    cmd = [
+        str(verilator_bin()),
+        "--lint-only",
+        "-Wall",
+        "--top-module",
+        toplevel,
+        *(f"-G{k}={v}" for k, v in (parameters or {}).items()),
+        *map(str, sources),
+    ]
+    res = subprocess.run(cmd, env=verilator_env(), capture_output=True, text=True, check=False)
+    log = res.stdout + res.stderr
+    assert res.returncode == 0 and "%Warning" not in log and "%Error" not in log, log

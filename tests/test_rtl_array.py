@@ -3,12 +3,9 @@ the edge cases of the pairing (odd Cols, Cols 1 and 2)."""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
-from dpukit.sim.cocotb_run import rtl_sources, run_testbench
-from dpukit.sim.verilator_env import verilator_bin, verilator_env
+from dpukit.sim.cocotb_run import assert_lint_clean, rtl_sources, run_testbench
 
 SHAPES = [
     pytest.param(4, 4, id="sim-small-4x4"),
@@ -34,13 +31,4 @@ def test_array(rows: int, cols: int) -> None:
 
 @pytest.mark.parametrize(("rows", "cols"), SHAPES)
 def test_array_lint(rows: int, cols: int) -> None:
-    proc = subprocess.run(
-        [str(verilator_bin()), "--lint-only", "-Wall", "--top-module", "dpu_array"]
-        + [f"-GRows={rows}", f"-GCols={cols}", *map(str, rtl_sources("dpu_pe", "dpu_array"))],
-        env=verilator_env(),
-        capture_output=True,
-        text=True,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    assert "%Warning" not in out and "%Error" not in out, out
+    assert_lint_clean("dpu_array", rtl_sources("dpu_pe", "dpu_array"), {"Rows": rows, "Cols": cols})

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from dpukit.compiler.hwconfig import load_config
-from dpukit.sim.cocotb_run import rtl_sources, run_testbench
-from dpukit.sim.verilator_env import verilator_bin, verilator_env
+from dpukit.sim.cocotb_run import assert_lint_clean, rtl_sources, run_testbench
 
 SOURCES = ("dpu_pe", "dpu_array", "dpu_post", "dpu_alu_lanes", "dpu_compute")
 ENTRIES = ("InpEntries", "WgtEntries", "AccEntries", "OutEntries", "ParEntries")
@@ -64,10 +61,4 @@ def test_compute_cocotb(shape: str) -> None:
 
 @pytest.mark.parametrize("shape", list(LINT))
 def test_compute_lint(shape: str) -> None:
-    gs = [f"-G{k}={v}" for k, v in params(LINT[shape]).items()]
-    srcs = [str(p) for p in rtl_sources(*SOURCES)]
-    cmd = [str(verilator_bin()), "--lint-only", "-Wall", "--top-module", "dpu_compute", *gs, *srcs]
-    res = subprocess.run(cmd, env=verilator_env(), capture_output=True, text=True, check=False)
-    log = res.stdout + res.stderr
-    assert res.returncode == 0, log
-    assert "%Warning" not in log and "%Error" not in log, log
+    assert_lint_clean("dpu_compute", rtl_sources(*SOURCES), params(LINT[shape]))

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
-from dpukit.sim.cocotb_run import rtl_sources, run_testbench
-from dpukit.sim.verilator_env import verilator_bin, verilator_env
+from dpukit.sim.cocotb_run import assert_lint_clean, rtl_sources, run_testbench
 
 QUEUE_DEPTHS = [16, 64]
 
@@ -25,9 +22,4 @@ def test_dispatch_cocotb(depth: int) -> None:
 
 @pytest.mark.parametrize("depth", [1, 3, *QUEUE_DEPTHS])
 def test_dispatch_lint(depth: int) -> None:
-    sources = [str(p) for p in rtl_sources("dpu_dispatch")]
-    cmd = [str(verilator_bin()), "--lint-only", "-Wall", f"-GQueueDepth={depth}", *sources]
-    res = subprocess.run(cmd, env=verilator_env(), capture_output=True, text=True, check=False)
-    log = res.stdout + res.stderr
-    assert res.returncode == 0, log
-    assert "%Warning" not in log and "%Error" not in log, log
+    assert_lint_clean("dpu_dispatch", rtl_sources("dpu_dispatch"), {"QueueDepth": depth})

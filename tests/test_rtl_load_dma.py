@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
-from dpukit.sim.cocotb_run import rtl_sources, run_testbench
-from dpukit.sim.verilator_env import verilator_bin, verilator_env
+from dpukit.sim.cocotb_run import assert_lint_clean, rtl_sources, run_testbench
 
 SOURCES = ("dpu_dma_bursts", "dpu_load_dma")
 # (AxiDataBits, EntryBytes, MaxBurstBeats, MaxOutstanding, dram latency): sim-small INP,
@@ -46,14 +43,7 @@ def test_load_dma_cocotb(bits: int, entry: int, burst: int, outstanding: int, la
 
 
 def lint(top: str, parameters: dict[str, int]) -> None:
-    """`verilator --lint-only -Wall` of `top` with its parameters: no warning, no error."""
-    gs = [f"-G{k}={v}" for k, v in parameters.items()]
-    srcs = [str(p) for p in rtl_sources(*SOURCES)]
-    cmd = [str(verilator_bin()), "--lint-only", "-Wall", "--top-module", top, *gs, *srcs]
-    res = subprocess.run(cmd, env=verilator_env(), capture_output=True, text=True, check=False)
-    log = res.stdout + res.stderr
-    assert res.returncode == 0, log
-    assert "%Warning" not in log and "%Error" not in log, log
+    assert_lint_clean(top, rtl_sources(*SOURCES), parameters)
 
 
 @pytest.mark.parametrize(("bits", "entry", "burst", "outstanding"), LINT)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
-from dpukit.sim.cocotb_run import RTL, rtl_sources, run_testbench
-from dpukit.sim.verilator_env import verilator_bin, verilator_env
+from dpukit.sim.cocotb_run import RTL, assert_lint_clean, rtl_sources, run_testbench
 
 COLS = [4, 16]
 
@@ -25,8 +22,4 @@ def test_post_cocotb(cols: int) -> None:
 
 @pytest.mark.parametrize("cols", COLS)
 def test_post_lint(cols: int) -> None:
-    cmd = [str(verilator_bin()), "--lint-only", "-Wall", f"-GCols={cols}", str(RTL / "dpu_post.sv")]
-    res = subprocess.run(cmd, env=verilator_env(), capture_output=True, text=True, check=False)
-    log = res.stdout + res.stderr
-    assert res.returncode == 0, log
-    assert "%Warning" not in log and "%Error" not in log, log
+    assert_lint_clean("dpu_post", [RTL / "dpu_post.sv"], {"Cols": cols})

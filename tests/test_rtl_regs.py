@@ -3,15 +3,13 @@ the generated register package and reference are up to date with host/regmap.py.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from dpukit.compiler.hwconfig import load_config
 from dpukit.host import regmap
-from dpukit.sim.cocotb_run import RTL, run_testbench
-from dpukit.sim.verilator_env import verilator_bin, verilator_env
+from dpukit.sim.cocotb_run import RTL, assert_lint_clean, run_testbench
 
 SOURCES = [RTL / "dpu_regs_pkg.sv", RTL / "dpu_regs.sv"]
 FINGERPRINT = load_config("sim-small").fingerprint
@@ -30,12 +28,8 @@ def test_regs_cocotb() -> None:
 
 @pytest.mark.parametrize("addr_width", ADDR_WIDTHS)
 def test_regs_lint(addr_width: int) -> None:
-    params = [f"-GAddrWidth={addr_width}", f"-GConfigFingerprint=64'h{FINGERPRINT}"]
-    cmd = [str(verilator_bin()), "--lint-only", "-Wall", *params, *map(str, SOURCES)]
-    res = subprocess.run(cmd, env=verilator_env(), capture_output=True, text=True, check=False)
-    log = res.stdout + res.stderr
-    assert res.returncode == 0, log
-    assert "%Warning" not in log and "%Error" not in log, log
+    parameters = {"AddrWidth": addr_width, "ConfigFingerprint": f"64'h{FINGERPRINT}"}
+    assert_lint_clean("dpu_regs", SOURCES, parameters)
 
 
 @pytest.mark.parametrize(

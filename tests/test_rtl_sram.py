@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from dpukit.hw.synth import estimate
-from dpukit.sim.cocotb_run import RTL, run_testbench
-from dpukit.sim.verilator_env import verilator_bin, verilator_env
+from dpukit.sim.cocotb_run import RTL, assert_lint_clean, run_testbench
 
 # (Depth, WidthBits): tiny, not a power of two, and a 1024 x 128 buffer
 PARAMS = [(16, 8), (100, 36), (1024, 128)]
@@ -32,12 +31,7 @@ def test_sram_cocotb(depth: int, width: int) -> None:
 
 @pytest.mark.parametrize(("depth", "width"), [*PARAMS, (1, 8)])
 def test_sram_lint(depth: int, width: int) -> None:
-    params = [f"-GDepth={depth}", f"-GWidthBits={width}"]
-    cmd = [str(verilator_bin()), "--lint-only", "-Wall", *params, str(RTL / "dpu_sram.sv")]
-    res = subprocess.run(cmd, env=verilator_env(), capture_output=True, text=True, check=False)
-    log = res.stdout + res.stderr
-    assert res.returncode == 0, log
-    assert "%Warning" not in log and "%Error" not in log, log
+    assert_lint_clean("dpu_sram", [RTL / "dpu_sram.sv"], {"Depth": depth, "WidthBits": width})
 
 
 @pytest.mark.slow

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
-from dpukit.sim.cocotb_run import rtl_sources, run_testbench
-from dpukit.sim.verilator_env import verilator_bin, verilator_env
+from dpukit.sim.cocotb_run import assert_lint_clean, rtl_sources, run_testbench
 
 SOURCES = ("dpu_dma_bursts", "dpu_store_dma")
 # (AxiDataBits, EntryBytes, MaxBurstBeats, MaxOutstanding, dram latency): sim-small OUT,
@@ -47,12 +44,6 @@ def test_store_dma_cocotb(
 
 @pytest.mark.parametrize(("bits", "entry", "burst", "outstanding"), LINT)
 def test_store_dma_lint(bits: int, entry: int, burst: int, outstanding: int) -> None:
-    gs = [f"-G{k}={v}" for k, v in params(bits, entry, burst, outstanding).items()]
-    srcs = [str(p) for p in rtl_sources(*SOURCES)]
-    cmd = [str(verilator_bin()), "--lint-only", "-Wall", "--top-module", "dpu_store_dma"]
-    res = subprocess.run(
-        [*cmd, *gs, *srcs], env=verilator_env(), capture_output=True, text=True, check=False
+    assert_lint_clean(
+        "dpu_store_dma", rtl_sources(*SOURCES), params(bits, entry, burst, outstanding)
     )
-    log = res.stdout + res.stderr
-    assert res.returncode == 0, log
-    assert "%Warning" not in log and "%Error" not in log, log

@@ -6,7 +6,6 @@ tests/test_rtl_fuzz.py); its lint runs on both bus widths."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,7 @@ from dpukit.compiler.hwconfig import load_config
 from dpukit.compiler.isa import AluOp, Buffer, Opcode
 from dpukit.host.regmap import fingerprint_value
 from dpukit.hw.params import rtl_files, top_parameters
-from dpukit.sim.cocotb_run import rtl_sources, run_testbench
-from dpukit.sim.verilator_env import verilator_bin, verilator_env
+from dpukit.sim.cocotb_run import assert_lint_clean, rtl_sources, run_testbench
 
 
 def _case_program(cfg) -> list[isa.Instr]:
@@ -141,25 +139,11 @@ def test_top_cocotb(tmp_path: Path) -> None:
     )
 
 
-def _lint(top: str, params: dict, sources) -> None:
-    cmd = [
-        str(verilator_bin()),
-        "--lint-only",
-        "-Wall",
-        "--top-module",
-        top,
-        *(f"-G{k}={v}" for k, v in params.items()),
-        *map(str, sources),
-    ]
-    res = subprocess.run(cmd, env=verilator_env(), capture_output=True, text=True, check=False)
-    assert res.returncode == 0, res.stdout + res.stderr
-
-
 @pytest.mark.parametrize("config", ["sim-small", "pynq-z2", "ultra96v2"])
 def test_top_lint(config: str) -> None:
-    _lint("dpu_top", top_parameters(load_config(config)), rtl_files())
+    assert_lint_clean("dpu_top", rtl_files(), top_parameters(load_config(config)))
 
 
 @pytest.mark.parametrize("bits", [64, 128])
 def test_fetch_lint(bits: int) -> None:
-    _lint("dpu_fetch", {"AxiDataBits": bits}, rtl_sources("dpu_fetch"))
+    assert_lint_clean("dpu_fetch", rtl_sources("dpu_fetch"), {"AxiDataBits": bits})
