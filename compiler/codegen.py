@@ -35,7 +35,7 @@ from dpukit.compiler.dma import Dma
 from dpukit.compiler.hwconfig import HwConfig
 from dpukit.compiler.ir import DpuOp, QAdd, QConcat, QConv, QMaxPool, QTensor, QView
 from dpukit.compiler.isa import AluOp, Buffer, Instr, Opcode
-from dpukit.compiler.timing import POST_PIPELINE, dma_cycles, gemm_fill
+from dpukit.compiler.timing import POST_PIPELINE, dma_cycles, gemm_fill, gemm_interval
 from dpukit.errors import CompileError
 
 ALIGN = 64
@@ -592,16 +592,33 @@ def _conv_walk(ho: int, wo: int, chunks_of: list, tl: _Tiling):
                     loaded = key
 
 
+class _Gemms(NamedTuple):
+    """A run of GEMMs in a layer's pipeline: cycles until the next GEMM may start, and then
+    until the last one has written ACC (compiler/timing.py)."""
+
+    issue: int
+    tail: int
+
+
+class _Post(NamedTuple):
+    """A POST, and the cycles of the STOREs that follow it."""
+
+    cycles: int
+    store: int
+
+
 def _pipeline(steps: list[tuple[list, set, list]]) -> tuple[float, float]:
     """Cycles of a layer's steps under the tokens `Emitter.finish` writes, and when its
     compute starts: the load engine issues each step's loads in `load_order`, the one that
     pops c2l waiting for step s-2's compute; compute waits for its step's loads; POST k waits
     for the STOREs of POST k-2. A step is (loads as (cycles, buffer half), halves its compute
-    reads, work: GEMM cycles or (POST cycles, its STOREs' cycles) in order)."""
+    reads, work: `_Gemms` and `_Post` in order)."""
     load_free = store_free = 0.0
     comp_end: list[float] = []
     store_ends: list[float] = []
     last_read: dict = {}
+    # compute's clock after the last step; when its GEMMs have written ACC; its POST's end
+    issued = drained = post_end = 0.0
     for si, (loads, reads, work) in enumerate(steps):
         order, wait = load_order(si, [k for _, k in loads], last_read)
         clock = load_free
@@ -610,20 +627,23 @@ def _pipeline(steps: list[tuple[list, set, list]]) -> tuple[float, float]:
                 clock = max(clock, comp_end[si - 2])
             clock += loads[i][0]
         load_free = clock
-        clock = max(comp_end[-1] if comp_end else 0.0, load_free)
+        clock = max(issued, load_free)
         if not si:
             start = clock
         for item in work:
-            if isinstance(item, tuple):
-                post, store = item
+            if isinstance(item, _Post):  # the GEMMs after it run beside it
+                clock = max(clock, drained, post_end)
                 if len(store_ends) >= 2:
                     clock = max(clock, store_ends[-2])
-                clock += post
-                store_free = max(store_free, clock) + store
+                post_end = clock + item.cycles
+                store_free = max(store_free, post_end) + item.store
                 store_ends.append(store_free)
+                clock += 1
             else:
-                clock += item
-        comp_end.append(clock)
+                clock += item.issue
+                drained = clock + item.tail
+        issued = clock
+        comp_end.append(max(clock, drained, post_end))
         last_read.update(dict.fromkeys(reads, si))
     return max(comp_end[-1], store_free), start
 
@@ -939,7 +959,10 @@ class LayerCompiler:
         n_tiles = -(-ho // tl.th) * -(-wo // tl.tw)
         n_co = len(terms["terms"])
         gemms = sum(map(len, terms["terms"]))
-        compute = gemms * (gemm_fill(cfg) * n_tiles + ho * wo) + n_co * ho * wo
+        groups = -(-n_co // tl.g)  # each group reloads the chunks but the one it starts with
+        compute = self._compute_cycles(
+            gemms, n_tiles, tl.th * tl.tw, n_tiles * groups, n_co * ho * wo
+        )
         chunks = self._chunks_for(terms, tl)[0]
         key = ("first tile loads", tl.th, tl.tw, tl.mb, tl.krc)
         if key not in terms:  # co block 0's input chunks of the first tile
@@ -949,10 +972,17 @@ class LayerCompiler:
                 for win in (self._inp_window(geom, self.addr(op.x), 0, first, c) for c in chunks)
             ]
         loads = terms[key]
-        groups = -(-n_co // tl.g)  # each group reloads the chunks but the one it starts with
         inp = (sum(loads) + (groups - 1) * (sum(loads) - loads[0])) * n_tiles
         wgt = (gemms * cfg.rows * cfg.cols / cfg.bus_bytes) * (1 if tl.resident else n_tiles)
         return max(compute, inp + wgt) + loads[0]
+
+    def _compute_cycles(self, gemms: int, n_tiles: int, t: int, posts: int, post: int) -> int:
+        """Compute cycles of a layer: `gemms` GEMMs of `t` vectors on each of `n_tiles` tiles,
+        back to back (compiler/timing.py), and `posts` POSTs of `post` cycles in all, each
+        waiting for the GEMMs before it to drain."""
+        return (
+            gemms * n_tiles * int(gemm_interval(self.cfg, t)) + posts * gemm_fill(self.cfg) + post
+        )
 
     def _chunks_for(self, terms: dict, tl: _Tiling) -> list[list[list]]:
         """`_chunks` of the terms for a tiling, computed once per (mb, krc)."""
@@ -1019,18 +1049,20 @@ class LayerCompiler:
                 steps.append((loads, set(), []))
             _, reads, work = steps[-1]
             reads.update((inp_key, wgt_key))
-            work.append(len(chunk) * (fill + t))
-            work_done += len(chunk) * (fill + t) + (t if w.closes else 0)
+            issue = len(chunk) * int(gemm_interval(cfg, t))
+            work.append(_Gemms(issue, t + fill - int(gemm_interval(cfg, t))))
+            work_done += issue + (fill + t if w.closes else 0)
             if w.closes:
                 reads.add(par_key)
                 dram, ys, xs, ystride, xstride, widths = self._conv_out(op, w, w.j)
                 store = self._dma_cycles(False, dram, ys, xs, ystride, xstride, widths[0])
-                work.append((t + POST_PIPELINE, store))
+                work.append(_Post(t + POST_PIPELINE, store))
         cycles, head = _pipeline(steps)
         if quick:  # compute of the whole layer: every term on every pixel, then POST
             gemms = sum(map(len, terms["terms"]))
             n_tiles = -(-ho // tl.th) * -(-wo // tl.tw)
-            work = gemms * (fill * n_tiles + ho * wo) + n_co * ho * wo
+            posts = n_tiles * -(-n_co // tl.g)
+            work = self._compute_cycles(gemms, n_tiles, tl.th * tl.tw, posts, n_co * ho * wo)
             cycles = head + (cycles - head) * work / work_done
         return cycles, len(steps)
 

@@ -629,7 +629,7 @@ def _activity(
     busy = {}
     for e in timing.Engine:
         mine = sched.engine[lo:hi] == e
-        busy[e.name.lower()] = int((sched.end[lo:hi] - sched.start[lo:hi])[mine].sum())
+        busy[e.name.lower()] = timing.busy_cycles(sched.start[lo:hi][mine], sched.end[lo:hi][mine])
     act = Activity(cycles=cycles, busy=busy)
     for code in Opcode:
         cnt = int((op[lo:hi] == code).sum())

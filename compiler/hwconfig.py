@@ -154,6 +154,8 @@ def _validate(cfg: HwConfig, where: str) -> None:
             raise ConfigError(f"{where}: {msg}")
 
     need(1 <= cfg.rows <= 128 and 1 <= cfg.cols <= 128, "array rows and cols must be 1..128")
+    # the compute engine's weight tile goes in behind the first vector (hw/rtl/dpu_compute.sv)
+    need(cfg.cols >= 3, "array cols must be at least 3")
     need(cfg.operand_bits == 8, "only operand_bits = 8 (int8) is supported")
     need(cfg.accumulator_bits == 32, "only accumulator_bits = 32 is supported")
     need(cfg.axi_data_bits in (32, 64, 128, 256), "axi_data_bits must be 32, 64, 128 or 256")

@@ -9,16 +9,25 @@ Per-instruction costs (cycles at the DPU clock):
           each contiguous run of bytes touches (so misalignment costs); padding entries are
           written while data streams, one entry per cycle.
   STORE   DMA_SETUP + dram_latency + max(data beats, entries read).
-  GEMM    weight-stationary systolic pass: rows cycles to preload the weight tile, then
-          n_outer*n_inner activations stream through, and rows + cols - 2 cycles to drain:
-          2*rows + cols - 2 + n_outer*n_inner (SCALE-Sim's per-fold count).
+  GEMM    weight-stationary systolic pass of T = n_outer*n_inner activation vectors, one
+          per cycle from the cycle it starts, done when the last result is written to ACC:
+          max(T, 1) + rows + cols (the array's rows + cols - 1 latency, the INP read and the
+          ACC write; a GEMM of no vectors still sends one write-less slot down the array).
+          The weight tile goes in row by row along the wavefront of the first vector, so it
+          costs no cycles of its own; but one tile preload takes `rows` cycles, so GEMMs in a
+          row start max(T, rows) cycles apart: a GEMM may start that long after the GEMM
+          before it started, while that one drains (SCALE-Sim counts 2*rows + cols - 2 + T
+          per fold: preload, stream and drain, none overlapped).
   POST    blocks * max(count, 1) + POST_PIPELINE: one ACC entry per cycle through the
           SRAM read and the 4-stage requantization pipeline (a block of count 0 still reads
-          its PAR entry, one cycle); a POST of 0 blocks costs POST_PIPELINE - 1
+          its PAR entry, one cycle); a POST of 0 blocks costs POST_PIPELINE - 1. GEMMs that
+          follow a POST run beside it (see _ComputeTimer).
   ALU     n_outer*n_inner + ALU_PIPELINE (a zero-trip ALU, the layer barrier, costs 2)
   END     1, after all engines are idle.
-An engine starts its next instruction when the previous one has finished and every token
-the instruction pops has been pushed; a token is pushed when its instruction finishes.
+An engine starts its next instruction when the previous one has finished and every token the
+instruction pops has been pushed; a token is pushed when its instruction finishes. The
+compute engine overlaps instructions (GEMMs back to back, GEMMs beside a POST) and finishes
+them in program order: `_ComputeTimer` has its rules.
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ from dpukit.errors import ExecutionError
 POST_PIPELINE = 5
 DMA_SETUP = 2
 ALU_PIPELINE = 2
+# Compute instructions taken and not yet retired, at most (dpu_compute's MaxInFlight).
+COMPUTE_IN_FLIGHT = 16
 
 # Token FIFOs, by (from engine, to engine).
 QUEUES = {
@@ -87,8 +98,14 @@ def dma_cycles(cfg: HwConfig, d: Dma) -> int:
 
 
 def gemm_fill(cfg: HwConfig) -> int:
-    """A GEMM's cycles besides one per activation: weight preload and array drain."""
-    return 2 * cfg.rows + cfg.cols - 2
+    """A GEMM's cycles besides one per activation vector: the array's latency to ACC."""
+    return cfg.rows + cfg.cols
+
+
+def gemm_interval(cfg: HwConfig, vectors):
+    """Cycles from a GEMM's start to the earliest start of a GEMM that follows it: its
+    vectors stream, and the next weight tile's `rows`-cycle preload fits behind them."""
+    return np.maximum(vectors, cfg.rows)
 
 
 def instr_cycles(cfg: HwConfig, col: dict[str, np.ndarray]) -> np.ndarray:
@@ -98,7 +115,7 @@ def instr_cycles(cfg: HwConfig, col: dict[str, np.ndarray]) -> np.ndarray:
     for i in np.flatnonzero((op == Opcode.LOAD) | (op == Opcode.STORE)):
         cyc[i] = dma_cycles(cfg, Dma.of(col, i))
     g = op == Opcode.GEMM
-    cyc[g] = gemm_fill(cfg) + col["n_outer"][g] * col["n_inner"][g]
+    cyc[g] = gemm_fill(cfg) + np.maximum(col["n_outer"][g] * col["n_inner"][g], 1)
     p = op == Opcode.POST
     blocks = col["blocks"][p]
     cyc[p] = np.where(
@@ -110,10 +127,107 @@ def instr_cycles(cfg: HwConfig, col: dict[str, np.ndarray]) -> np.ndarray:
     return cyc
 
 
+def busy_cycles(start: np.ndarray, end: np.ndarray) -> int:
+    """Cycles in which at least one of an engine's instructions (in their engine order: starts
+    and ends both non-decreasing) was executing."""
+    if start.size == 0:
+        return 0
+    prev_end = np.concatenate(([start[0]], np.maximum.accumulate(end[:-1])))
+    return int(np.maximum(end - np.maximum(start, prev_end), 0).sum())
+
+
+class _ComputeTimer:
+    """The compute engine's rules (hw/rtl/dpu_compute.sv implements them):
+    - a POST or ALU starts when every earlier compute instruction has retired;
+    - a GEMM starts one cycle after a POST starts at the earliest (it runs beside the POST),
+      `gemm_interval` after the start of a GEMM before it, after an ALU has retired, and
+      only while fewer than `in_flight` compute instructions are in flight;
+    - a GEMM's iteration that would write an ACC entry a running POST may still read waits:
+      while the POST's reads are not all issued and the entry lies between the base of the
+      block the POST is reading and the POST's last entry (the POST reads blocks in
+      ascending base order, so nothing below that base is read again);
+    - instructions retire in program order, at most one per cycle, as soon as done: tokens
+      are pushed, and the instruction counts as finished, at its retirement (`end`)."""
+
+    def __init__(
+        self,
+        cfg: HwConfig,
+        col: dict[str, np.ndarray],
+        cost: np.ndarray,
+        in_flight: int = COMPUTE_IN_FLIGHT,
+    ):
+        self.cfg, self.col, self.cost, self.in_flight = cfg, col, cost, in_flight
+        self.prev: int | None = None  # the last compute instruction started
+        self.gemm_free = 0  # earliest start of a GEMM after the last GEMM
+        self.post: int | None = None  # the last POST started, while a GEMM may overlap it
+        self.retired: list[int] = []  # retirement of every compute instruction so far
+        self.end_retire = 0
+
+    def run(self, i: int, t: int) -> tuple[int, int]:
+        """Start and retirement of compute instruction i, whose tokens and dispatch allow a
+        start at t."""
+        col, op = self.col, int(self.col["op"][i])
+        p = self.prev
+        if op != Opcode.GEMM or p is None:
+            t = max(t, self.end_retire)
+        elif col["op"][p] == Opcode.POST:
+            t = max(t, self.start_p + 1)
+        elif col["op"][p] == Opcode.ALU:
+            t = max(t, self.end_retire)
+        else:
+            t = max(t, self.gemm_free)
+        if op == Opcode.GEMM and len(self.retired) >= self.in_flight:
+            t = max(t, self.retired[-self.in_flight])
+        done = t + int(self.cost[i])
+        if op == Opcode.GEMM:
+            done = self._gemm(i, t)
+        elif op == Opcode.POST:
+            self.post, self.start_p = i, t
+        retire = max(done, self.end_retire + 1) if self.retired else done
+        self.retired.append(retire)
+        self.end_retire = retire
+        self.prev = i
+        return t, retire
+
+    def _gemm(self, i: int, t: int) -> int:
+        """A GEMM started at t: its done cycle; sets when the next GEMM may start."""
+        cfg, col = self.cfg, self.col
+        no, ni = int(col["n_outer"][i]), int(col["n_inner"][i])
+        last_issue = t + max(no * ni, 1)  # T = 0 issues one write-less iteration
+        if no * ni and self.post is not None:
+            last_issue = self._post_waits(i, t, no, ni, last_issue)
+        self.gemm_free = max(last_issue, t + cfg.rows)
+        return last_issue + cfg.rows + cfg.cols
+
+    def _post_waits(self, i: int, t: int, no: int, ni: int, last_issue: int) -> int:
+        """The last issue cycle of GEMM i started at t beside the last POST."""
+        col, q = self.col, self.post
+        blocks, count = int(col["blocks"][q]), int(col["count"][q])
+        reads_end = self.start_p + blocks * count  # the cycle of the POST's last ACC read
+        if count == 0 or t + 1 > reads_end:
+            return last_issue
+        base, stride = int(col["acc_base"][q]), int(col["acc_block_stride"][q])
+        last_entry = base + (blocks - 1) * stride + count - 1
+        o, k = np.divmod(np.arange(no * ni), ni)
+        x = (
+            int(col["acc_base"][i])
+            + o * int(col["acc_outer_stride"][i])
+            + k * int(col["acc_inner_stride"][i])
+        )
+        # The last block whose base is <= x: the POST reads x up to the end of that block.
+        blk = np.full(x.shape, blocks - 1) if stride == 0 else (x - base) // max(stride, 1)
+        blk = np.minimum(blk, blocks - 1)
+        release = np.minimum(reads_end, self.start_p + (blk + 1) * count) + 1
+        release = np.where((x >= base) & (x <= last_entry), release, 0)
+        j = np.arange(no * ni)
+        issue = j + np.maximum(t + 1, np.maximum.accumulate(release - j))
+        return int(issue[-1])
+
+
 @dataclass
 class Schedule:
     start: np.ndarray
-    end: np.ndarray
+    end: np.ndarray  # when it finished: a compute instruction's retirement
     engine: np.ndarray  # Engine per instruction, -1 for END
     seq: np.ndarray  # index within its engine
     token_src: list[list[int]]  # for each instruction, the instructions whose tokens it popped
@@ -127,6 +241,7 @@ def schedule(cfg: HwConfig, col: dict[str, np.ndarray]) -> Schedule:
     if n == 0 or col["op"][-1] != Opcode.END:
         raise ExecutionError("instruction stream does not end with END")
     cost = instr_cycles(cfg, col)
+    compute = _ComputeTimer(cfg, col, cost)
     fetch_beats = max(1, INSTR_BYTES // cfg.bus_bytes)
     engine = np.full(n, -1, dtype=np.int64)
     seq = np.zeros(n, dtype=np.int64)
@@ -191,11 +306,14 @@ def schedule(cfg: HwConfig, col: dict[str, np.ndarray]) -> Schedule:
                 if dispatch[i] < 0 or any(end[j] < 0 for j in token_src[i]):
                     break
                 t = int(dispatch[i])
-                if head[e]:
-                    t = max(t, int(end[per_engine[e][head[e] - 1]]))
                 for j in token_src[i]:
                     t = max(t, int(end[j]))
-                start[i], end[i] = t, t + int(cost[i])
+                if e == Engine.COMPUTE:
+                    start[i], end[i] = compute.run(i, t)
+                else:
+                    if head[e]:
+                        t = max(t, int(end[per_engine[e][head[e] - 1]]))
+                    start[i], end[i] = t, t + int(cost[i])
                 head[e] += 1
                 progress = True
     stuck = [per_engine[e][head[e]] for e in range(3) if head[e] < len(per_engine[e])]
@@ -206,5 +324,8 @@ def schedule(cfg: HwConfig, col: dict[str, np.ndarray]) -> Schedule:
     last = n - 1
     start[last] = max(int(end[:last].max(initial=0)), last_dispatch + fetch_beats)
     end[last] = start[last] + 1
-    busy = {Engine(e).name.lower(): int(cost[per_engine[e]].sum()) for e in range(3)}
+    busy = {
+        Engine(e).name.lower(): busy_cycles(start[per_engine[e]], end[per_engine[e]])
+        for e in range(3)
+    }
     return Schedule(start, end, engine, seq, token_src, int(end[last]), busy)

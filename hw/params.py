@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dpukit.compiler.hwconfig import HwConfig
+from dpukit.compiler.timing import COMPUTE_IN_FLIGHT
 from dpukit.host.regmap import fingerprint_value
 
 RTL_DIR = Path(__file__).resolve().parent / "rtl"
@@ -23,6 +24,7 @@ def top_parameters(cfg: HwConfig) -> dict[str, int | str]:
         "OutEntries": cfg.out_entries,
         "ParEntries": cfg.par_entries,
         "QueueDepth": cfg.queue_depth,
+        "ComputeInFlight": COMPUTE_IN_FLIGHT,
         "AxiDataBits": cfg.axi_data_bits,
         "AxiAddrBits": cfg.axi_addr_bits,
         "MaxBurstBeats": cfg.max_burst_beats,

@@ -3,8 +3,11 @@
 Engine models take commands and complete them after random latencies, recording start and
 finish cycles; the checker verifies from those records alone the token rules of
 docs/isa.md and compiler/timing.py (the k-th pop of a token FIFO waits for the k-th push's
-completion), program order per engine, and that END's done came after everything finished.
-Run by tests/test_rtl_dispatch.py, which sets DPU_DISPATCH_QUEUE_DEPTH to QueueDepth.
+completion), program order per engine, the in-flight limit (one instruction for load and
+store, ComputeInFlight for compute, which the compute model fills: it takes commands while
+others run and completes them in order), and that END's done came after everything
+finished. Run by tests/test_rtl_dispatch.py, which sets DPU_DISPATCH_QUEUE_DEPTH to
+QueueDepth and DPU_DISPATCH_COMPUTE_IN_FLIGHT to ComputeInFlight.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import itertools
 import os
 import random
 import tempfile
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +75,45 @@ def with_opcode(word: int, code: int) -> int:
     return (word & ~((1 << isa.OPCODE_BITS) - 1)) | code
 
 
+def flag_queues(engine: Engine) -> dict[str, str]:
+    """The token FIFO each legal flag of the engine names (compiler/timing.py's QUEUES)."""
+    out = {}
+    for flag, other, popping in (
+        ("pop_prev", engine - 1, True),
+        ("pop_next", engine + 1, True),
+        ("push_prev", engine - 1, False),
+        ("push_next", engine + 1, False),
+    ):
+        if Engine.LOAD <= other <= Engine.STORE:
+            pair = (Engine(other), engine) if popping else (engine, Engine(other))
+            out[flag] = QUEUES[pair]
+    return out
+
+
+def random_program(rng: random.Random, n: int, budget: int) -> list[int]:
+    """n random instructions and END. Every pop takes a token pushed by an instruction earlier
+    in program order, so every wait points backwards and the program cannot deadlock; at most
+    `budget` pushes per FIFO (<= QueueDepth), so no counter can overflow however far an engine
+    runs ahead of the one popping."""
+    pushed = dict.fromkeys(QUEUES.values(), 0)
+    popped = dict.fromkeys(QUEUES.values(), 0)
+    ops = [Opcode.LOAD, Opcode.GEMM, Opcode.GEMM, Opcode.GEMM, Opcode.POST, Opcode.ALU]
+    words = []
+    for _ in range(n):
+        op = rng.choice([*ops, Opcode.STORE])
+        flags = {}
+        for flag, q in flag_queues(ENGINE_OF[op]).items():
+            if flag.startswith("pop") and popped[q] < pushed[q] and rng.random() < 0.7:
+                flags[flag] = True
+                popped[q] += 1
+        for flag, q in flag_queues(ENGINE_OF[op]).items():
+            if flag.startswith("push") and pushed[q] < budget and rng.random() < 0.4:
+                flags[flag] = True
+                pushed[q] += 1
+        words.append(instr(op, **flags))
+    return [*words, instr(Opcode.END)]
+
+
 # -- models --------------------------------------------------------------------------------
 @dataclass
 class Run:
@@ -82,46 +125,62 @@ class Run:
 
 
 class EngineModel:
-    """Takes a command when ready, pulses complete 1..max_latency cycles later."""
+    """Takes a command when ready, also while up to `limit` - 1 others are in flight, and
+    completes each min_latency..max_latency cycles after its take at the earliest, in the
+    order taken, at most one per cycle (as dpu_compute retires). Checks every cycle that a
+    command is offered only below the limit (this cycle's completion freeing a slot) and
+    that busy_o and blocked_o agree with what is in flight."""
 
-    def __init__(self, dut: SimHandleBase, name: str, rng: random.Random):
-        self.name, self.rng, self.clk = name, rng, dut.clk_i
-        self.valid = getattr(dut, f"{name}_valid_o")
-        self.ready = getattr(dut, f"{name}_ready_i")
-        self.instr = getattr(dut, f"{name}_instr_o")
-        self.complete = getattr(dut, f"{name}_complete_i")
+    def __init__(self, dut: SimHandleBase, engine: Engine, rng: random.Random):
+        self.name, self.rng, self.clk = ENGINES[engine], rng, dut.clk_i
+        self.bit = int(engine)  # of busy_o and blocked_o
+        self.valid = getattr(dut, f"{self.name}_valid_o")
+        self.ready = getattr(dut, f"{self.name}_ready_i")
+        self.instr = getattr(dut, f"{self.name}_instr_o")
+        self.complete = getattr(dut, f"{self.name}_complete_i")
+        self.busy, self.blocked = dut.busy_o, dut.blocked_o
         self.runs: list[Run] = []
         self.hold = False  # ready forced low
         self.pause: Iterator[int] = itertools.repeat(0)
+        self.limit = 1
+        self.min_latency = 1
         self.max_latency = 1
+        self.max_in_flight = 0
 
     def latency(self) -> int:
-        """Half the instructions back to back (exercising take-while-completing)."""
-        return 1 if self.rng.random() < 0.5 else self.rng.randint(1, self.max_latency)
+        """Half the instructions as short as allowed (exercising take-while-completing)."""
+        if self.rng.random() < 0.5:
+            return self.min_latency
+        return self.rng.randint(self.min_latency, max(self.min_latency, self.max_latency))
 
     async def run(self) -> None:
-        current: Run | None = None
-        remaining = 0
+        in_flight: deque[tuple[Run, int]] = deque()  # oldest first, with its earliest finish
         self.ready.value = 0
         self.complete.value = 0
         while True:
             await RisingEdge(self.clk)
             now = cycle()
-            completing = current is not None and remaining == 0
-            if current is not None:
-                if completing:
-                    current.finish, current = now, None
-                else:
-                    remaining -= 1
+            completing = bool(in_flight) and in_flight[0][1] <= now
+            if completing:
+                in_flight.popleft()[0].finish = now
             ready = not self.hold and next(self.pause) == 0
             self.complete.value = int(completing)
             self.ready.value = int(ready)
             await ReadOnly()
-            if ready and int(self.valid.value):
-                assert current is None, f"{self.name}: command offered while an instruction runs"
-                current = Run(self.instr.value.to_unsigned(), now)
-                self.runs.append(current)
-                remaining = self.latency() - 1
+            valid = int(self.valid.value)
+            busy = self.busy.value.to_unsigned() >> self.bit & 1
+            blocked = self.blocked.value.to_unsigned() >> self.bit & 1
+            # busy_o is registered: this cycle's completion still counts, its take not yet
+            assert busy == int(completing or bool(in_flight)), f"{self.name}: busy_o {busy}"
+            assert not (blocked and (busy or valid)), f"{self.name}: blocked_o while busy/valid"
+            assert not valid or len(in_flight) < self.limit, (
+                f"{self.name}: command offered with {len(in_flight)} in flight"
+            )
+            if ready and valid:
+                run = Run(self.instr.value.to_unsigned(), now)
+                self.runs.append(run)
+                in_flight.append((run, now + self.latency()))
+                self.max_in_flight = max(self.max_in_flight, len(in_flight))
 
 
 class InstrDriver:
@@ -181,7 +240,11 @@ def check_schedule(
         for k, (i, r) in enumerate(zip(mine, model.runs, strict=True)):
             assert r.finish > r.start > accepted[i], f"instr {i}: start/finish {r}"
             if k:
-                assert r.start >= model.runs[k - 1].finish, f"instr {i}: engine still busy"
+                assert r.finish > model.runs[k - 1].finish, f"instr {i}: completed out of order"
+            if k >= model.limit:
+                # starts and finishes are in order: then this bounds the count in flight
+                before = model.runs[k - model.limit]
+                assert r.start >= before.finish, f"instr {i}: over {model.limit} in flight"
             start[i], finish[i] = r.start, r.finish
     pushed: dict[str, list[int]] = {q: [] for q in QUEUES.values()}
     popped: dict[str, int] = dict.fromkeys(QUEUES.values(), 0)
@@ -205,7 +268,8 @@ def check_schedule(
         for t in range(s, f if s >= 0 else s):
             running[t] += 1
     overlap = sum(r > 1 for r in running)
-    return {"cycles": done[0] - accepted[0], "overlap": overlap}
+    in_flight = engines[Engine.COMPUTE].max_in_flight
+    return {"cycles": done[0] - accepted[0], "overlap": overlap, "compute_in_flight": in_flight}
 
 
 # -- testbench -----------------------------------------------------------------------------
@@ -216,9 +280,12 @@ class DispatchTb:
         self.dut = dut
         self.depth = int(os.environ["DPU_DISPATCH_QUEUE_DEPTH"])
         assert int(dut.QueueDepth.value) == self.depth, "DUT built with another QueueDepth"
+        self.in_flight = int(os.environ["DPU_DISPATCH_COMPUTE_IN_FLIGHT"])
+        assert int(dut.ComputeInFlight.value) == self.in_flight, "another ComputeInFlight"
         self.rng = random.Random(cocotb.RANDOM_SEED)
         self.driver = InstrDriver(dut, self.rng)
-        self.engines = {e: EngineModel(dut, name, self.rng) for e, name in ENGINES.items()}
+        self.engines = {e: EngineModel(dut, e, self.rng) for e in ENGINES}
+        self.engines[Engine.COMPUTE].limit = self.in_flight
         self.done = PulseMonitor(dut, dut.done_o)
         self.error = PulseMonitor(dut, dut.error_o)
 
@@ -415,3 +482,68 @@ async def test_unsatisfiable_pops(dut: SimHandleBase, kind: str) -> None:
     assert sorted(tb.taken()) == sorted(free)
     assert len(tb.driver.accepted) == len(words) - 1, "everything but END is fetched"
     assert not int(dut.instr_ready_o.value)
+
+
+@cocotb.test()
+@cocotb.parametrize(seed=[1, 2, 3], backpressure=[False, True])
+async def test_random_program(dut: SimHandleBase, seed: int, backpressure: bool) -> None:
+    """Random token patterns on all four FIFOs, compute instructions with longer latencies
+    than the others (so several are in flight and complete out of their latency order)."""
+    tb = DispatchTb(dut)
+    words = random_program(random.Random(seed), 150, min(tb.depth, 16))
+    tb.backpressure(max_latency=8, p_stall=0.3 if backpressure else 0.0, p_gap=0.1)
+    tb.engines[Engine.COMPUTE].max_latency = 4 * tb.in_flight + 8
+    await tb.start()
+    stats = await tb.run(words)
+    dut._log.info("random program %d: %s", seed, stats)
+
+
+@cocotb.test()
+async def test_compute_offered_up_to_limit(dut: SimHandleBase) -> None:
+    """Tokens free, the FIFO never empty and the compute engine always ready: a command is
+    taken in every cycle it may be, back to back up to ComputeInFlight, then each in the
+    cycle the oldest completes."""
+    tb = DispatchTb(dut)
+    tb.backpressure(max_latency=3 * tb.in_flight + 4, p_stall=0.0, p_gap=0.0)
+    compute = tb.engines[Engine.COMPUTE]
+    compute.min_latency = tb.in_flight + 1  # the first completes after the limit is reached
+    compute.hold = True  # until the FIFO is full
+    await tb.start()
+    ops = [Opcode.GEMM, Opcode.POST, Opcode.ALU]
+    words = [instr(tb.rng.choice(ops)) for _ in range(tb.depth + 4 * tb.in_flight)]
+    words.append(instr(Opcode.END))
+    cocotb.start_soon(tb.driver.send(words))
+    await ClockCycles(dut.clk_i, tb.depth + 10)
+    compute.hold = False
+    for _ in range(40 * len(words)):
+        await RisingEdge(dut.clk_i)
+        if tb.done.cycles:
+            break
+    await ClockCycles(dut.clk_i, 2)
+    stats = check_schedule(words, tb.driver.accepted, tb.engines, tb.done.cycles)
+    assert stats["compute_in_flight"] == tb.in_flight
+    runs, limit = compute.runs, tb.in_flight
+    for k in range(1, len(runs)):
+        first = runs[k - 1].start + 1
+        expect = max(first, runs[k - limit].finish) if k >= limit else first
+        assert runs[k].start == expect, f"run {k} taken in {runs[k].start}, could in {expect}"
+
+
+@cocotb.test()
+async def test_error_with_compute_in_flight(dut: SimHandleBase) -> None:
+    """An error while ComputeInFlight compute instructions run: nothing more is offered,
+    the ones in flight still complete (busy_o falls back to 0), no done."""
+    tb = DispatchTb(dut)
+    tb.backpressure(max_latency=30, p_stall=0.0, p_gap=0.0)
+    compute = tb.engines[Engine.COMPUTE]
+    compute.min_latency = tb.in_flight + 10  # still all in flight when the error comes
+    await tb.start()
+    gemms = [instr(Opcode.GEMM, push_next=True)] * (tb.in_flight + 2)
+    bad = with_opcode(instr(Opcode.ALU), 0)
+    await tb.feed([*gemms, bad, instr(Opcode.STORE, pop_prev=True), instr(Opcode.END)], 100)
+    await ClockCycles(dut.clk_i, 40)
+    assert tb.error.cycles and int(dut.error_code_o.value) == ERR_OPCODE
+    assert len(tb.driver.accepted) == len(gemms) and not tb.done.cycles
+    assert tb.taken() == gemms[: tb.in_flight]
+    assert all(r.finish > tb.error.cycles[0] for r in compute.runs), "not in flight at the error"
+    assert int(dut.busy_o.value) == 0 and int(dut.blocked_o.value) == 0

@@ -17,7 +17,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 from test_golden_vs_onnxruntime import _assert_layers_exact
@@ -224,28 +223,12 @@ def test_load_order_lets_loads_into_long_free_halves_go_first() -> None:
 # --- cycles against the stall-free closed form (SCALE-Sim's count plus one) -----------------
 
 
-@pytest.mark.parametrize(
-    "name,bound",
-    [
-        ("conv1", 1.2),
-        ("layer3_down", 1.2),
-        ("layer4_down", 1.2),
-        # 1.24 is its floor: POST (one cycle per output pixel and channel block, on the
-        # compute engine after the GEMMs) is a quarter of SCALE-Sim's GEMM cycles here
-        ("layer2_down", 1.45),
-    ],
-)
-def test_resnet18_layer_cycles_near_the_closed_form(name: str, bound: float, tmp_path) -> None:
+@pytest.mark.parametrize("name", [la.name for la in r18.resnet18_layers(224)])
+def test_resnet18_layer_cycles_near_the_closed_form(name: str, tmp_path) -> None:
+    """Each ResNet-18 layer shape compiled on its own: no faster than the array's MAC floor,
+    and within 1.2x of SCALE-Sim's closed form for the same array (the bench's target)."""
     (layer,) = [la for la in r18.resnet18_layers(224) if la.name == name]
     ours = peer.model_cycles(layer, "pynq-z2", tmp_path)
-    ideal = peer.closed_form_cycles(layer, 16, 16)
-    assert ideal <= ours <= bound * ideal, (name, ours, ideal, round(ours / ideal, 3))
-
-
-def test_compute_floor_of_layer2_down() -> None:
-    """The floor quoted above: GEMM folds as SCALE-Sim counts them, plus one POST cycle per
-    output entry, over the stall-free closed form."""
-    (layer,) = [la for la in r18.resnet18_layers(224) if la.name == "layer2_down"]
-    ideal = peer.closed_form_cycles(layer, 16, 16)
-    post = layer.out_h * layer.out_w * -(-layer.cout // 16)
-    assert np.isclose((ideal + post) / ideal, 1.236, atol=1e-3)
+    floor = layer.macs / (16 * 16)
+    closed = peer.closed_form_cycles(layer, 16, 16)
+    assert floor <= ours <= 1.2 * closed, (name, ours, floor, closed, round(ours / closed, 3))

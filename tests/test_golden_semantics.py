@@ -349,14 +349,14 @@ def test_single_gemm_cycle_count() -> None:
     - Fetch: an instruction is 32 bytes = 4 beats of the 8-byte bus; the first fetch waits
       the DRAM latency (16), so the GEMM dispatches at 16 + 4 = 20 and starts there (the
       compute engine is idle and it pops no token).
-    - GEMM: 2*rows + cols - 2 + n_outer*n_inner = 8 + 4 - 2 + 3*5 = 25 cycles: 20 -> 45.
-    - END: starts when every engine is idle, at 45 (its own fetch, done at 24, is earlier),
+    - GEMM: n_outer*n_inner + rows + cols = 15 + 4 + 4 = 23 cycles: 20 -> 43.
+    - END: starts when every engine is idle, at 43 (its own fetch, done at 24, is earlier),
       and takes 1 cycle.
-    Total: 16 + 4 + (2*4 + 4 - 2 + 15) + 1 = 46.
+    Total: 16 + 4 + (3*5 + 4 + 4) + 1 = 44.
     """
     _, activity = _run([_single_gemm(3, 5)], np.zeros(64, np.uint8))
-    assert activity.cycles == 16 + 4 + (2 * 4 + 4 - 2 + 3 * 5) + 1 == 46
-    assert activity.busy == {"load": 0, "compute": 25, "store": 0}
+    assert activity.cycles == 16 + 4 + (3 * 5 + 4 + 4) + 1 == 44
+    assert activity.busy == {"load": 0, "compute": 23, "store": 0}
 
 
 @pytest.mark.parametrize("n_outer,n_inner", [(1, 1), (3, 5), (4, 16)])
@@ -364,12 +364,48 @@ def test_single_gemm_then_empty_post_cycle_count(n_outer: int, n_inner: int) -> 
     """[GEMM, POST of one block of count 0, END]: as above, plus the POST after the GEMM on
     the compute engine: the block's PAR read (1 cycle, as for count 1) + POST_PIPELINE (the
     ACC read and the 4 requantization stages) = 1 + 5 cycles.
-    Total 16 + 4 + (10 + n) + 6 + 1 = 37 + n."""
+    Total 16 + 4 + (n + 8) + 6 + 1 = 35 + n."""
     n = n_outer * n_inner
     stream = [_single_gemm(n_outer, n_inner), _post(0, 0, 0, 0)]
     _, activity = _run(stream, np.zeros(64, np.uint8))
-    assert activity.cycles == 16 + 4 + (2 * 4 + 4 - 2 + n) + (1 + 5) + 1 == 37 + n
-    assert activity.busy == {"load": 0, "compute": 10 + n + 6, "store": 0}
+    assert activity.cycles == 16 + 4 + (n + 4 + 4) + (1 + 5) + 1 == 35 + n
+    assert activity.busy == {"load": 0, "compute": n + 8 + 6, "store": 0}
+
+
+def test_back_to_back_gemms_cycle_count() -> None:
+    """[GEMM of 15 vectors, GEMM of 2, GEMM of 15, END] on sim-small (rows = cols = 4), by
+    hand. Fetch dispatches them at 20, 24 and 28 (END at 32).
+    - GEMM 1 starts at 20, done at 20 + 15 + 8 = 43; the next GEMM may start when its vectors
+      have streamed and no earlier than rows after it: max(20 + 15, 20 + 4) = 35.
+    - GEMM 2 starts at 35 (draining GEMM 1 beside it), done at 35 + 2 + 8 = 45; the next may
+      start at max(35 + 2, 35 + 4) = 39: one weight-tile preload of 4 rows at a time.
+    - GEMM 3 starts at 39, done at 39 + 15 + 8 = 62. END: 62 + 1 = 63."""
+    _, activity = _run(
+        [_single_gemm(3, 5), _single_gemm(1, 2), _single_gemm(3, 5)], np.zeros(64, np.uint8)
+    )
+    assert activity.cycles == 63
+    assert activity.busy == {"load": 0, "compute": 62 - 20, "store": 0}
+
+
+@pytest.mark.parametrize("acc_base,cycles", [(5, 50), (9, 47)])
+def test_gemm_beside_post_cycle_count(acc_base: int, cycles: int) -> None:
+    """[GEMM of 4 vectors into ACC 0..3, POST of ACC 0..7, GEMM of 1 vector into ACC
+    `acc_base`, END] on sim-small, by hand. Dispatch at 20, 24, 28 (END 32).
+    - GEMM 1: 20 -> 20 + 4 + 8 = 32.
+    - POST starts when GEMM 1 has finished, 32; 8 entries + 5 = 13 cycles: done at 45. Its
+      ACC reads are in cycles 33 .. 40.
+    - GEMM 2 starts one cycle after the POST, 33, beside it. Into ACC 9, outside what the POST
+      reads: its vector issues in cycle 34, done at 34 + 8 = 42; it finishes after the POST
+      (in order, one per cycle): 46. END: 47.
+      Into ACC 5, which the POST reads in cycle 38: the vector waits until the POST has
+      issued all its reads (its one block, up to cycle 40) and issues in 41; done at
+      41 + 8 = 49. END: 50."""
+    gemm = _gemm(
+        reset=1, acc_base=acc_base, n_outer=1, n_inner=1, inp_outer_stride=0, inp_inner_stride=0
+    )
+    stream = [_single_gemm(1, 4), _post(0, 0, 8, 0), gemm]
+    _, activity = _run(stream, np.zeros(64, np.uint8))
+    assert activity.cycles == cycles
 
 
 def test_instructions_without_iterations_write_nothing() -> None:

@@ -6,20 +6,30 @@ import pytest
 
 from dpukit.sim.cocotb_run import assert_lint_clean, rtl_sources, run_testbench
 
-QUEUE_DEPTHS = [16, 64]
+# (QueueDepth, ComputeInFlight): one-at-a-time engines, and a compute engine holding several
+BUILDS = [(16, 1), (64, 1), (16, 4)]
 
 
-@pytest.mark.parametrize("depth", QUEUE_DEPTHS)
-def test_dispatch_cocotb(depth: int) -> None:
+@pytest.mark.parametrize(("depth", "in_flight"), BUILDS)
+def test_dispatch_cocotb(depth: int, in_flight: int) -> None:
+    params = {"QueueDepth": depth}
+    if in_flight != 1:  # else the default, which the bench checks is 1
+        params["ComputeInFlight"] = in_flight
     run_testbench(
         "dpu_dispatch",
         rtl_sources("dpu_dispatch"),
         "dispatch_tests",
-        {"QueueDepth": depth},
-        extra_env={"DPU_DISPATCH_QUEUE_DEPTH": str(depth)},
+        params,
+        extra_env={
+            "DPU_DISPATCH_QUEUE_DEPTH": str(depth),
+            "DPU_DISPATCH_COMPUTE_IN_FLIGHT": str(in_flight),
+        },
     )
 
 
-@pytest.mark.parametrize("depth", [1, 3, *QUEUE_DEPTHS])
-def test_dispatch_lint(depth: int) -> None:
-    assert_lint_clean("dpu_dispatch", rtl_sources("dpu_dispatch"), {"QueueDepth": depth})
+@pytest.mark.parametrize(
+    ("depth", "in_flight"), [(1, 1), (3, 1), (16, 1), (64, 1), (1, 2), (3, 5), (16, 16)]
+)
+def test_dispatch_lint(depth: int, in_flight: int) -> None:
+    params = {"QueueDepth": depth, "ComputeInFlight": in_flight}
+    assert_lint_clean("dpu_dispatch", rtl_sources("dpu_dispatch"), params)

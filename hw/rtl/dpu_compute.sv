@@ -1,27 +1,37 @@
-// The COMPUTE engine of the DPU: executes one GEMM, POST or ALU instruction at a time
-// (docs/isa.md; compiler/golden.py is the bit-exact reference, compiler/timing.py the cycle
-// model). Datapaths: dpu_array (GEMM), dpu_post (POST), dpu_alu_lanes (ALU). The buffers are
-// outside: every port below talks to a simple dual-port synchronous-read SRAM like dpu_sram
-// (read address sampled at the edge where re is high, data valid the next cycle and held
-// until the next read; a write lands at the edge of the cycle its we is high; a read and a
-// write of one entry at the same edge read the old value).
+// The COMPUTE engine of the DPU: executes GEMM, POST and ALU instructions (docs/isa.md;
+// compiler/golden.py is the bit-exact reference, compiler/timing.py the cycle model, whose
+// `_ComputeTimer` states the rules below). Datapaths: dpu_array (GEMM), dpu_post (POST),
+// dpu_alu_lanes (ALU). The buffers are outside: every port below talks to a simple
+// dual-port synchronous-read SRAM like dpu_sram (read address sampled at the edge where re
+// is high, data valid the next cycle and held until the next read; a write lands at the edge
+// of the cycle its we is high; a read and a write of one entry at the same edge read the old
+// value).
+//
+// Two units run side by side: the GEMM unit (INP and WGT reads, the array, ACC
+// read-modify-write on ACC port a) and the POST/ALU unit (POST: ACC port b, PAR, OUT; ALU:
+// ACC ports a and b, ACC writes). Several instructions can be in flight; they finish
+// (done_o) in program order.
 //
 // Ports. Addresses are 16 bits; the engine checks every access against the parameters
 // InpEntries .. ParEntries itself and never drives an out-of-range address with a strobe.
-//   instr_*   one 256-bit instruction per handshake; instr_ready_o is high only while idle
-//             (never in the cycle of done_o) and never after an error.
-//   done_o    one-cycle pulse in the cycle of the instruction's last buffer write (the write
-//             lands at the edge that ends that cycle), or at the end of an access-free
-//             instruction's duration.
+//   instr_*   one 256-bit instruction per handshake. instr_ready_o depends on instr_i's
+//             opcode: a POST, an ALU or an illegal opcode is taken only when nothing is in
+//             flight; a GEMM when the GEMM unit is free (below), no ALU is in flight and
+//             fewer than MaxInFlight instructions are. Never after an error.
+//   done_o    one-cycle pulse per instruction, in program order, at most one per cycle: in
+//             the cycle of its last buffer write (a GEMM: its last ACC write, or its slot's
+//             end for a GEMM of no iterations; POST: last OUT write; ALU: last ACC write, or
+//             its duration's end), or later if an older instruction is not done yet.
 //   error_o   sticky until reset, with error_code_o: 1 an entry outside a buffer, 2 an ALU
 //             op outside alu_op_e, 3 an opcode other than GEMM/POST/ALU. The instruction is
 //             taken, then the engine stops for good: no done_o, no strobe from the cycle
 //             the error is found on, instr_ready_o low. Opcode and alu_op are checked when
-//             the instruction is taken; addresses as each access is generated, before it is
-//             issued (so accesses of earlier iterations of the failing instruction may have
-//             happened; every address outside a buffer is caught, as check.py does, since
-//             every one lies at or below the instruction's last address). A GEMM with no
-//             iterations checks nothing (as check.py). Reserved bits are not checked.
+//             the instruction is taken, a GEMM's wgt_addr too; addresses as each access is
+//             generated, before it is issued (so accesses of earlier iterations of the
+//             failing instruction may have happened; every address outside a buffer is
+//             caught, as check.py does, since every one lies at or below the instruction's
+//             last address). A GEMM with no iterations checks nothing. Reserved bits are
+//             not checked.
 //   inp_*     INP read: Rows int8 lanes, lane r at [8r +: 8].
 //   wgt_*     WGT read: lane r*Cols + c = W[r][c] at [8(r*Cols + c) +: 8].
 //   acc_a_*, acc_b_*  two read ports of ACC (the top keeps two copies); acc_* write port.
@@ -34,41 +44,52 @@
 // (also with no iterations; then from entry 0 if wgt_addr is out of range), INP T times
 // (T = n_outer*n_inner), ACC on port a T times when reset = 0, writes ACC T times; POST
 // reads PAR once per block (with count = 0 too, where an out-of-range PAR entry is skipped,
-// not an error), ACC on port a and OUT writes blocks*count times; ALU reads src on port b
+// not an error), ACC on port b and OUT writes blocks*count times; ALU reads src on port b
 // each trip, dst on port a each trip of ADD/MAX, writes ACC each trip.
 //
-// Timing. Count the cycle the instruction is taken (instr_valid_i && instr_ready_o) as 1
-// and the cycle of done_o as D; the next instruction can be taken in cycle D + 1, so D is
-// the instruction's period, as compiler/timing.py counts its cost:
-//   GEMM  2*Rows + Cols - 2 + T                    (Rows >= 3)
+// Timing. Count the cycle an instruction is taken as 1 and its done cycle (when nothing
+// older holds it back) as D: D is the cycle model's cost (compiler/timing.py):
+//   GEMM  max(T, 1) + Rows + Cols
 //   POST  blocks*count + 5                         (the SRAM read and dpu_post's 4 stages)
 //         blocks + 5 when count = 0, 4 when blocks = 0
 //   ALU   trips + 2, also when trips = 0
-// The cycle model (compiler/timing.py) charges exactly these.
-// GEMM: WGT read in cycle 1, tile rows into the array in cycles 2 .. Rows + 1, vector k
-// read from INP in cycle Rows - 1 + k and into the array in cycle Rows + k (overlapping the
-// preload as dpu_array's weight-stationary contract allows), its old ACC entry read on port
-// a in cycle 2*Rows + Cols - 2 + k and its result written in the cycle after. POST: entry
-// j's ACC read (and its block's PAR read) in cycle 1 + j, its OUT write in cycle 6 + j.
-// ALU: trip j reads in cycle 1 + j (the first from instr_i, in the cycle it is taken),
-// writes in cycle 3 + j.
+// GEMM: iteration k's INP read in cycle 1 + k (unless held, below), its vector on the
+// array's port in the next cycle, its old ACC entry read on port a Rows + Cols - 1 cycles
+// after that and its result written in the cycle after. The weight tile goes in along the
+// wavefront of the first vector: WGT read in cycle Cols - 2, tile row r into the array in
+// cycle Cols - 1 + r, just before the first vector reaches grid row r (dpu_array: row r
+// multiplies a vector in the cycle Cols - 2 + r after the one it was on the port), and
+// after the last vector of the GEMM before has passed it. So GEMMs follow each other
+// without a gap; a GEMM may be taken from the cycle after the previous GEMM's last INP
+// read, but no earlier than Rows cycles after the previous GEMM was taken (one tile preload
+// at a time, and the WGT read data must hold for it). A GEMM of no iterations sends one
+// write-less slot down the pipeline in cycle 1 (and still reads WGT and preloads).
+// POST: entry j's ACC read (and its block's PAR read) in cycle 1 + j, its OUT write in
+// cycle 6 + j. ALU: trip j reads in cycle 1 + j, writes in cycle 3 + j.
 //
-// Hazards. Iterations run in order, as in the golden model: a read that an earlier write of
-// the same instruction has not reached yet (ACC written in the read's own cycle, or, for
-// the ALU, in the cycle its data is used) takes the value being written (forwarding), so a
-// GEMM accumulating into a repeated ACC entry and an ALU reduction into one entry are
-// exact. A GEMM with T = 0 leaves ACC unchanged.
+// Hazards. In one unit, iterations run in order, as in the golden model: a read that an
+// earlier write has not reached yet (ACC written in the read's own cycle, or, for the ALU,
+// in the cycle its data is used) takes the value being written (forwarding), so GEMMs
+// accumulating into a repeated ACC entry and an ALU reduction into one entry are exact,
+// also across back-to-back GEMMs. A POST or ALU starts only when everything older is done,
+// so it reads what the golden model reads. GEMMs taken while a POST runs must not overwrite
+// ACC entries the POST has still to read: an iteration whose ACC entry lies between the
+// base of the POST block being read and the POST's last entry waits (no INP read; a bubble
+// in the array, which takes them anywhere) until the POST has moved to a block whose base
+// is above the entry or has issued all its reads. POST block bases never decrease (the
+// block stride is unsigned), so no entry below the current base is read again.
 
 module dpu_compute
   import dpu_isa_pkg::*;
 #(
-  parameter int unsigned Rows       = 4,
-  parameter int unsigned Cols       = 4,
-  parameter int unsigned InpEntries = 1024,
-  parameter int unsigned WgtEntries = 64,
-  parameter int unsigned AccEntries = 256,
-  parameter int unsigned OutEntries = 128,
-  parameter int unsigned ParEntries = 16
+  parameter int unsigned Rows        = 4,
+  parameter int unsigned Cols        = 4,
+  parameter int unsigned InpEntries  = 1024,
+  parameter int unsigned WgtEntries  = 64,
+  parameter int unsigned AccEntries  = 256,
+  parameter int unsigned OutEntries  = 128,
+  parameter int unsigned ParEntries  = 16,
+  parameter int unsigned MaxInFlight = 16  // compiler/timing.py COMPUTE_IN_FLIGHT
 ) (
   input  logic                   clk_i,
   input  logic                   rst_ni,
@@ -109,19 +130,22 @@ module dpu_compute
   output logic                   mac_active_o
 );
 
-  localparam int unsigned Latency     = Rows + Cols - 1;  // dpu_array
+  localparam int unsigned Latency     = Rows + Cols - 1;  // dpu_array, port to port
   localparam int unsigned PostLatency = 4;                // dpu_post
-  // Cycles from the one the GEMM is taken in to its first INP read (Rows - 2 with the
-  // model's timing; at least 1, as vectors may enter the array from the third cycle on).
-  localparam int unsigned GemmStart   = (Rows >= 3) ? Rows - 2 : 1;
-  // Durations of instructions without iterations (timing.py; ALU: one more than its 1).
-  localparam int unsigned GemmIdle    = 2 * Rows + Cols - 2;
+  // Cycles from taking a GEMM to its WGT read (see Timing above).
+  localparam int unsigned WgtDelay    = Cols - 3;
+  // Durations of POST and ALU without iterations (timing.py).
   localparam int unsigned PostIdle    = 4;
   localparam int unsigned AluIdle     = 2;
   localparam int unsigned RowBits     = (Rows > 1) ? $clog2(Rows) : 1;
+  localparam int unsigned FlightBits  = $clog2(MaxInFlight + 1);
   // Generated addresses: an in-range address (< 2^16) plus a stride (< 2^16) fits in 17 bits,
   // and every address is checked before the next one is derived from it.
   localparam int unsigned AddrBits    = 17;
+
+  if (Cols < 3) begin : g_cols_check
+    $error("dpu_compute needs Cols >= 3: the weight tile goes in behind the first vector");
+  end
 
   localparam logic [1:0] ErrRange  = 2'd1;
   localparam logic [1:0] ErrAluOp  = 2'd2;
@@ -264,95 +288,306 @@ module dpu_compute
                           in_post.reserved, in_post.flags, in_post.opcode,
                           in_alu.reserved, in_alu.flags, in_alu.opcode};
 
-  ///////////
-  // State //
-  ///////////
+  /////////////////////////
+  // Taking instructions //
+  /////////////////////////
 
-  logic        busy_d, busy_q;        // an instruction is taken and not done
-  logic        err_d, err_q;
-  logic [1:0]  err_code_d, err_code_q;
-  mode_e       mode_d, mode_q;
-  logic        run_d, run_q;          // iterations left to issue
-  logic [15:0] start_d, start_q;      // GEMM: cycles until the first INP read
-  logic        wait_d, wait_q;        // an instruction without iterations
-  logic [15:0] wait_cnt_d, wait_cnt_q;
-  logic        pre_d, pre_q;          // GEMM: weight tile rows going into the array
-  logic [RowBits-1:0] row_d, row_q;
-  loop_cfg_t   cfg_d, cfg_q;
-  loop_pos_t   pos_d, pos_q;
-  logic        count0_d, count0_q;    // POST with count = 0: PAR reads only
-  logic        gemm_reset_d, gemm_reset_q;
-  alu_op_e     alu_op_d, alu_op_q;
-  logic [31:0] imm_d, imm_q;
-  logic [7:0]  zp_d, zp_q, lo_d, lo_q, hi_d, hi_q;
+  logic                  err_q, err_d, err_now, stop;
+  logic [1:0]            err_code_q, err_code_d;
+  logic [FlightBits-1:0] flight_q, flight_d;  // taken and not yet done_o
+  logic                  idle, gemm_free, accept, g_accept, pa_accept;
+  logic                  g_run_q, pa_busy_q, g_done, pa_done;
+  mode_e                 pa_mode_q;
+  logic [RowBits:0]      g_gap_q, g_gap_d;    // cycles until the next GEMM may be taken
 
-  logic      accept, err_now, wait_done;
-  logic      issue_now, issue_run, issue, range_err, fire, last;
-  mode_e     mode_cur;
-  loop_cfg_t cfg_cur;
-  loop_pos_t pos_cur;
-  logic      count0_cur;
-  alu_op_e   alu_op_cur;
-  logic      x_ok, y_ok, z_ok, z_read;
-
-  assign instr_ready_o = !busy_q && !err_q;
-  assign accept        = instr_valid_i && instr_ready_o;
-
-  // The iteration issued this cycle: from instr_i in the cycle an ALU or POST is taken,
-  // else from the registers.
-  assign mode_cur   = accept ? dec_mode : mode_q;
-  assign cfg_cur    = accept ? dec_cfg : cfg_q;
-  assign pos_cur    = accept ? dec_pos : pos_q;
-  assign count0_cur = accept ? dec_count0 : count0_q;
-  assign alu_op_cur = accept ? in_alu.alu_op : alu_op_q;
-
-  assign issue_now = accept && dec_legal_op && dec_legal_alu && dec_work &&
-                     (dec_mode != ModeGemm);
-  assign issue_run = run_q && !err_q && (mode_q != ModeGemm || start_q == 16'd0);
-  assign issue     = issue_now || issue_run;
-  assign last      = (pos_cur.i == cfg_cur.n_inner - 16'd1) &&
-                     (pos_cur.o == cfg_cur.n_outer - 16'd1);
+  assign idle      = flight_q == '0;
+  assign gemm_free = !g_run_q && g_gap_q == '0 && !(pa_busy_q && pa_mode_q == ModeAlu) &&
+                     32'(flight_q) < MaxInFlight;
 
   always_comb begin
-    x_ok      = 1'b1;
-    y_ok      = 1'b1;
-    z_ok      = below(pos_cur.addr[SZ], ParEntries);
-    z_read    = 1'b0;
-    range_err = 1'b0;
-    unique case (mode_cur)
-      ModeGemm: begin
-        x_ok      = below(pos_cur.addr[SX], InpEntries);
-        y_ok      = below(pos_cur.addr[SY], AccEntries);
-        range_err = !x_ok || !y_ok;
-      end
-      ModePost: begin
-        x_ok      = below(pos_cur.addr[SX], AccEntries);
-        y_ok      = below(pos_cur.addr[SY], OutEntries);
-        z_read    = (pos_cur.i == 16'd0) && z_ok;
-        range_err = !count0_cur && (!x_ok || !y_ok || !z_ok);
-      end
-      ModeAlu: begin
-        x_ok      = below(pos_cur.addr[SX], AccEntries);
-        y_ok      = below(pos_cur.addr[SY], AccEntries);
-        range_err = !x_ok || !y_ok;
-      end
-      default: ;
-    endcase
+    instr_ready_o = 1'b0;
+    if (!err_q) begin
+      instr_ready_o = (in_opcode == OpGemm) ? gemm_free : idle;
+    end
   end
 
-  assign fire = issue && !range_err;
+  assign accept    = instr_valid_i && instr_ready_o;
+  assign g_accept  = accept && in_opcode == OpGemm;
+  assign pa_accept = accept && in_opcode != OpGemm;  // POST, ALU, or an illegal opcode
+
+  //////////////////////////////
+  // GEMM unit: issue, weights //
+  //////////////////////////////
+
+  logic      g_wgt_err;      // a GEMM with iterations and wgt_addr outside WGT
+  logic      g_reset_q, g_reset_d, g_run_d;
+  loop_cfg_t g_cfg_q, g_cfg_d, g_cfg_cur;
+  loop_pos_t g_pos_q, g_pos_d, g_pos_cur;
+  logic      g_issue, g_range_err, g_hold, g_fire, g_last, g_slot;
+  logic      post_reading;
+  logic [AddrBits-1:0] post_block;  // base of the POST block being read (its ACC X stream)
+  logic [32:0]         post_last_entry_q;  // the POST's last ACC entry
+
+  assign g_wgt_err = g_accept && dec_work && !dec_wgt_ok;
+  assign g_cfg_cur = g_accept ? dec_cfg : g_cfg_q;
+  assign g_pos_cur = g_accept ? dec_pos : g_pos_q;
+  // An iteration tries to issue in the cycle its GEMM is taken and in every cycle after
+  // until its last one has issued; a GEMM without iterations sends one write-less slot.
+  assign g_issue   = (g_accept && dec_work && !g_wgt_err) || g_run_q;
+  assign g_slot    = g_accept && !dec_work;
+  assign g_last    = (g_pos_cur.i == g_cfg_cur.n_inner - 16'd1) &&
+                     (g_pos_cur.o == g_cfg_cur.n_outer - 16'd1);
+  assign g_range_err = !below(g_pos_cur.addr[SX], InpEntries) ||
+                       !below(g_pos_cur.addr[SY], AccEntries);
+  assign g_hold    = post_reading && g_pos_cur.addr[SY] >= post_block &&
+                     33'(g_pos_cur.addr[SY]) <= post_last_entry_q;
+  assign g_fire    = g_issue && !g_range_err && !g_hold && !stop;
+
+  always_comb begin
+    g_run_d   = g_run_q;
+    g_cfg_d   = g_cfg_q;
+    g_pos_d   = g_pos_q;
+    g_reset_d = g_reset_q;
+    g_gap_d   = (g_gap_q != '0) ? g_gap_q - 1'b1 : g_gap_q;
+    if (g_accept) begin
+      g_run_d   = dec_work && !g_wgt_err;
+      g_cfg_d   = dec_cfg;
+      g_pos_d   = dec_pos;
+      g_reset_d = in_gemm.reset;
+      g_gap_d   = (RowBits + 1)'(Rows - 1);
+    end
+    if (g_fire) begin
+      g_pos_d = loop_step(g_cfg_cur.n_inner, g_cfg_cur.outer_stride, g_cfg_cur.inner_stride,
+                          g_pos_cur);
+      if (g_last) begin
+        g_run_d = 1'b0;
+      end
+    end
+    if (stop) begin
+      g_run_d = 1'b0;
+    end
+  end
+
+  always_ff @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+      g_run_q <= 1'b0;
+      g_gap_q <= '0;
+    end else begin
+      g_run_q <= g_run_d;
+      g_gap_q <= g_gap_d;
+    end
+  end
+
+  always_ff @(posedge clk_i) begin
+    g_cfg_q   <= g_cfg_d;
+    g_pos_q   <= g_pos_d;
+    g_reset_q <= g_reset_d;
+  end
+
+  // The WGT read, WgtDelay cycles after the GEMM is taken (entry 0 for an out-of-range
+  // wgt_addr of a GEMM without iterations: the read is counted, as the golden model does),
+  // then the tile rows into the array in the Rows cycles after it.
+  logic        wgt_req;
+  logic [15:0] wgt_req_addr;
+
+  assign wgt_req      = g_accept && !g_wgt_err;
+  assign wgt_req_addr = dec_wgt_ok ? in_gemm.wgt_addr : 16'd0;
+
+  if (WgtDelay == 0) begin : g_wgt_now
+    assign wgt_re_o    = wgt_req && !stop;
+    assign wgt_raddr_o = wgt_req_addr;
+  end else begin : g_wgt_later
+    // Stage k: the request k + 1 cycles old; addresses 16 bits per stage, flat.
+    logic [WgtDelay-1:0]    wd_v_q;
+    logic [16*WgtDelay-1:0] wd_addr_q;
+    always_ff @(posedge clk_i or negedge rst_ni) begin
+      if (!rst_ni) begin
+        wd_v_q <= '0;
+      end else begin
+        wd_v_q <= (wd_v_q << 1) | WgtDelay'(wgt_req);
+      end
+    end
+    always_ff @(posedge clk_i) begin
+      wd_addr_q <= (wd_addr_q << 16) | (16 * WgtDelay)'(wgt_req_addr);
+    end
+    assign wgt_re_o    = wd_v_q[WgtDelay-1] && !stop;
+    assign wgt_raddr_o = wd_addr_q[16*WgtDelay-1 -: 16];
+  end
+
+  logic               pre_q, pre_d;  // tile rows going into the array
+  logic [RowBits-1:0] row_q, row_d;
+
+  always_comb begin
+    pre_d = pre_q;
+    row_d = row_q;
+    if (pre_q) begin
+      row_d = row_q + RowBits'(1);
+      if (row_q == RowBits'(Rows - 1)) begin
+        pre_d = 1'b0;
+        row_d = '0;
+      end
+    end
+    if (wgt_re_o) begin  // the next tile follows the previous one's last row at the earliest
+      pre_d = 1'b1;
+    end
+  end
+
+  always_ff @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+      pre_q <= 1'b0;
+      row_q <= '0;
+    end else begin
+      pre_q <= pre_d;
+      row_q <= row_d;
+    end
+  end
+
+  /////////////////////
+  // POST / ALU unit //
+  /////////////////////
+
+  logic        pa_busy_d, pa_run_q, pa_run_d, pa_wait_q, pa_wait_d;
+  logic [15:0] pa_wait_cnt_q, pa_wait_cnt_d;
+  mode_e       pa_mode_d, pa_mode_cur;
+  loop_cfg_t   pa_cfg_q, pa_cfg_d, pa_cfg_cur;
+  loop_pos_t   pa_pos_q, pa_pos_d, pa_pos_cur;
+  logic        count0_q, count0_d, count0_cur;
+  alu_op_e     alu_op_q, alu_op_d, alu_op_cur;
+  logic [31:0] imm_q, imm_d;
+  logic [7:0]  zp_q, zp_d, lo_q, lo_d, hi_q, hi_d;
+  logic [32:0] post_last_entry_d;
+  logic        pa_issue, pa_range_err, pa_fire, pa_last, pa_wait_done;
+  logic        z_ok, z_read;
+
+  // The iteration issued this cycle: from instr_i in the cycle the instruction is taken.
+  assign pa_mode_cur = pa_accept ? dec_mode : pa_mode_q;
+  assign pa_cfg_cur  = pa_accept ? dec_cfg : pa_cfg_q;
+  assign pa_pos_cur  = pa_accept ? dec_pos : pa_pos_q;
+  assign count0_cur  = pa_accept ? dec_count0 : count0_q;
+  assign alu_op_cur  = pa_accept ? in_alu.alu_op : alu_op_q;
+
+  assign pa_issue = (pa_accept && dec_legal_op && dec_legal_alu && dec_work) || pa_run_q;
+  assign pa_last  = (pa_pos_cur.i == pa_cfg_cur.n_inner - 16'd1) &&
+                    (pa_pos_cur.o == pa_cfg_cur.n_outer - 16'd1);
+
+  always_comb begin
+    z_ok         = below(pa_pos_cur.addr[SZ], ParEntries);
+    z_read       = 1'b0;
+    pa_range_err = 1'b0;
+    if (pa_mode_cur == ModePost) begin
+      z_read       = (pa_pos_cur.i == 16'd0) && z_ok;
+      pa_range_err = !count0_cur && (!below(pa_pos_cur.addr[SX], AccEntries) ||
+                                     !below(pa_pos_cur.addr[SY], OutEntries) || !z_ok);
+    end else begin
+      pa_range_err = !below(pa_pos_cur.addr[SX], AccEntries) ||
+                     !below(pa_pos_cur.addr[SY], AccEntries);
+    end
+  end
+
+  assign pa_fire = pa_issue && !pa_range_err && !stop;
+
+  // A running POST's reads, for the GEMMs beside it: the base of the block being read, and
+  // the last entry (bases never decrease, so it lies in the last block).
+  assign post_reading = pa_run_q && pa_mode_q == ModePost && !count0_q;
+  assign post_block = pa_pos_q.outer[SX];
+  assign post_last_entry_d = 33'(in_post.acc_base) + 33'(in_post.count) - 33'd1 +
+                             (33'(in_post.blocks) - 33'd1) * 33'(in_post.acc_block_stride);
+
+  always_comb begin
+    pa_busy_d     = pa_busy_q;
+    pa_mode_d     = pa_mode_q;
+    pa_run_d      = pa_run_q;
+    pa_wait_d     = pa_wait_q;
+    pa_wait_cnt_d = (pa_wait_cnt_q != 16'd0) ? pa_wait_cnt_q - 16'd1 : pa_wait_cnt_q;
+    pa_cfg_d      = pa_cfg_q;
+    pa_pos_d      = pa_pos_q;
+    count0_d      = count0_q;
+    alu_op_d      = alu_op_q;
+    imm_d         = imm_q;
+    zp_d          = zp_q;
+    lo_d          = lo_q;
+    hi_d          = hi_q;
+    if (pa_accept) begin
+      pa_busy_d     = 1'b1;
+      pa_mode_d     = dec_mode;
+      pa_cfg_d      = dec_cfg;
+      pa_pos_d      = dec_pos;
+      count0_d      = dec_count0;
+      alu_op_d      = in_alu.alu_op;
+      imm_d         = in_alu.imm;
+      zp_d          = in_post.zero_point;
+      lo_d          = in_post.clamp_lo;
+      hi_d          = in_post.clamp_hi;
+      pa_run_d      = dec_legal_op && dec_legal_alu && dec_work;
+      pa_wait_d     = dec_legal_op && dec_legal_alu && !dec_work;
+      pa_wait_cnt_d = (dec_mode == ModePost) ? 16'(PostIdle - 2) : 16'(AluIdle - 2);
+    end
+    if (pa_fire) begin
+      pa_pos_d = loop_step(pa_cfg_cur.n_inner, pa_cfg_cur.outer_stride, pa_cfg_cur.inner_stride,
+                           pa_pos_cur);
+      if (pa_last) begin
+        pa_run_d = 1'b0;
+      end
+    end
+    if (pa_wait_done) begin
+      pa_wait_d = 1'b0;
+    end
+    if (pa_done) begin
+      pa_busy_d = 1'b0;
+    end
+    if (stop) begin
+      pa_run_d  = 1'b0;
+      pa_wait_d = 1'b0;
+    end
+  end
+
+  assign pa_wait_done = pa_wait_q && pa_wait_cnt_q == 16'd0;
+
+  always_ff @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+      pa_busy_q     <= 1'b0;
+      pa_mode_q     <= ModePost;
+      pa_run_q      <= 1'b0;
+      pa_wait_q     <= 1'b0;
+      pa_wait_cnt_q <= 16'd0;
+    end else begin
+      pa_busy_q     <= pa_busy_d;
+      pa_mode_q     <= pa_mode_d;
+      pa_run_q      <= pa_run_d;
+      pa_wait_q     <= pa_wait_d;
+      pa_wait_cnt_q <= pa_wait_cnt_d;
+    end
+  end
+
+  // Instruction fields and loop position: loaded when an instruction is taken.
+  always_ff @(posedge clk_i) begin
+    pa_cfg_q <= pa_cfg_d;
+    pa_pos_q <= pa_pos_d;
+    count0_q <= count0_d;
+    alu_op_q <= alu_op_d;
+    imm_q    <= imm_d;
+    zp_q     <= zp_d;
+    lo_q     <= lo_d;
+    hi_q     <= hi_d;
+    if (pa_accept) begin
+      post_last_entry_q <= post_last_entry_d;
+    end
+  end
+
+  ////////////
+  // Errors //
+  ////////////
 
   always_comb begin
     err_now    = 1'b0;
     err_code_d = err_code_q;
-    if (accept && !dec_legal_op) begin
+    if (pa_accept && !dec_legal_op) begin
       err_now    = 1'b1;
       err_code_d = ErrOpcode;
-    end else if (accept && !dec_legal_alu) begin
+    end else if (pa_accept && !dec_legal_alu) begin
       err_now    = 1'b1;
       err_code_d = ErrAluOp;
-    end else if ((accept && dec_mode == ModeGemm && dec_work && !dec_wgt_ok) ||
-                 (issue && range_err)) begin
+    end else if (g_wgt_err || (g_issue && g_range_err) || (pa_issue && pa_range_err)) begin
       err_now    = 1'b1;
       err_code_d = ErrRange;
     end
@@ -361,119 +596,17 @@ module dpu_compute
     end
   end
 
-  assign err_d     = err_q || err_now;
-  assign wait_done = wait_q && wait_cnt_q == 16'd0;
-
-  always_comb begin
-    busy_d       = busy_q;
-    mode_d       = mode_q;
-    run_d        = run_q;
-    start_d      = (start_q != 16'd0) ? start_q - 16'd1 : start_q;
-    wait_d       = wait_q;
-    wait_cnt_d   = (wait_cnt_q != 16'd0) ? wait_cnt_q - 16'd1 : wait_cnt_q;
-    pre_d        = pre_q;
-    row_d        = row_q;
-    cfg_d        = cfg_q;
-    pos_d        = pos_q;
-    count0_d     = count0_q;
-    gemm_reset_d = gemm_reset_q;
-    alu_op_d     = alu_op_q;
-    imm_d        = imm_q;
-    zp_d         = zp_q;
-    lo_d         = lo_q;
-    hi_d         = hi_q;
-
-    if (pre_q) begin
-      row_d = row_q + RowBits'(1);
-      if (row_q == RowBits'(Rows - 1)) begin
-        pre_d = 1'b0;
-        row_d = '0;
-      end
-    end
-
-    if (accept) begin
-      busy_d       = 1'b1;
-      mode_d       = dec_mode;
-      cfg_d        = dec_cfg;
-      pos_d        = dec_pos;
-      count0_d     = dec_count0;
-      gemm_reset_d = in_gemm.reset;
-      alu_op_d     = in_alu.alu_op;
-      imm_d        = in_alu.imm;
-      zp_d         = in_post.zero_point;
-      lo_d         = in_post.clamp_lo;
-      hi_d         = in_post.clamp_hi;
-      run_d        = dec_legal_op && dec_legal_alu && dec_work;
-      wait_d       = dec_legal_op && dec_legal_alu && !dec_work;
-      start_d      = 16'(GemmStart - 1);
-      unique case (dec_mode)
-        ModeGemm: wait_cnt_d = 16'(GemmIdle - 2);
-        ModePost: wait_cnt_d = 16'(PostIdle - 2);
-        ModeAlu:  wait_cnt_d = 16'(AluIdle - 2);
-        default:  wait_cnt_d = 16'd0;
-      endcase
-      if (dec_mode == ModeGemm && dec_legal_op && !err_now) begin
-        pre_d = 1'b1;
-        row_d = '0;
-      end
-    end
-
-    if (fire) begin
-      pos_d = loop_step(cfg_cur.n_inner, cfg_cur.outer_stride, cfg_cur.inner_stride, pos_cur);
-      if (last) begin
-        run_d = 1'b0;
-      end
-    end
-
-    if (wait_done) begin
-      wait_d = 1'b0;
-    end
-    if (done_o) begin
-      busy_d = 1'b0;
-    end
-    if (err_now || err_q) begin
-      run_d  = 1'b0;
-      wait_d = 1'b0;
-    end
-  end
+  assign err_d = err_q || err_now;
+  assign stop  = err_q || err_now;
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
-      busy_q     <= 1'b0;
       err_q      <= 1'b0;
       err_code_q <= 2'd0;
-      mode_q     <= ModeGemm;
-      run_q      <= 1'b0;
-      start_q    <= 16'd0;
-      wait_q     <= 1'b0;
-      wait_cnt_q <= 16'd0;
-      pre_q      <= 1'b0;
-      row_q      <= '0;
     end else begin
-      busy_q     <= busy_d;
       err_q      <= err_d;
       err_code_q <= err_code_d;
-      mode_q     <= mode_d;
-      run_q      <= run_d;
-      start_q    <= start_d;
-      wait_q     <= wait_d;
-      wait_cnt_q <= wait_cnt_d;
-      pre_q      <= pre_d;
-      row_q      <= row_d;
     end
-  end
-
-  // Instruction fields and loop position: loaded when an instruction is taken.
-  always_ff @(posedge clk_i) begin
-    cfg_q        <= cfg_d;
-    pos_q        <= pos_d;
-    count0_q     <= count0_d;
-    gemm_reset_q <= gemm_reset_d;
-    alu_op_q     <= alu_op_d;
-    imm_q        <= imm_d;
-    zp_q         <= zp_d;
-    lo_q         <= lo_d;
-    hi_q         <= hi_d;
   end
 
   assign error_o      = err_q;
@@ -483,78 +616,80 @@ module dpu_compute
   // Issue: reads and write tokens //
   ///////////////////////////////////
 
-  logic gemm_fire, post_fire, alu_fire;
-  assign gemm_fire = fire && mode_cur == ModeGemm;
-  assign post_fire = fire && mode_cur == ModePost;
-  assign alu_fire  = fire && mode_cur == ModeAlu;
+  logic post_fire, alu_fire;
+  assign post_fire = pa_fire && pa_mode_cur == ModePost;
+  assign alu_fire  = pa_fire && pa_mode_cur == ModeAlu;
 
-  // Write tokens travel with the data: valid (where the datapath has none), last (done_o)
-  // and the write address. Stage j holds the iteration issued j + 1 cycles ago.
-  logic [Latency-1:0]       gemm_v_d, gemm_v_q;
-  logic [Latency:0]         gemm_last_d, gemm_last_q;
-  logic [Latency:0][15:0]   gemm_addr_d, gemm_addr_q;
-  logic [PostLatency:0]       post_last_d, post_last_q;
+  // Write tokens travel with the data: valid (where the datapath has none), last, reset and
+  // the write address. Stage j holds the iteration issued j + 1 cycles ago.
+  logic [Latency-1:0]         gemm_v_d, gemm_v_q;
+  logic [Latency:0]           gemm_last_d, gemm_last_q;
+  logic [Latency:0]           gemm_rst_d, gemm_rst_q;
+  logic [Latency:0][15:0]     gemm_addr_d, gemm_addr_q;
+  logic [PostLatency:0]       post_last_d, post_last_pipe_q;
   logic [PostLatency:0][15:0] post_addr_d, post_addr_q;
-  logic                     post_v_d, post_v_q;
-  logic [1:0]               alu_last_d, alu_last_q;
-  logic [1:0][15:0]         alu_addr_d, alu_addr_q;
-  logic                     alu_v_d, alu_v_q;
+  logic                       post_v_d, post_v_q;
+  logic [1:0]                 alu_last_d, alu_last_q;
+  logic [1:0][15:0]           alu_addr_d, alu_addr_q;
+  logic                       alu_v_d, alu_v_q;
 
   if (Latency > 1) begin : g_gemm_v_shift
-    assign gemm_v_d = {gemm_v_q[Latency-2:0], gemm_fire};
+    assign gemm_v_d = {gemm_v_q[Latency-2:0], g_fire};
   end else begin : g_gemm_v_single
-    assign gemm_v_d = gemm_fire;
+    assign gemm_v_d = g_fire;
   end
-  assign gemm_last_d = {gemm_last_q[Latency-1:0], gemm_fire && last};
-  assign gemm_addr_d = {gemm_addr_q[Latency-1:0], pos_cur.addr[SY][15:0]};
+  assign gemm_last_d = {gemm_last_q[Latency-1:0], (g_fire && g_last) || (g_slot && !stop)};
+  assign gemm_rst_d  = {gemm_rst_q[Latency-1:0], g_accept ? in_gemm.reset : g_reset_q};
+  assign gemm_addr_d = {gemm_addr_q[Latency-1:0], g_pos_cur.addr[SY][15:0]};
   assign post_v_d    = post_fire && !count0_cur;
-  assign post_last_d = {post_last_q[PostLatency-1:0], post_fire && last};
-  assign post_addr_d = {post_addr_q[PostLatency-1:0], pos_cur.addr[SY][15:0]};
+  assign post_last_d = {post_last_pipe_q[PostLatency-1:0], post_fire && pa_last};
+  assign post_addr_d = {post_addr_q[PostLatency-1:0], pa_pos_cur.addr[SY][15:0]};
   assign alu_v_d     = alu_fire;
-  assign alu_last_d  = {alu_last_q[0], alu_fire && last};
-  assign alu_addr_d  = {alu_addr_q[0], pos_cur.addr[SX][15:0]};
+  assign alu_last_d  = {alu_last_q[0], alu_fire && pa_last};
+  assign alu_addr_d  = {alu_addr_q[0], pa_pos_cur.addr[SX][15:0]};
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
-      gemm_v_q    <= '0;
-      gemm_last_q <= '0;
-      post_last_q <= '0;
-      post_v_q    <= 1'b0;
-      alu_last_q  <= '0;
-      alu_v_q     <= 1'b0;
+      gemm_v_q         <= '0;
+      gemm_last_q      <= '0;
+      post_last_pipe_q <= '0;
+      post_v_q         <= 1'b0;
+      alu_last_q       <= '0;
+      alu_v_q          <= 1'b0;
     end else begin
-      gemm_v_q    <= gemm_v_d;
-      gemm_last_q <= gemm_last_d;
-      post_last_q <= post_last_d;
-      post_v_q    <= post_v_d;
-      alu_last_q  <= alu_last_d;
-      alu_v_q     <= alu_v_d;
+      gemm_v_q         <= gemm_v_d;
+      gemm_last_q      <= gemm_last_d;
+      post_last_pipe_q <= post_last_d;
+      post_v_q         <= post_v_d;
+      alu_last_q       <= alu_last_d;
+      alu_v_q          <= alu_v_d;
     end
   end
 
   always_ff @(posedge clk_i) begin
+    gemm_rst_q  <= gemm_rst_d;
     gemm_addr_q <= gemm_addr_d;
     post_addr_q <= post_addr_d;
     alu_addr_q  <= alu_addr_d;
   end
 
   logic gemm_acc_rd, alu_dst_rd;
-  assign gemm_acc_rd = gemm_v_q[Latency-1] && !gemm_reset_q && !err_q;
+  assign gemm_acc_rd = gemm_v_q[Latency-1] && !gemm_rst_q[Latency-1] && !err_q;
   assign alu_dst_rd  = alu_fire && (alu_op_cur == AluOpAdd || alu_op_cur == AluOpMax);
 
-  assign wgt_re_o    = accept && in_opcode == OpGemm && !(dec_work && !dec_wgt_ok);
-  assign wgt_raddr_o = dec_wgt_ok ? in_gemm.wgt_addr : 16'd0;
+  assign inp_re_o    = g_fire;
+  assign inp_raddr_o = g_pos_cur.addr[SX][15:0];
 
-  assign inp_re_o    = gemm_fire;
-  assign inp_raddr_o = pos_cur.addr[SX][15:0];
-
-  assign acc_a_re_o    = gemm_acc_rd || (post_fire && !count0_cur) || alu_dst_rd;
-  assign acc_a_raddr_o = gemm_acc_rd ? gemm_addr_q[Latency-1] : pos_cur.addr[SX][15:0];
-  assign acc_b_re_o    = alu_fire;
-  assign acc_b_raddr_o = pos_cur.addr[SY][15:0];
+  // Port a: GEMM read-modify-write and ALU dst (never at once: an ALU runs alone). Port b:
+  // POST and ALU src.
+  assign acc_a_re_o    = gemm_acc_rd || alu_dst_rd;
+  assign acc_a_raddr_o = gemm_acc_rd ? gemm_addr_q[Latency-1] : pa_pos_cur.addr[SX][15:0];
+  assign acc_b_re_o    = (post_fire && !count0_cur) || alu_fire;
+  assign acc_b_raddr_o = (pa_mode_cur == ModePost) ? pa_pos_cur.addr[SX][15:0]
+                                                   : pa_pos_cur.addr[SY][15:0];
 
   assign par_re_o    = post_fire && z_read;
-  assign par_raddr_o = pos_cur.addr[SZ][15:0];
+  assign par_raddr_o = pa_pos_cur.addr[SZ][15:0];
 
   ////////////////
   // Forwarding //
@@ -562,7 +697,8 @@ module dpu_compute
 
   // ACC as the iterations so far left it, for the data of a read issued last cycle: the
   // entry being written now by the ALU (its result, not yet in ACC), else the one written
-  // in the read's own cycle (the SRAM read the old value), else what the SRAM read.
+  // in the read's own cycle (the SRAM read the old value), else what the SRAM read. (A POST
+  // needs none: nothing it reads is written while it runs.)
   logic [Cols-1:0][31:0] acc_a_view, acc_b_view, alu_out;
   logic [Cols-1:0][31:0] fwd_data_q;  // ACC as written last cycle
   logic [15:0]           rd_a_addr_q, rd_b_addr_q;
@@ -638,7 +774,7 @@ module dpu_compute
   );
 
   for (genvar c = 0; c < Cols; c++) begin : g_gemm_sum
-    assign gemm_sum[c] = gemm_res[c] + (gemm_reset_q ? 32'd0 : acc_a_view[c]);
+    assign gemm_sum[c] = gemm_res[c] + (gemm_rst_q[Latency] ? 32'd0 : acc_a_view[c]);
   end
 
   //////////
@@ -663,7 +799,7 @@ module dpu_compute
     .clk_i        (clk_i),
     .rst_ni       (rst_ni),
     .valid_i      (post_v_q),
-    .acc_i        (acc_a_rdata_i),
+    .acc_i        (acc_b_rdata_i),
     .bias_i       (par_lanes[0]),
     .mult_i       (par_lanes[1]),
     .shift_i      (post_shift),
@@ -703,6 +839,7 @@ module dpu_compute
   assign gemm_we = gemm_res_valid && !err_q;
   assign alu_we  = alu_valid && !err_q;
 
+  // GEMM and ALU writes never meet: an ALU runs alone.
   assign acc_we_o    = gemm_we || alu_we;
   assign acc_waddr_o = gemm_we ? gemm_addr_q[Latency] : alu_addr_q[1];
   assign acc_wdata_o = gemm_we ? gemm_sum : alu_out;
@@ -711,8 +848,37 @@ module dpu_compute
   assign out_waddr_o = post_addr_q[PostLatency];
   assign out_wdata_o = post_out;
 
-  assign done_o = !err_q && (gemm_last_q[Latency] || post_last_q[PostLatency] ||
-                             alu_last_q[1] || wait_done);
+  ////////////////////////////
+  // Finishing, in order    //
+  ////////////////////////////
+
+  // A POST or ALU is taken only when nothing is in flight, so it is the oldest instruction
+  // while it runs, and every GEMM in flight is younger; GEMMs finish in order among
+  // themselves. A GEMM done while a POST still runs waits (g_backlog) and finishes after it,
+  // one per cycle.
+  logic [FlightBits-1:0] g_backlog_q, g_backlog_d;
+  logic                  g_retire;
+
+  assign g_done  = gemm_last_q[Latency] && !err_q;
+  assign pa_done = (post_last_pipe_q[PostLatency] || alu_last_q[1] || pa_wait_done) && !err_q;
+  assign g_retire = !pa_busy_q && (g_backlog_q != '0 || g_done);
+
+  always_comb begin
+    g_backlog_d = g_backlog_q + FlightBits'(g_done) - FlightBits'(g_retire);
+    flight_d    = flight_q + FlightBits'(accept) - FlightBits'(done_o);
+  end
+
+  always_ff @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+      g_backlog_q <= '0;
+      flight_q    <= '0;
+    end else begin
+      g_backlog_q <= g_backlog_d;
+      flight_q    <= flight_d;
+    end
+  end
+
+  assign done_o = !err_q && (pa_done || g_retire);
 
   logic unused_misc;
   assign unused_misc = ^{alu_illegal, unused_shift_hi};

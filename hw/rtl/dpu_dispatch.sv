@@ -8,21 +8,31 @@
 //
 // Engine ports (<e> = load, compute, store): <e>_valid_o/<e>_ready_i/<e>_instr_o offer
 // the head of the engine's FIFO; the engine takes it with the handshake and, when the
-// instruction has finished, pulses <e>_complete_i for one cycle. An engine holds at most
-// one instruction: a command is offered only while the engine is idle or completing in
-// that cycle (<e>_complete_i high; then the next command may be taken in the same cycle).
-// <e>_instr_o is the full instruction word, stable while <e>_valid_o is high.
+// instruction has finished, pulses <e>_complete_i for one cycle. <e>_instr_o is the full
+// instruction word, stable while <e>_valid_o is high.
+//
+// In flight: an instruction is in flight from the cycle it is taken until the cycle of its
+// <e>_complete_i pulse. The load and store engines hold at most one instruction, the
+// compute engine at most ComputeInFlight (GEMMs pipelined back to back, GEMMs beside a
+// POST). An engine completes its instructions in the order it took them (program order),
+// at most one <e>_complete_i pulse per cycle; a pulse with nothing in flight is ignored.
+// A command is offered only while fewer than the engine's limit are in flight, or exactly
+// the limit and one completes in that cycle (then the next command may be taken in the
+// same cycle). Below the limit the engine decides with <e>_ready_i whether it takes the
+// next one while others run. With ComputeInFlight = 1 every engine is one-at-a-time.
 //
 // Tokens: four counters, l2c, c2l, c2s, s2c (load -> compute -> store chain). The head of a
 // FIFO is offered only when every counter its pop flags name is non-zero; the counters are
-// decremented when the engine takes it. The push flags are kept per engine while the
-// instruction is in flight and added to their counters on <e>_complete_i. Counters are
-// registered: a token pushed in cycle t can be consumed by a command taken in t + 1 or later.
+// decremented when the engine takes it. The push flags of each instruction in flight are
+// kept per engine, oldest first, and the oldest one's are added to their counters on
+// <e>_complete_i (in-order completion is what pairs a pulse with its instruction). Counters
+// are registered: a token pushed in cycle t can be consumed by a command taken in t + 1 or
+// later. A take and a completion in the same cycle (even on the same counter) both count.
 //   LOAD:    pop_next <- c2l   push_next -> l2c   (pop_prev, push_prev illegal)
 //   compute: pop_prev <- l2c   pop_next <- s2c    push_prev -> c2l   push_next -> c2s
 //   STORE:   pop_prev <- c2s   push_prev -> s2c   (pop_next, push_next illegal)
 //
-// END: not accepted until all FIFOs are empty and all engines idle; done_o pulses in the
+// END: not accepted until all FIFOs are empty and nothing is in flight; done_o pulses in the
 // cycle after END is accepted. Instructions after END are accepted as a new program.
 // Token flags of END are ignored; tokens left over in the counters are kept.
 //
@@ -31,13 +41,15 @@
 //   2 ErrFlags    a token flag naming a neighbour the engine does not have (see above)
 //   3 ErrOverflow a completion would raise a token counter above QueueDepth
 // The offending word is not accepted. From the error on, instr_ready_o and every
-// <e>_valid_o stay low (an instruction already taken may still complete), so nothing
+// <e>_valid_o stay low (instructions already taken may still complete), so nothing
 // hangs waiting on the dispatcher's handshakes: software reads the error and resets.
 
 module dpu_dispatch
   import dpu_isa_pkg::*;
 #(
-  parameter int unsigned QueueDepth = 16
+  parameter int unsigned QueueDepth      = 16,
+  // compute instructions taken and not yet completed, at most (load and store: 1)
+  parameter int unsigned ComputeInFlight = 1
 ) (
   input  logic                 clk_i,
   input  logic                 rst_ni,
@@ -66,8 +78,8 @@ module dpu_dispatch
   input  logic                 store_complete_i,
 
   // activity, for the top's deadlock detection and stall counters (per engine, bit 0 load,
-  // 1 compute, 2 store): busy_o an instruction is in flight in the engine; blocked_o the
-  // engine is idle and the head of its FIFO waits for a dependency token
+  // 1 compute, 2 store): busy_o at least one instruction is in flight in the engine;
+  // blocked_o none is in flight, the FIFO is not empty and its head waits for a token
   output logic [2:0]           busy_o,
   output logic [2:0]           blocked_o,
 
@@ -97,6 +109,10 @@ module dpu_dispatch
   localparam logic [1:0] ErrOpcode = 2'd1;
   localparam logic [1:0] ErrFlags = 2'd2;
   localparam logic [1:0] ErrOverflow = 2'd3;
+
+  if (ComputeInFlight < 1) begin : g_bad_in_flight
+    $error("dpu_dispatch: ComputeInFlight must be at least 1");
+  end
 
   // ---------------------------------------------------------------------------------
   // Input decode
@@ -152,11 +168,13 @@ module dpu_dispatch
   logic [NumEngines-1:0]                cmd_ready;
   logic [NumEngines-1:0]                cmd_take;     // engine takes the head this cycle
   logic [NumEngines-1:0]                complete;
-  logic [NumEngines-1:0]                busy_q, busy_d;
+  logic [NumEngines-1:0]                busy;         // at least one instruction in flight
+  logic [NumEngines-1:0]                flight_full;  // the engine's limit is in flight
+  logic [NumEngines-1:0]                retire;       // the oldest in flight completes
+  logic [NumEngines-1:0][NumQueues-1:0] retire_pushes;  // counters it pushes
   logic [NumEngines-1:0]                tok_ok;       // all tokens the head pops available
   logic [NumEngines-1:0][NumQueues-1:0] head_pops;    // counters the head pops
   logic [NumEngines-1:0][NumQueues-1:0] head_pushes;  // counters the head pushes
-  logic [NumEngines-1:0][NumQueues-1:0] pushes_q, pushes_d;  // of the instruction in flight
 
   assign cmd_ready = {store_ready_i, compute_ready_i, load_ready_i};
   assign complete  = {store_complete_i, compute_complete_i, load_complete_i};
@@ -208,6 +226,61 @@ module dpu_dispatch
     assign fifo_empty[e] = (count_q == '0);
   end
 
+  // Instructions in flight, per engine: the push flags of each one taken and not yet
+  // completed, in a FIFO as deep as the engine's limit. Completions come in the order of the
+  // takes, so a completion always belongs to the oldest entry.
+  for (genvar e = 0; e < NumEngines; e++) begin : g_flight
+    localparam int unsigned Limit    = (e == EngCompute) ? ComputeInFlight : 1;
+    localparam int unsigned FPtrBits = (Limit > 1) ? $clog2(Limit) : 1;
+    localparam int unsigned FCntBits = $clog2(Limit + 1);
+
+    logic [NumQueues-1:0] pushes_q [Limit];
+    logic [FPtrBits-1:0]  wptr_q, wptr_d;
+    logic [FPtrBits-1:0]  rptr_q, rptr_d;
+    logic [FCntBits-1:0]  count_q, count_d;
+
+    assign busy[e]          = (count_q != '0);
+    assign flight_full[e]   = (count_q == FCntBits'(Limit));
+    assign retire[e]        = complete[e] && busy[e];
+    assign retire_pushes[e] = pushes_q[rptr_q];
+
+    always_comb begin
+      wptr_d  = wptr_q;
+      rptr_d  = rptr_q;
+      count_d = count_q;
+      if (cmd_take[e]) begin
+        wptr_d = (wptr_q == FPtrBits'(Limit - 1)) ? '0 : wptr_q + FPtrBits'(1);
+      end
+      if (retire[e]) begin
+        rptr_d = (rptr_q == FPtrBits'(Limit - 1)) ? '0 : rptr_q + FPtrBits'(1);
+      end
+      unique case ({cmd_take[e], retire[e]})
+        2'b10:   count_d = count_q + FCntBits'(1);
+        2'b01:   count_d = count_q - FCntBits'(1);
+        default: count_d = count_q;
+      endcase
+    end
+
+    always_ff @(posedge clk_i or negedge rst_ni) begin
+      if (!rst_ni) begin
+        wptr_q  <= '0;
+        rptr_q  <= '0;
+        count_q <= '0;
+      end else begin
+        wptr_q  <= wptr_d;
+        rptr_q  <= rptr_d;
+        count_q <= count_d;
+      end
+    end
+
+    // storage without reset: an entry is read only on a completion, i.e. while in flight
+    always_ff @(posedge clk_i) begin
+      if (cmd_take[e]) begin
+        pushes_q[wptr_q] <= head_pushes[e];
+      end
+    end
+  end
+
   // Token flags of each FIFO head, mapped onto the counters (validated at the input).
   always_comb begin
     head_pops   = '0;
@@ -243,8 +316,8 @@ module dpu_dispatch
       if (cmd_take[e]) begin
         tok_pop = tok_pop | head_pops[e];
       end
-      if (complete[e] && busy_q[e]) begin
-        tok_push = tok_push | pushes_q[e];
+      if (retire[e]) begin
+        tok_push = tok_push | retire_pushes[e];
       end
     end
     for (int unsigned q = 0; q < NumQueues; q++) begin
@@ -261,20 +334,13 @@ module dpu_dispatch
   // ---------------------------------------------------------------------------------
   // Engine side
   // ---------------------------------------------------------------------------------
+  // At the limit, a completion in this cycle frees the slot the take fills (flight_full
+  // implies busy, so the completion is a real one).
   always_comb begin
-    busy_d   = busy_q;
-    pushes_d = pushes_q;
     for (int unsigned e = 0; e < NumEngines; e++) begin
       tok_ok[e]    = ((head_pops[e] & ~tok_avail) == '0);
-      cmd_valid[e] = !error_q && !fifo_empty[e] && tok_ok[e] && (!busy_q[e] || complete[e]);
+      cmd_valid[e] = !error_q && !fifo_empty[e] && tok_ok[e] && (!flight_full[e] || complete[e]);
       cmd_take[e]  = cmd_valid[e] && cmd_ready[e];
-      if (cmd_take[e]) begin
-        busy_d[e]   = 1'b1;
-        pushes_d[e] = head_pushes[e];
-      end else if (complete[e]) begin
-        busy_d[e]   = 1'b0;
-        pushes_d[e] = '0;
-      end
     end
   end
 
@@ -290,7 +356,7 @@ module dpu_dispatch
   // ---------------------------------------------------------------------------------
   logic all_idle;
   logic in_fire;
-  assign all_idle = (&fifo_empty) && (busy_q == '0);
+  assign all_idle = (&fifo_empty) && (busy == '0);
 
   always_comb begin
     instr_ready_o = 1'b0;
@@ -322,15 +388,11 @@ module dpu_dispatch
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
-      busy_q       <= '0;
-      pushes_q     <= '0;
       tok_q        <= '0;
       done_q       <= 1'b0;
       error_q      <= 1'b0;
       error_code_q <= ErrNone;
     end else begin
-      busy_q       <= busy_d;
-      pushes_q     <= pushes_d;
       tok_q        <= tok_d;
       done_q       <= done_d;
       error_q      <= error_d;
@@ -338,8 +400,8 @@ module dpu_dispatch
     end
   end
 
-  assign busy_o       = busy_q;
-  assign blocked_o    = ~busy_q & ~fifo_empty & ~tok_ok;
+  assign busy_o       = busy;
+  assign blocked_o    = ~busy & ~fifo_empty & ~tok_ok;
   assign done_o       = done_q;
   assign error_o      = error_q;
   assign error_code_o = error_code_q;

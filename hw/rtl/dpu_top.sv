@@ -46,6 +46,7 @@ module dpu_top
   parameter int unsigned OutEntries    = 128,
   parameter int unsigned ParEntries    = 16,
   parameter int unsigned QueueDepth    = 16,
+  parameter int unsigned ComputeInFlight = 16,  // compiler/timing.py COMPUTE_IN_FLIGHT
   parameter int unsigned AxiDataBits   = 64,
   parameter int unsigned AxiAddrBits   = 32,
   parameter int unsigned MaxBurstBeats = 16,
@@ -284,7 +285,8 @@ module dpu_top
   assign fetch_ready   = disp_in_ready && !stop_fetch;
 
   dpu_dispatch #(
-    .QueueDepth (QueueDepth)
+    .QueueDepth      (QueueDepth),
+    .ComputeInFlight (ComputeInFlight)
   ) u_dispatch (
     .clk_i              (clk_i),
     .rst_ni             (core_rst_n),
@@ -424,13 +426,14 @@ module dpu_top
   logic                   mac_active;
 
   dpu_compute #(
-    .Rows       (Rows),
-    .Cols       (Cols),
-    .InpEntries (InpEntries),
-    .WgtEntries (WgtEntries),
-    .AccEntries (AccEntries),
-    .OutEntries (OutEntries),
-    .ParEntries (ParEntries)
+    .Rows        (Rows),
+    .Cols        (Cols),
+    .InpEntries  (InpEntries),
+    .WgtEntries  (WgtEntries),
+    .AccEntries  (AccEntries),
+    .OutEntries  (OutEntries),
+    .ParEntries  (ParEntries),
+    .MaxInFlight (ComputeInFlight)
   ) u_compute (
     .clk_i         (clk_i),
     .rst_ni        (core_rst_n),
