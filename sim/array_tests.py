@@ -1,10 +1,12 @@
 """cocotb tests of dpu_array, the weight-stationary systolic GEMM datapath.
 
 Run by tests/test_rtl_array.py, which passes the array shape as DPU_ROWS / DPU_COLS.
-Stimulus is planned cycle by cycle (a `Schedule`), either as the compiler's cycle model
-runs a GEMM (preload, stream, drain) or as tightly as the array's documented
-weight-stationary contract allows; every result is checked against numpy and against
-the documented latency.
+Stimulus is planned cycle by cycle (a `Schedule`), either as dpu_compute runs GEMMs (and
+compiler/timing.py counts them) or as tightly as the array's exact timing contract
+(dpu_array.sv, "Timing contract") allows; every result is checked bit-exactly against
+numpy and against the documented latency. `contract_results` predicts what the array
+computes for any schedule, legal or not: schedules one cycle past the contract's bounds
+must give exactly those (wrong) results, which shows that the bounds are tight.
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ from cocotb.handle import SimHandleBase
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
-from dpukit.compiler.hwconfig import load_config
+from dpukit.compiler.hwconfig import HwConfig, load_config
 from dpukit.compiler.isa import LAYOUT, Opcode, decode_array, make, to_bytes
-from dpukit.compiler.timing import instr_cycles
+from dpukit.compiler.timing import gemm_interval, instr_cycles
 
 ROWS = int(os.environ["DPU_ROWS"])
 COLS = int(os.environ["DPU_COLS"])
 LATENCY = ROWS + COLS - 1  # dpu_array.sv: result Rows + Cols - 1 cycles after its vector
+# dpu_array.sv: grid row r multiplies the vector of port cycle k in cycle k + r + MUL_LEAD
+# (Cols - 1 - ProdRegs, ProdRegs = 1 for Cols >= 2), with the weights written before.
+MUL_LEAD = COLS - 1 - (1 if COLS >= 2 else 0)
 PERIOD_NS = 10
 
 # Which cycles a port skips (True: idle), as cocotbext-axi's pause generators.
@@ -54,12 +59,16 @@ def gemm_ref(acts: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return wrap32(acts.astype(np.int64) @ weights.astype(np.int64))
 
 
+def model_cfg() -> HwConfig:
+    """The sim-small configuration with this array's shape."""
+    return dataclasses.replace(load_config("sim-small"), rows=ROWS, cols=COLS)
+
+
 def model_gemm_cycles(n_vectors: int) -> int:
     """The golden cycle model's cost (compiler/timing.py) of a GEMM of n_vectors."""
-    cfg = dataclasses.replace(load_config("sim-small"), rows=ROWS, cols=COLS)
     fields = {f.name: 0 for f in LAYOUT[Opcode.GEMM]} | {"n_outer": 1, "n_inner": n_vectors}
     col = decode_array(to_bytes([make(Opcode.GEMM, **fields)]))
-    return int(instr_cycles(cfg, col)[0])
+    return int(instr_cycles(model_cfg(), col)[0])
 
 
 def with_extremes(x: np.ndarray) -> np.ndarray:
@@ -117,17 +126,30 @@ def extreme_tiles(rng: np.random.Generator) -> list[Tile]:
     ]
 
 
+NEVER = [False]  # a pause pattern without pauses
+
+
 @dataclasses.dataclass
 class Schedule:
-    """Stimulus cycle by cycle: at most one weight row and one activation vector a cycle."""
+    """Stimulus cycle by cycle: at most one weight row and one activation vector a cycle.
+
+    Cycles are relative (any integers, also negative); `placed` has the cycles of every
+    tile's weight rows and vectors, `takes` the cycle each GEMM is taken in (`model`).
+    """
 
     wgt: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
     act: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
     expected: list[np.ndarray] = dataclasses.field(default_factory=list)
+    placed: list[tuple[list[int], list[int]]] = dataclasses.field(default_factory=list)
+    takes: list[int] = dataclasses.field(default_factory=list)
 
     @property
-    def length(self) -> int:
-        return max([*self.wgt, *self.act], default=-1) + 1
+    def first(self) -> int:
+        return min([*self.wgt, *self.act, 0])
+
+    @property
+    def last(self) -> int:
+        return max([*self.wgt, *self.act, 0])
 
     @staticmethod
     def place(
@@ -135,7 +157,7 @@ class Schedule:
     ) -> list[int]:
         """Put line i on the port in order, at the first cycle >= earliest[i] not paused."""
         cycles = []
-        t = max(port, default=-1) + 1
+        t = max(port) + 1 if port else min(earliest, default=0)
         for line, first in zip(lines, earliest, strict=True):
             t = max(t, first)
             while next(pause):
@@ -145,35 +167,88 @@ class Schedule:
             t += 1
         return cycles
 
+    def add(self, tile: Tile, w: list[int], v: list[int]) -> None:
+        self.placed.append((w, v))
+        self.expected += list(gemm_ref(tile.acts, tile.weights))
+
+    def move(self, port: dict[int, np.ndarray], cycles: list[int], delta: int) -> None:
+        """Move the lines in `cycles` by delta cycles (onto free cycles, order kept)."""
+        order = [id(port[t]) for t in sorted(port)]
+        lines = [port.pop(t) for t in cycles]
+        for t, line in zip(cycles, lines, strict=True):
+            assert t + delta not in port, f"cycle {t + delta} taken"
+            port[t + delta] = line
+        assert [id(port[t]) for t in sorted(port)] == order, "lines reordered"
+
+    def assert_legal(self) -> None:
+        """The schedule keeps dpu_array's contract: every vector sees its own tile."""
+        got = contract_results(self)
+        for i, (p, want) in enumerate(zip(got, self.expected, strict=True)):
+            assert np.array_equal(p, want), f"schedule breaks the contract at vector {i}"
+
     @classmethod
     def model(cls, tiles: list[Tile]) -> Schedule:
-        """As compiler/timing.py runs GEMMs: preload Rows, stream, drain Rows + Cols - 2."""
+        """As dpu_compute runs back-to-back GEMMs (dpu_compute.sv, "Timing") and
+        compiler/timing.py counts them: GEMM i taken in cycle a_i, its vectors on the port in
+        cycles a_i + 1 ..., tile row r in cycle a_i + r + MulLead, and the next GEMM taken
+        in cycle a_i + max(n, Rows) (timing.gemm_interval)."""
         s = cls()
-        t = 0
+        a = 0
         for tile in tiles:
             n = len(tile.acts)
-            s.place(s.wgt, tile.weights, [t] * ROWS, itertools.repeat(False))
-            s.place(s.act, tile.acts, [t + ROWS] * n, itertools.repeat(False))
-            s.expected += list(gemm_ref(tile.acts, tile.weights))
-            t += model_gemm_cycles(n)
+            rows = [a + r + MUL_LEAD for r in range(ROWS)]
+            vecs = [a + 1 + i for i in range(n)]
+            w = s.place(s.wgt, tile.weights, rows, itertools.repeat(False))
+            v = s.place(s.act, tile.acts, vecs, itertools.repeat(False))
+            assert (w, v) == (rows, vecs), "model schedule: port conflict"
+            s.takes.append(a)
+            s.add(tile, w, v)
+            a += int(gemm_interval(model_cfg(), n))
+        s.assert_legal()
         return s
 
     @classmethod
     def tight(cls, tiles: list[Tile], wgt_pause: list[bool], act_pause: list[bool]) -> Schedule:
-        """As early as dpu_array's weight-stationary contract allows, with idle cycles.
+        """As early as dpu_array's exact timing contract allows, with idle cycles.
 
-        Weight row r of a tile goes no earlier than Cols - 1 + r cycles after the previous
-        tile's last vector; a vector no earlier than w_r - r + 1 for every row r.
+        Weight row r of a tile goes no earlier than k_last + r + MulLead, k_last the cycle
+        of the previous tile's last vector; the first vector no earlier than
+        w_r - r - MulLead + 1 for every row r (for MulLead >= 2 the first tile's vectors
+        may go before its first weight row).
         """
         s = cls()
         wp, ap = itertools.cycle(wgt_pause), itertools.cycle(act_pause)
-        last_act = 1 - COLS
+        last_act = None
         for tile in tiles:
-            w = s.place(s.wgt, tile.weights, [last_act + COLS - 1 + r for r in range(ROWS)], wp)
-            first = max(w_r - r + 1 for r, w_r in enumerate(w))
-            last_act = s.place(s.act, tile.acts, [first] * len(tile.acts), ap)[-1]
-            s.expected += list(gemm_ref(tile.acts, tile.weights))
+            rows = [0 if last_act is None else last_act + r + MUL_LEAD for r in range(ROWS)]
+            w = s.place(s.wgt, tile.weights, rows, wp)
+            first = max(w_r - r - MUL_LEAD + 1 for r, w_r in enumerate(w))
+            if last_act is not None:
+                first = max(first, last_act + 1)
+            v = s.place(s.act, tile.acts, [first] * len(tile.acts), ap)
+            last_act = v[-1]
+            s.add(tile, w, v)
+        s.assert_legal()
         return s
+
+
+def contract_results(s: Schedule) -> list[np.ndarray]:
+    """What dpu_array computes for every vector of a schedule, legal or not, by its exact
+    timing contract: grid row r multiplies the vector of cycle k in cycle k + r + MulLead,
+    with the row last written to it in a cycle before that (weight beats go to grid rows
+    0, 1, ..., Rows - 1, 0, ... in order)."""
+    writes: list[list[tuple[int, np.ndarray]]] = [[] for _ in range(ROWS)]
+    for i, w in enumerate(sorted(s.wgt)):
+        writes[i % ROWS].append((w, s.wgt[w]))
+    out = []
+    for k in sorted(s.act):
+        rows = []
+        for r in range(ROWS):
+            seen = [line for w, line in writes[r] if w < k + r + MUL_LEAD]
+            assert seen, f"vector of cycle {k}: grid row {r} not loaded yet"
+            rows.append(seen[-1])
+        out.append(gemm_ref(s.act[k][None, :], np.array(rows))[0])
+    return out
 
 
 class LaneDriver:
@@ -232,10 +307,11 @@ class ArrayTb:
         await RisingEdge(self.dut.clk_i)
 
     async def play(self, s: Schedule) -> tuple[int, list[int]]:
-        """Drive a schedule; returns the cycle of its first line and the cycle of every vector."""
-        start = cycle()
+        """Drive a schedule; returns the clock cycle of its cycle 0 and of every vector."""
+        offset = cycle() - s.first
         act_cycles = []
-        for t in range(s.length):
+        for t in range(s.first, s.last + 1):
+            assert cycle() == offset + t
             self.wgt.drive(s.wgt.get(t))
             self.act.drive(s.act.get(t))
             if t in s.act:
@@ -243,14 +319,16 @@ class ArrayTb:
             await RisingEdge(self.dut.clk_i)
         self.wgt.idle()
         self.act.idle()
-        return start, act_cycles
+        return offset, act_cycles
 
     async def run_and_check(self, s: Schedule) -> tuple[int, list[int]]:
-        """Play a schedule, wait out the drain, and check values, order and latency.
+        """Play a schedule, wait out the drain, and check values (bit-exact against
+        s.expected), order and latency.
 
-        Returns the schedule's start cycle and the cycle of every result.
+        Returns the clock cycle of the schedule's cycle 0 and the cycle of every result.
         """
-        start, act_cycles = await self.play(s)
+        self.monitor.results.clear()
+        offset, act_cycles = await self.play(s)
         await ClockCycles(self.dut.clk_i, LATENCY + 2)
         got = self.monitor.results
         assert len(got) == len(s.expected), f"{len(got)} results, expected {len(s.expected)}"
@@ -259,7 +337,7 @@ class ArrayTb:
         ):
             assert np.array_equal(p, want), f"result {i}: got {p.tolist()}, want {want.tolist()}"
             assert t_res - t_act == LATENCY, f"result {i}: latency {t_res - t_act} != {LATENCY}"
-        return start, [t for t, _ in got]
+        return offset, [t for t, _ in got]
 
 
 async def new_tb(dut: SimHandleBase) -> ArrayTb:
@@ -326,23 +404,98 @@ async def test_back_to_back_tiles(dut: SimHandleBase, schedule: str) -> None:
 
 
 @cocotb.test()
+@cocotb.parametrize(side=["row_early", "vector_early"])
+async def test_contract_is_tight(dut: SimHandleBase, side: str) -> None:
+    """The contract's bounds are exact, for every grid row r: tile B follows tile A as
+    tightly as allowed (bit-exact), then one cycle tighter, where exactly one vector sees
+    the other tile's row r, as `contract_results` predicts.
+
+    B differs from A in row r only, so only grid row r can go wrong. row_early: B's rows
+    one cycle early, so A's last vector multiplies in grid row r with B's row.
+    vector_early: B's first vector one cycle early, so it sees A's row r.
+    """
+    tb = await new_tb(dut)
+    rng = np.random.default_rng(zlib.crc32(side.encode()))
+    for r in range(ROWS):
+        a = Tile.random(rng, ROWS + 2)
+        wb = a.weights.copy()
+        wb[r] = -1 - wb[r]  # differs in every lane
+        b = Tile(wb, rng.integers(-128, 128, size=(3, ROWS), dtype=np.int64))
+        a.acts[-1, r] = b.acts[0, r] = -128  # the lanes that meet the wrong weights
+
+        s = Schedule.tight([a, b], NEVER, NEVER)
+        (_, _), (wb_cycles, vb) = s.placed
+        if side == "vector_early":  # make room: B two cycles later, still legal
+            s.move(s.act, vb, 2)
+            s.move(s.wgt, wb_cycles, 2)
+            vb = [t + 2 for t in vb]
+        s.assert_legal()
+        tb.dut._log.info("grid row %d: %s at the bound", r, side)
+        await tb.run_and_check(s)
+
+        if side == "row_early":
+            s.move(s.wgt, sorted(s.wgt)[ROWS:], -1)
+            wrong = ROWS + 2 - 1  # A's last vector
+        else:
+            s.move(s.act, vb[:1], -1)
+            wrong = ROWS + 2  # B's first vector
+        intended = s.expected
+        s.expected = contract_results(s)
+        diff = [
+            i
+            for i, (p, q) in enumerate(zip(s.expected, intended, strict=True))
+            if not np.array_equal(p, q)
+        ]
+        assert diff == [wrong], f"contract model: wrong vectors {diff}, expected [{wrong}]"
+        assert not np.array_equal(s.expected[wrong], intended[wrong])
+        tb.dut._log.info("grid row %d: %s one cycle early", r, side)
+        await tb.run_and_check(s)
+
+
+@cocotb.test()
+async def test_contract_random(dut: SimHandleBase) -> None:
+    """Weight rows and vectors on random cycles, with no regard for tiles: the array
+    computes exactly what the timing contract says (`contract_results`)."""
+    tb = await new_tb(dut)
+    rng = np.random.default_rng(13)
+    s = Schedule()
+    for r in range(ROWS):  # a first full tile
+        s.wgt[r] = rng.integers(-128, 128, size=COLS, dtype=np.int64)
+    first = 1 - MUL_LEAD  # the first vector cycle every grid row is loaded for
+    for t in range(first, first + 6 * ROWS + 40):
+        if t >= ROWS and rng.random() < 0.4:
+            s.wgt[t] = rng.integers(-128, 128, size=COLS, dtype=np.int64)
+        if rng.random() < 0.7:
+            s.act[t] = rng.integers(-128, 128, size=ROWS, dtype=np.int64)
+    s.expected = contract_results(s)
+    await tb.run_and_check(s)
+
+
+@cocotb.test()
 async def test_latency(dut: SimHandleBase) -> None:
-    """The documented latency, and GEMM cycle counts against compiler/timing.py."""
+    """The documented latency, and GEMM cycle counts against compiler/timing.py: counting
+    the cycle a GEMM of n vectors is taken in as 1, its last result is on the port in cycle
+    n + Rows + Cols, the model's cost; back-to-back GEMMs are taken max(n, Rows) apart."""
     tb = await new_tb(dut)
     rng = np.random.default_rng(5)
 
-    # One vector: its result Rows + Cols - 1 cycles later (checked in run_and_check).
-    await tb.run_and_check(Schedule.model([Tile.random(rng, 1)]))
+    # One GEMM (1 vector, many); then GEMMs in a row, shorter and longer than Rows.
+    for sizes in ([1], [3 * ROWS], [1, 2 * ROWS, max(ROWS - 1, 1), ROWS + 1, 2]):
+        s = Schedule.model([Tile.random(rng, n) for n in sizes])
+        offset, done = await tb.run_and_check(s)
+        assert np.diff(s.takes).tolist() == [max(n, ROWS) for n in sizes[:-1]]
+        ends = np.cumsum(sizes)
+        for n, take, end in zip(sizes, s.takes, ends, strict=True):
+            gemm_done = done[end - n : end]
+            assert gemm_done == list(range(gemm_done[0], gemm_done[0] + n)), "not one per cycle"
+            cost = gemm_done[-1] - (offset + take) + 1
+            assert cost == n + ROWS + COLS == model_gemm_cycles(n), f"GEMM of {n}: {cost}"
 
-    # The model's schedule: the last result is on the port exactly the model's cost after
-    # the first weight row, i.e. in the first cycle after the GEMM's modelled window.
+    # The tightest schedule: the first vector 1 - MulLead cycles after the first weight row
+    # (before it for MulLead >= 2), every result exact and Rows + Cols - 1 after its vector.
     n = 3 * ROWS
-    tb.monitor.results.clear()
-    start, done = await tb.run_and_check(Schedule.model([Tile.random(rng, n)]))
-    assert done[-1] - start == 2 * ROWS + COLS - 2 + n == model_gemm_cycles(n)
-    assert done == list(range(done[0], done[0] + n)), "results not one per cycle"
-
-    # The tightest schedule: streaming from the cycle after the first weight row.
-    tb.monitor.results.clear()
-    start, done = await tb.run_and_check(Schedule.tight([Tile.random(rng, n)], [False], [False]))
-    assert done[-1] - start == ROWS + COLS + n - 1
+    s = Schedule.tight([Tile.random(rng, n)], NEVER, NEVER)
+    ((w, v),) = s.placed
+    assert v[0] - w[0] == 1 - MUL_LEAD
+    offset, done = await tb.run_and_check(s)
+    assert done[-1] - (offset + w[0]) == 1 - MUL_LEAD + n - 1 + LATENCY

@@ -8,38 +8,44 @@
 // Weight port. One row of Cols int8 weights per cycle while wgt_valid_i is set, lane c
 // of wgt_i = W[r][c]. Rows are taken in order r = 0, 1, ..., Rows - 1, then 0 again: an
 // internal counter (cleared by reset) picks the grid row the beat is written to, so a
-// tile preload is Rows valid beats. A row is written to all its PEs at once.
+// tile preload is Rows valid beats. A row is written to all its PEs at once. The weight
+// and activation ports are independent: a row may be written while vectors stream.
 //
 // Activation port. One vector of Rows int8 lanes per cycle while act_valid_i is set. The
 // array skews it internally (lane r delayed r cycles); cycles with act_valid_i low are
-// bubbles and may fall anywhere.
+// bubbles (zero vectors inside, no result) and may fall anywhere.
 //
 // Result port. One vector of Cols int32 lanes, de-skewed so that all lanes of one
 // result come out in the same cycle, with res_valid_o. Results leave in input order.
 //
 // Latency: Latency = Rows + Cols - 1 cycles (localparam below). A vector on the
-// activation port in cycle n (sampled at the clock edge that ends cycle n) has its result
-// on the result port in cycle n + Rows + Cols - 1. res_o comes straight from the partial
+// activation port in cycle k (sampled at the clock edge that ends cycle k) has its result
+// on the result port in cycle k + Rows + Cols - 1. res_o comes straight from the partial
 // sum registers of the last grid row. Throughput is one vector per cycle.
 //
-// Cycle model (compiler/timing.py: 2*Rows + Cols - 2 + T cycles for T vectors). With
-// the model's schedule, first weight row in cycle t0, the T vectors in cycles
-// t0 + Rows ... t0 + Rows + T - 1, the last result is on the port in cycle
-// t0 + 2*Rows + Cols - 2 + T: exactly the model's cost after the start, so a consumer
-// registers it in the first cycle after the GEMM's modelled window.
-//
-// Weight-stationary contract. There is one weight register per PE (no shadow copy), and a
-// weight row presented in cycle w is used from cycle w + 1. With the weight row of grid
-// row r presented in cycle w_r:
-//   - the first vector k of a tile must satisfy k >= w_r - r + 1 for every r;
-//   - the rows of the next tile must satisfy w_r >= k_last + r + Cols - 1, where k_last
-//     is the cycle of the last vector of the current tile.
-// For a preload in consecutive cycles t0 ... t0 + Rows - 1 this means: stream from
-// cycle t0 + 1 on, and start the next preload no earlier than Cols - 1 cycles after the
-// last vector. The model's schedule (stream after the preload, drain before the next)
-// satisfies both with room to spare; a controller may overlap the preload with the
-// stream this way. (The array below is looser: grid row r multiplies vector k in cycle
-// k + r + Cols - 1 - ProdRegs, every column at once; the contract is what it guarantees.)
+// Timing contract (exact). There is one weight register per PE (no shadow copy). Let
+// MulLead = Cols - 1 - ProdRegs (Cols - 2 for Cols >= 2; 0 for Cols = 1). Grid row r
+// multiplies the vector that was on the activation port in cycle k during cycle
+// k + r + MulLead, all its columns at once; a weight row for grid row r presented (with
+// wgt_valid_i) in cycle w is used from cycle w + 1 on. So that row applies to exactly the
+// vectors on the port in cycles k with k + r + MulLead > w, i.e. k >= w - r - MulLead + 1,
+// and to none before (the earlier ones see the row it replaces). For a tile whose row r is
+// presented in cycle w_r:
+//   - its first vector may be on the port in cycle max_r (w_r - r - MulLead + 1) at the
+//     earliest;
+//   - its row r may be presented in cycle k_last + r + MulLead at the earliest, where
+//     k_last is the cycle of the previous tile's last vector.
+// Both bounds are tight: one cycle earlier and a vector multiplies in grid row r with the
+// other tile's row (sim/array_tests.py checks both ways). dpu_compute (Cols >= 3) runs the
+// array at these bounds: a GEMM taken in cycle a puts its T vectors on the port in cycles
+// a + 1 ... a + T and presents tile row r in cycle a + r + MulLead, just before vector
+// a + 1 reaches grid row r and not before the previous GEMM's last vector (on the port in
+// cycle a or earlier) has passed it. So a GEMM's vectors may follow the previous GEMM's
+// without a gap, the preload riding along the wavefront of the first vector, and only the
+// weight port (one tile of Rows beats at a time) spaces GEMMs: compiler/timing.py starts
+// them max(T, Rows) cycles apart. The last result is on the port in cycle
+// a + T + Rows + Cols - 1: counting cycle a as 1, cycle T + Rows + Cols, the cycle model's
+// GEMM cost (for T >= 1).
 //
 // Reset clears the weight row counter and the valid pipeline only: weights are undefined
 // until a tile is loaded, and the datapath registers have no reset.
@@ -49,8 +55,11 @@
 // an odd Cols the last pair's second weight is 0 and its second sum unused. An activation
 // lane is broadcast along its grid row (no horizontal systolic pass, so no de-skew of the
 // results); lane r is delayed r + ActDelay cycles (shift registers, SRL-friendly), and
-// the ActDelay stages plus the PE's activation and product registers make up the Cols - 1
-// cycles of the latency beyond the Rows cycles of the vertical wavefront. Column sums run
+// the ActDelay stages plus the PE's activation and product registers (ActRegs, ProdRegs)
+// make up the Cols - 1 cycles of the latency beyond the Rows cycles of the vertical
+// wavefront: grid row r multiplies in cycle k + r + ActDelay + ActRegs = k + r + MulLead,
+// adds the products ProdRegs cycles later and registers the sums at the end of that cycle,
+// where grid row r + 1 adds to them in the next. Column sums run
 // SumBits = 16 + clog2(Rows) bits wide, which holds any sum of Rows int8 products
 // (|sum| <= Rows * 2^14), and are sign-extended to int32 at the bottom.
 
