@@ -134,8 +134,9 @@ module dpu_load_dma
   } state_e;
 
   // rotate a beat's byte lanes up by r: lane m goes to lane (m + r) mod BeatBytes
+  // (the upper half of {x, x} << 8r; a shift by AxiDataBits gives zero, so r = 0 is x)
   function automatic beat_t rotate(beat_t x, logic [LaneBits-1:0] r);
-    rotate = AxiDataBits'(({x, x} << {r, 3'b000}) >> AxiDataBits);
+    rotate = (x << {r, 3'b000}) | (x >> (AxiDataBits - 32'({r, 3'b000})));
   endfunction
 
   state_e           state_d, state_q;
@@ -227,7 +228,7 @@ module dpu_load_dma
   assign product = mul_a * cols[15:0];
 
   // -- R channel into the byte queue -----------------------------------------------------
-  logic [QBytes*8-1:0]  q_d, q_q;  // circular, byte q at [8q +: 8]
+  logic [QBytes*8-1:0]  q_q;  // circular, byte q at [8q +: 8]
   logic [QPtrBits-1:0]  qh_d, qh_q, qt_d, qt_q;
   logic [QCntBits-1:0]  qc_d, qc_q;
   logic                 r_first_d, r_first_q;  // the next beat is its burst's first
@@ -235,7 +236,21 @@ module dpu_load_dma
   logic [QCntBits-1:0]  push_n;
   logic                 push;
   beat_t                r_rot;
-  logic [QPtrBits-1:0]  q_off;
+
+  // the byte queue with a beat's push_n bytes written from the tail on (computed in the
+  // register's process, in the cycles a beat arrives)
+  function automatic logic [QBytes*8-1:0] q_write(logic [QBytes*8-1:0] old, beat_t rot,
+                                                  logic [QPtrBits-1:0] tail,
+                                                  logic [QCntBits-1:0] n);
+    logic [QPtrBits-1:0] off;
+    q_write = old;
+    for (int unsigned q = 0; q < QBytes; q++) begin
+      off = QPtrBits'(q) - tail;
+      if (QCntBits'(off) < n) begin
+        q_write[8*q +: 8] = rot[8*(q%BeatBytes) +: 8];
+      end
+    end
+  endfunction
 
   assign m_axi_rready = running && (rerr_q || (qc_q <= QCntBits'(QBytes - BeatBytes)));
   assign r_fire       = m_axi_rvalid && m_axi_rready;
@@ -247,15 +262,15 @@ module dpu_load_dma
   assign r_rot  = rotate(m_axi_rdata, qt_q[LaneBits-1:0] - r_lo);
 
   // -- assembler: byte queue -> entries --------------------------------------------------
-  logic [Chunks*AxiDataBits-1:0] asm_d, asm_q;  // entry byte i at [8i +: 8]
+  logic [Chunks*AxiDataBits-1:0] asm_q;  // entry byte i at [8i +: 8]
   logic                 asm_full_d, asm_full_q;
   logic [FillBits-1:0]  fill_d, fill_q;      // bytes of the current entry so far
-  beat_t                head_d, head_q;      // the next entry's first bytes, lanes 0..
+  beat_t                head_q;              // the next entry's first bytes, lanes 0..
   logic [LaneBits-1:0]  head_n_d, head_n_q;
   logic                 head_pend_d, head_pend_q;
   logic [FillBits-1:0]  eb, need, take, head_n, fill_end;
   logic                 can_pop, complete, data_accept;
-  beat_t                win, tail_rot, head_rot;
+  beat_t                win;
 
   assign eb = FillBits'(instr_q.elem_bytes);
 
@@ -290,8 +305,6 @@ module dpu_load_dma
     end
   end
   assign fill_end = fill_q + take - FillBits'(1);
-  assign tail_rot = rotate(win, fill_q[LaneBits-1:0] - qh_q[LaneBits-1:0]);
-  assign head_rot = rotate(win, LaneBits'(0) - qh_q[LaneBits-1:0] - take[LaneBits-1:0]);
 
   // entry bytes [fill, fill + take) from the tail rotation, chunk by chunk; pending head
   // bytes into lanes 0 .. head_n - 1 of chunk 0 once the register is free
@@ -305,21 +318,31 @@ module dpu_load_dma
       to_lane[m]   = LaneBits'(m) <= fill_end[LaneBits-1:0];
     end
   end
-  always_comb begin
-    asm_d = asm_q;
+  logic head_write, tail_write;
+  assign head_write = can_pop && head_pend_q;
+  assign tail_write = take != '0;
+
+  // the entry register with those bytes written (computed in the register's process, in
+  // the cycles bytes arrive, so a cycle-based simulator skips it in the others)
+  function automatic logic [Chunks*AxiDataBits-1:0] asm_write(
+      logic [Chunks*AxiDataBits-1:0] old, logic head_en, logic [LaneBits-1:0] head_cnt,
+      beat_t head, logic tail_en, logic [FillBits-LaneBits-1:0] first,
+      logic [FillBits-LaneBits-1:0] last, logic [BeatBytes-1:0] from,
+      logic [BeatBytes-1:0] to, beat_t tail);
+    asm_write = old;
     for (int unsigned c = 0; c < Chunks; c++) begin
       for (int unsigned m = 0; m < BeatBytes; m++) begin
-        if ((c == 0) && can_pop && head_pend_q && (LaneBits'(m) < head_n_q)) begin
-          asm_d[8*(c*BeatBytes+m) +: 8] = head_q[8*m +: 8];
+        if ((c == 0) && head_en && (LaneBits'(m) < head_cnt)) begin
+          asm_write[8*(c*BeatBytes+m) +: 8] = head[8*m +: 8];
         end
-        if ((take != '0)
-            && ((c > 32'(first_chunk)) || ((c == 32'(first_chunk)) && from_lane[m]))
-            && ((c < 32'(last_chunk)) || ((c == 32'(last_chunk)) && to_lane[m]))) begin
-          asm_d[8*(c*BeatBytes+m) +: 8] = tail_rot[8*m +: 8];
+        if (tail_en
+            && ((c > 32'(first)) || ((c == 32'(first)) && from[m]))
+            && ((c < 32'(last)) || ((c == 32'(last)) && to[m]))) begin
+          asm_write[8*(c*BeatBytes+m) +: 8] = tail[8*m +: 8];
         end
       end
     end
-  end
+  endfunction
 
   // -- entry writers ----------------------------------------------------------------------
   // data entries in raster order
@@ -409,13 +432,11 @@ module dpu_load_dma
     has_data_d  = has_data_q;
     rerr_d      = rerr_q || (r_fire && m_axi_rresp[1]);
     r_first_d   = r_fire ? m_axi_rlast : r_first_q;
-    q_d         = q_q;
     qh_d        = qh_q + QPtrBits'(take) + QPtrBits'(head_n);
     qt_d        = qt_q + QPtrBits'(push_n);
     qc_d        = qc_q + push_n - QCntBits'(take) - QCntBits'(head_n);
     asm_full_d  = complete || (asm_full_q && !data_accept);
     fill_d      = complete ? head_n : fill_q + take;
-    head_d      = complete ? head_rot : head_q;
     head_n_d    = complete ? LaneBits'(head_n) : head_n_q;
     head_pend_d = complete ? (head_n != '0) : (head_pend_q && !can_pop);
     sticky_d    = sel_pad && !wr_ready_i;
@@ -433,14 +454,6 @@ module dpu_load_dma
     pw_y_d      = pw_y_q;
     pw_z_d      = pw_z_q;
     pw_addr_d   = pw_addr_q;
-
-    // beats into the byte queue
-    for (int unsigned q = 0; q < QBytes; q++) begin
-      q_off = QPtrBits'(q) - qt_q;
-      if (QCntBits'(q_off) < push_n) begin
-        q_d[8*q +: 8] = r_rot[8*(q%BeatBytes) +: 8];
-      end
-    end
 
     // data entries step through the data region
     if (data_accept) begin
@@ -548,9 +561,17 @@ module dpu_load_dma
 
   // wide data registers: no reset
   always_ff @(posedge clk_i) begin
-    q_q    <= q_d;
-    asm_q  <= asm_d;
-    head_q <= head_d;
+    if (push) begin
+      q_q <= q_write(q_q, r_rot, qt_q, push_n);
+    end
+    if (head_write || tail_write) begin
+      asm_q <= asm_write(asm_q, head_write, head_n_q, head_q, tail_write, first_chunk,
+                         last_chunk, from_lane, to_lane,
+                         rotate(win, fill_q[LaneBits-1:0] - qh_q[LaneBits-1:0]));
+    end
+    if (complete) begin
+      head_q <= rotate(win, LaneBits'(0) - qh_q[LaneBits-1:0] - take[LaneBits-1:0]);
+    end
   end
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
@@ -620,28 +641,12 @@ module dpu_load_dma
   assign error_o       = err_q;
 
   // write port; data bytes from elem_bytes on are zero
-  logic [FillBits-LaneBits-1:0] eb_chunk;
-  logic [BeatBytes-1:0]         eb_lane;
-  assign eb_chunk = eb[FillBits-1:LaneBits];
-  always_comb begin
-    for (int unsigned m = 0; m < BeatBytes; m++) begin
-      eb_lane[m] = LaneBits'(m) < eb[LaneBits-1:0];
-    end
-  end
+  logic [EntryBytes*8-1:0] data_keep;  // bits of the bytes below elem_bytes
+  assign data_keep = ~({(EntryBytes*8){1'b1}} << {eb, 3'b000});
   assign wr_valid_o = asm_full_q || pw_valid_q;
   assign wr_addr_o  = sel_pad ? pw_addr_q : dw_addr_q;
-  always_comb begin
-    for (int unsigned i = 0; i < EntryBytes; i++) begin
-      if (sel_pad) begin
-        wr_data_o[8*i +: 8] = pad_byte;
-      end else if ((i / BeatBytes < 32'(eb_chunk))
-                   || ((i / BeatBytes == 32'(eb_chunk)) && eb_lane[i % BeatBytes])) begin
-        wr_data_o[8*i +: 8] = asm_q[8*i +: 8];
-      end else begin
-        wr_data_o[8*i +: 8] = 8'd0;
-      end
-    end
-  end
+  assign wr_data_o = sel_pad ? {EntryBytes{pad_byte}}
+                   : asm_q[EntryBytes*8-1:0] & data_keep;
 
   assign m_axi_arid    = '0;
   assign m_axi_arsize  = 3'(LaneBits);

@@ -57,151 +57,125 @@ module dpu_post #(
   localparam int unsigned QBits    = 10;  // saturated quotient: [-512, 511]
   localparam int unsigned SumBits  = 11;  // q + increment + zero_point: [-640, 639]
 
-  // valid_q[k] qualifies the registers written by stage k + 1.
-  logic [Latency-1:0] valid_d, valid_q;
-  // zero point and clamp bounds, travelling with the entry through stages 1 to 3
-  logic [Latency-2:0][7:0] zp_d, zp_q, lo_d, lo_q, hi_d, hi_q;
+  // Each stage is computed inside its register's process, under the valid bit of the entry
+  // it takes: the same registers and logic as a next-state process with a hold mux, but a
+  // cycle-based simulator (Verilator) then evaluates a stage only in the cycles it loads.
 
-  always_comb begin
-    valid_d = {valid_q[Latency-2:0], valid_i};
-    zp_d    = zp_q;
-    lo_d    = lo_q;
-    hi_d    = hi_q;
-    if (valid_i) begin
-      zp_d[0] = zero_point_i;
-      lo_d[0] = clamp_lo_i;
-      hi_d[0] = clamp_hi_i;
-    end
-    for (int unsigned k = 1; k < Latency - 1; k++) begin
-      if (valid_q[k-1]) begin
-        zp_d[k] = zp_q[k-1];
-        lo_d[k] = lo_q[k-1];
-        hi_d[k] = hi_q[k-1];
+  // Stage 2: the exact product, as vh * m * 2^17 + vl * m (see the header).
+  function automatic logic [PBits-1:0] product(logic [31:0] v, logic [MultBits-1:0] m);
+    logic signed [MultBits+17:0] prod_lo;  // vl * m: 18 x 24 bit
+    logic signed [PBits-18:0]    prod_hi;  // vh * m + (prod_lo >>> 17)
+    prod_lo = (MultBits + 18)'($signed({1'b0, v[16:0]}) * $signed({1'b0, m}));
+    prod_hi = (PBits - 17)'($signed(v[31:17]) * $signed({1'b0, m}))
+            + (PBits - 17)'(prod_lo >>> 17);
+    product = {prod_hi, prod_lo[16:0]};
+  endfunction
+
+  // Stage 3 (see the header): t = 2p shifted right by s in six steps, by 32 first: t[0] ends
+  // as the round bit (p's bit s - 1, or 0 when s = 0) and t >>> 1 as the floor quotient q. A
+  // step ORs the bits it drops into the sticky bit (all together: p's bits below s - 1).
+  // After the step by 2^k the shift left is below 2^k, so bits from QBits + 2^k - 1 up can
+  // only end up above q's QBits: they must all be copies of the sign, else q saturates, and
+  // are then replaced by copies of bit QBits + 2^k - 1 (so the later steps are narrow).
+  // Round up when the remainder is above half (round bit and sticky bit), or exactly half
+  // (round bit alone) with an odd quotient. Returns {saturated q, increment}.
+  function automatic logic [QBits:0] round_shift(logic [PBits-1:0] p, logic [5:0] s);
+    logic signed [PBits:0] t;
+    logic [PBits:0]        above;  // bits at and above QBits + 2^k - 1
+    logic                  sticky, fits;
+    t      = $signed({p, 1'b0});
+    sticky = 1'b0;
+    fits   = 1'b1;
+    for (int k = 5; k >= 0; k--) begin
+      if (s[k]) begin
+        sticky = sticky | (|(t & ~({(PBits + 1){1'b1}} << (1 << k))));
+        t      = t >>> (1 << k);
       end
+      above = {(PBits + 1){1'b1}} << (QBits + (1 << k) - 1);
+      fits  = fits & (((t ^ {(PBits + 1){t[PBits]}}) & above) == '0);
+      t     = (t & ~above) | ({(PBits + 1){t[QBits + (1 << k) - 1]}} & above);
     end
-  end
+    if (fits) begin
+      round_shift = {t[QBits:1], t[0] & (sticky | t[1])};
+    end else begin
+      round_shift = {p[PBits-1], {(QBits - 1){~p[PBits-1]}}, t[0] & (sticky | t[1])};
+    end
+  endfunction
+
+  // Stage 4: zero point and clamp, in SumBits-wide signed arithmetic.
+  function automatic logic [7:0] clamp(logic [QBits-1:0] quo, logic up, logic [7:0] zp,
+                                       logic [7:0] lo8, logic [7:0] hi8);
+    logic signed [SumBits-1:0] sum, lo, hi, clamped;
+    sum = SumBits'($signed(quo)) + SumBits'($signed(zp)) + SumBits'(up);
+    lo  = SumBits'($signed(lo8));
+    hi  = SumBits'($signed(hi8));
+    clamped = sum < lo ? lo : sum;
+    clamped = clamped > hi ? hi : clamped;
+    clamp   = clamped[7:0];
+  endfunction
+
+  // valid_q[k] qualifies the registers written by stage k + 1.
+  logic [Latency-1:0] valid_q;
+  // zero point and clamp bounds, travelling with the entry through stages 1 to 3
+  logic [Latency-2:0][7:0] zp_q, lo_q, hi_q;
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
       valid_q <= '0;
     end else begin
-      valid_q <= valid_d;
+      valid_q <= {valid_q[Latency-2:0], valid_i};
     end
   end
 
   // Datapath registers load only with a valid entry and have no reset.
   always_ff @(posedge clk_i) begin
-    zp_q <= zp_d;
-    lo_q <= lo_d;
-    hi_q <= hi_d;
+    if (valid_i) begin
+      zp_q[0] <= zero_point_i;
+      lo_q[0] <= clamp_lo_i;
+      hi_q[0] <= clamp_hi_i;
+    end
+    for (int unsigned k = 1; k < Latency - 1; k++) begin
+      if (valid_q[k-1]) begin
+        zp_q[k] <= zp_q[k-1];
+        lo_q[k] <= lo_q[k-1];
+        hi_q[k] <= hi_q[k-1];
+      end
+    end
   end
 
   for (genvar c = 0; c < Cols; c++) begin : g_lane
-    // stage 1
-    logic [31:0]         v_d, v_q;
-    logic [MultBits-1:0] mult_d, mult_q;
-    logic [5:0]          shift1_d, shift1_q;
-    // stage 2
-    logic [PBits-1:0] p_d, p_q;
-    logic [5:0]       shift2_d, shift2_q;
-    // stage 3
-    logic [QBits-1:0] quo_d, quo_q;
-    logic             up_d, up_q;
-    // stage 4
-    logic [7:0] out_d, out_q;
+    logic [31:0]         v_q;       // stage 1
+    logic [MultBits-1:0] mult_q;
+    logic [5:0]          shift1_q;
+    logic [PBits-1:0]    p_q;       // stage 2
+    logic [5:0]          shift2_q;
+    logic [QBits-1:0]    quo_q;     // stage 3
+    logic                up_q;
+    logic [7:0]          out_q;     // stage 4
 
-    // Stage 1: bias, with int32 wrap.
     logic [31-MultBits:0] unused_mult_high;  // ignored, as the ISA says
     assign unused_mult_high = mult_i[c][31:MultBits];
-    always_comb begin
-      v_d      = v_q;
-      mult_d   = mult_q;
-      shift1_d = shift1_q;
-      if (valid_i) begin
-        v_d      = acc_i[c] + bias_i[c];
-        mult_d   = mult_i[c][MultBits-1:0];
-        shift1_d = shift_i[c];
-      end
-    end
-
-    // Stage 2: the exact product, as vh * m * 2^17 + vl * m (see the header).
-    logic signed [MultBits+17:0] prod_lo;  // vl * m: 18 x 24 bit
-    logic signed [PBits-18:0]    prod_hi;  // vh * m + (prod_lo >>> 17)
-    always_comb begin
-      prod_lo  = (MultBits + 18)'($signed({1'b0, v_q[16:0]}) * $signed({1'b0, mult_q}));
-      prod_hi  = (PBits - 17)'($signed(v_q[31:17]) * $signed({1'b0, mult_q}))
-               + (PBits - 17)'(prod_lo >>> 17);
-      p_d      = p_q;
-      shift2_d = shift2_q;
-      if (valid_q[0]) begin
-        p_d      = {prod_hi, prod_lo[16:0]};
-        shift2_d = shift1_q;
-      end
-    end
-
-    // Stage 3: t = 2p shifted right by s in six steps, by 32 first: t[0] ends as the round
-    // bit (p's bit s - 1, or 0 when s = 0) and t >>> 1 as the floor quotient q. A step ORs
-    // the bits it drops into the sticky bit (all together: p's bits below s - 1). After the
-    // step by 2^k the shift left is below 2^k, so bits from QBits + 2^k - 1 up can only end
-    // up above q's QBits: they must all be copies of the sign, else q saturates, and are
-    // then replaced by copies of bit QBits + 2^k - 1 (so the later steps are narrow).
-    // Round up when the remainder is above half (round bit and sticky bit), or exactly half
-    // (round bit alone) with an odd quotient.
-    logic signed [PBits:0] t;
-    logic [PBits:0]        above;  // bits at and above QBits + 2^k - 1
-    logic                  sticky, fits, up;
-    logic [QBits-1:0]      quo_sat;
-    always_comb begin
-      t      = $signed({p_q, 1'b0});
-      sticky = 1'b0;
-      fits   = 1'b1;
-      for (int k = 5; k >= 0; k--) begin
-        if (shift2_q[k]) begin
-          sticky = sticky | (|(t & ~({(PBits + 1){1'b1}} << (1 << k))));
-          t      = t >>> (1 << k);
-        end
-        above = {(PBits + 1){1'b1}} << (QBits + (1 << k) - 1);
-        fits  = fits & (((t ^ {(PBits + 1){t[PBits]}}) & above) == '0);
-        t     = (t & ~above) | ({(PBits + 1){t[QBits + (1 << k) - 1]}} & above);
-      end
-      up = t[0] & (sticky | t[1]);
-      if (fits) begin
-        quo_sat = t[QBits:1];
-      end else begin
-        quo_sat = {p_q[PBits-1], {(QBits - 1){~p_q[PBits-1]}}};
-      end
-      quo_d = quo_q;
-      up_d  = up_q;
-      if (valid_q[1]) begin
-        quo_d = quo_sat;
-        up_d  = up;
-      end
-    end
-
-    // Stage 4: zero point and clamp, in SumBits-wide signed arithmetic.
-    logic signed [SumBits-1:0] sum, lo, hi, clamped;
-    always_comb begin
-      sum = SumBits'($signed(quo_q)) + SumBits'($signed(zp_q[Latency-2]))
-          + SumBits'(up_q);
-      lo  = SumBits'($signed(lo_q[Latency-2]));
-      hi  = SumBits'($signed(hi_q[Latency-2]));
-      clamped = sum < lo ? lo : sum;
-      clamped = clamped > hi ? hi : clamped;
-      out_d   = out_q;
-      if (valid_q[Latency-2]) begin
-        out_d = clamped[7:0];
-      end
-    end
 
     always_ff @(posedge clk_i) begin
-      v_q      <= v_d;
-      mult_q   <= mult_d;
-      shift1_q <= shift1_d;
-      p_q      <= p_d;
-      shift2_q <= shift2_d;
-      quo_q    <= quo_d;
-      up_q     <= up_d;
-      out_q    <= out_d;
+      // Stage 1: bias, with int32 wrap.
+      if (valid_i) begin
+        v_q      <= acc_i[c] + bias_i[c];
+        mult_q   <= mult_i[c][MultBits-1:0];
+        shift1_q <= shift_i[c];
+      end
+      // Stage 2: the exact product.
+      if (valid_q[0]) begin
+        p_q      <= product(v_q, mult_q);
+        shift2_q <= shift1_q;
+      end
+      // Stage 3: rounding shift.
+      if (valid_q[1]) begin
+        {quo_q, up_q} <= round_shift(p_q, shift2_q);
+      end
+      // Stage 4: zero point and clamp.
+      if (valid_q[Latency-2]) begin
+        out_q <= clamp(quo_q, up_q, zp_q[Latency-2], lo_q[Latency-2], hi_q[Latency-2]);
+      end
     end
 
     assign out_o[c] = out_q;

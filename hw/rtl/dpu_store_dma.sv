@@ -130,8 +130,9 @@ module dpu_store_dma
   } state_e;
 
   // rotate a beat's byte lanes up by r: lane m goes to lane (m + r) mod BeatBytes
+  // (the upper half of {x, x} << 8r; a shift by AxiDataBits gives zero, so r = 0 is x)
   function automatic beat_t rotate(beat_t x, logic [LaneBits-1:0] r);
-    rotate = AxiDataBits'(({x, x} << {r, 3'b000}) >> AxiDataBits);
+    rotate = (x << {r, 3'b000}) | (x >> (AxiDataBits - 32'({r, 3'b000})));
   endfunction
 
   state_e           state_d, state_q;
@@ -204,14 +205,14 @@ module dpu_store_dma
   logic [1:0]         ents_n;
 
   // -- splitter: entries -> byte queue ---------------------------------------------------
-  logic [QBytes*8-1:0]  q_d, q_q;  // circular, byte q at [8q +: 8]
-  logic [QPtrBits-1:0]  qh_d, qh_q, qt_d, qt_q, q_off;
+  logic [QBytes*8-1:0]  q_q;  // circular, byte q at [8q +: 8]
+  logic [QPtrBits-1:0]  qh_d, qh_q, qt_d, qt_q;
   logic [QCntBits-1:0]  qc_d, qc_q;
   logic [FillBits-1:0]  fill_d, fill_q;  // bytes of slot 0 already queued
   logic [FillBits-1:0]  eb, need, take, head_n;
   logic                 can_push, complete;
   logic [FillBits-LaneBits-1:0] fill_chunk;
-  beat_t                cur, tail_rot, head_rot;
+  beat_t                cur;
 
   assign eb       = FillBits'(instr_q.elem_bytes);
   assign ents_n   = ent_n_q + 2'(inflight_q);
@@ -248,11 +249,26 @@ module dpu_store_dma
       end
     end
   end
-  assign tail_rot = rotate(cur, qt_q[LaneBits-1:0] - fill_q[LaneBits-1:0]);
-  assign head_rot = rotate(ent1_head,
-                           qt_q[LaneBits-1:0] + take[LaneBits-1:0]);
 
   assign rd_entry = EntBits'(rd_data_i);
+
+  // the byte queue with slot 0's tail and slot 1's head written from the tail on (computed
+  // in the register's process, in the cycles bytes are queued)
+  function automatic logic [QBytes*8-1:0] q_write(logic [QBytes*8-1:0] old, beat_t tail_b,
+                                                  beat_t head_b, logic [QPtrBits-1:0] tail,
+                                                  logic [FillBits-1:0] tail_n,
+                                                  logic [FillBits-1:0] head_cnt);
+    logic [QPtrBits-1:0] off;
+    q_write = old;
+    for (int unsigned q = 0; q < QBytes; q++) begin
+      off = QPtrBits'(q) - tail;
+      if (32'(off) < 32'(tail_n)) begin
+        q_write[8*q +: 8] = tail_b[8*(q%BeatBytes) +: 8];
+      end else if (32'(off) < 32'(tail_n) + 32'(head_cnt)) begin
+        q_write[8*q +: 8] = head_b[8*(q%BeatBytes) +: 8];
+      end
+    end
+  endfunction
   assign rd_go = running && rd_more_q
               && (ents_n - 2'(complete) < 2'd2);
 
@@ -305,7 +321,6 @@ module dpu_store_dma
     inflight_d = rd_go;
     old_d      = old_q ^ (complete && (ent_n_q != '0));
     ent_n_d    = ents_n - 2'(complete);
-    q_d        = q_q;
     qh_d       = qh_q;
     qt_d       = qt_q + QPtrBits'(take) + QPtrBits'(head_n);
     qc_d       = qc_q + QCntBits'(take) + QCntBits'(head_n);
@@ -331,16 +346,6 @@ module dpu_store_dma
       end
     end
 
-
-    // slot 0's tail and slot 1's head into the byte queue
-    for (int unsigned q = 0; q < QBytes; q++) begin
-      q_off = QPtrBits'(q) - qt_q;
-      if (32'(q_off) < 32'(take)) begin
-        q_d[8*q +: 8] = tail_rot[8*(q%BeatBytes) +: 8];
-      end else if (32'(q_off) < 32'(take) + 32'(head_n)) begin
-        q_d[8*q +: 8] = head_rot[8*(q%BeatBytes) +: 8];
-      end
-    end
 
     // W beats out of it
     if (w_fire) begin
@@ -409,7 +414,11 @@ module dpu_store_dma
 
   // wide data registers: no reset
   always_ff @(posedge clk_i) begin
-    q_q   <= q_d;
+    if (take != '0) begin
+      q_q <= q_write(q_q, rotate(cur, qt_q[LaneBits-1:0] - fill_q[LaneBits-1:0]),
+                     rotate(ent1_head, qt_q[LaneBits-1:0] + take[LaneBits-1:0]), qt_q, take,
+                     head_n);
+    end
     // the entry read lands behind the others, unless queued straight away
     if (inflight_q && !((ent_n_q == '0) && complete)) begin
       slot_q[old_q ^ (ent_n_q == 2'd1)] <= rd_entry;

@@ -26,10 +26,11 @@
 // only [INSTR_BASE, INSTR_BASE + 32*INSTR_COUNT).
 //
 // Errors (ERROR_CODE, host/regmap.py ErrorCode): the first error sets the code; from then on
-// no instruction is fetched or dispatched, the engine that failed stops, the others finish
-// the instruction they hold, outstanding AXI transactions complete, and then the core
-// reports done with STATUS.error. A program that cannot progress (a token that is never
-// pushed, no END) is detected and reported as DEADLOCK. A DRAM that never answers still
+// no instruction is fetched or dispatched, the engine that failed stops, the LOAD and STORE
+// engines finish the instruction they hold (the core does not wait for compute, which may
+// hold several: it has no bus transaction to finish), outstanding AXI transactions
+// complete, and then the core reports done with STATUS.error. A program that cannot
+// progress (a token that is never pushed, no END) is detected and reported as DEADLOCK. A DRAM that never answers still
 // hangs the AXI transaction in flight: CTRL.soft_reset (or the PL reset) recovers.
 //
 // Parameters: the hardware config (hw/configs/*.toml), passed by dpukit.hw.params.
