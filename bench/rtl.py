@@ -67,10 +67,16 @@ def _fills_array(layer: ConvLayer, cfg: HwConfig) -> bool:
 
 
 def _dram_floor_cycles(layer: ConvLayer, cfg: HwConfig) -> int:
-    """Cycles to move the layer's int8 weights, input and output over the data bus once: no
-    schedule is faster (the FC's weights, read once for one input vector, bound it)."""
+    """Cycles to move the layer's int8 weights, the input pixels it uses and its output over
+    the data bus once: no schedule is faster (the FC's weights, read once for one input
+    vector, bound it). A kernel smaller than its stride skips input rows and columns."""
+
+    def used(n_in: int, n_out: int) -> int:
+        return n_out * layer.k if layer.k < layer.stride else n_in
+
     weights = layer.k * layer.k * layer.cin // layer.groups * layer.cout
-    tensors = layer.in_h * layer.in_w * layer.cin + layer.out_h * layer.out_w * layer.cout
+    inputs = used(layer.in_h, layer.out_h) * used(layer.in_w, layer.out_w) * layer.cin
+    tensors = inputs + layer.out_h * layer.out_w * layer.cout
     return -(-(weights + tensors) // cfg.bus_bytes)
 
 
