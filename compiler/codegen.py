@@ -1049,9 +1049,9 @@ class LayerCompiler:
                 steps.append((loads, set(), []))
             _, reads, work = steps[-1]
             reads.update((inp_key, wgt_key))
-            issue = len(chunk) * int(gemm_interval(cfg, t))
-            work.append(_Gemms(issue, t + fill - int(gemm_interval(cfg, t))))
-            work_done += issue + (fill + t if w.closes else 0)
+            interval = int(gemm_interval(cfg, t))
+            work.append(_Gemms(len(chunk) * interval, t + fill - interval))
+            work_done += len(chunk) * interval + (fill + t if w.closes else 0)
             if w.closes:
                 reads.add(par_key)
                 dram, ys, xs, ystride, xstride, widths = self._conv_out(op, w, w.j)

@@ -21,13 +21,13 @@ Per-instruction costs (cycles at the DPU clock):
   POST    blocks * max(count, 1) + POST_PIPELINE: one ACC entry per cycle through the
           SRAM read and the 4-stage requantization pipeline (a block of count 0 still reads
           its PAR entry, one cycle); a POST of 0 blocks costs POST_PIPELINE - 1. GEMMs that
-          follow a POST run beside it (see _ComputeTimer).
+          follow a POST run beside it (see ComputeTimer).
   ALU     n_outer*n_inner + ALU_PIPELINE (a zero-trip ALU, the layer barrier, costs 2)
   END     1, after all engines are idle.
 An engine starts its next instruction when the previous one has finished and every token the
 instruction pops has been pushed; a token is pushed when its instruction finishes. The
 compute engine overlaps instructions (GEMMs back to back, GEMMs beside a POST) and finishes
-them in program order: `_ComputeTimer` has its rules.
+them in program order: `ComputeTimer` has its rules.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def busy_cycles(start: np.ndarray, end: np.ndarray) -> int:
     return int(np.maximum(end - np.maximum(start, prev_end), 0).sum())
 
 
-class _ComputeTimer:
+class ComputeTimer:
     """The compute engine's rules (hw/rtl/dpu_compute.sv implements them):
     - a POST or ALU starts when every earlier compute instruction has retired;
     - a GEMM starts one cycle after a POST starts at the earliest (it runs beside the POST),
@@ -159,7 +159,8 @@ class _ComputeTimer:
         self.cfg, self.col, self.cost, self.in_flight = cfg, col, cost, in_flight
         self.prev: int | None = None  # the last compute instruction started
         self.gemm_free = 0  # earliest start of a GEMM after the last GEMM
-        self.post: int | None = None  # the last POST started, while a GEMM may overlap it
+        self.post: int | None = None  # the last POST started: GEMMs after it run beside it
+        self.start_p = 0  # and its start
         self.retired: list[int] = []  # retirement of every compute instruction so far
         self.end_retire = 0
 
@@ -167,13 +168,11 @@ class _ComputeTimer:
         """Start and retirement of compute instruction i, whose tokens and dispatch allow a
         start at t."""
         col, op = self.col, int(self.col["op"][i])
-        p = self.prev
-        if op != Opcode.GEMM or p is None:
+        prev_op = None if self.prev is None else col["op"][self.prev]
+        if op != Opcode.GEMM or prev_op in (None, Opcode.ALU):
             t = max(t, self.end_retire)
-        elif col["op"][p] == Opcode.POST:
+        elif prev_op == Opcode.POST:
             t = max(t, self.start_p + 1)
-        elif col["op"][p] == Opcode.ALU:
-            t = max(t, self.end_retire)
         else:
             t = max(t, self.gemm_free)
         if op == Opcode.GEMM and len(self.retired) >= self.in_flight:
@@ -215,7 +214,7 @@ class _ComputeTimer:
             + k * int(col["acc_inner_stride"][i])
         )
         # The last block whose base is <= x: the POST reads x up to the end of that block.
-        blk = np.full(x.shape, blocks - 1) if stride == 0 else (x - base) // max(stride, 1)
+        blk = np.full(x.shape, blocks - 1) if stride == 0 else (x - base) // stride
         blk = np.minimum(blk, blocks - 1)
         release = np.minimum(reads_end, self.start_p + (blk + 1) * count) + 1
         release = np.where((x >= base) & (x <= last_entry), release, 0)
@@ -241,7 +240,7 @@ def schedule(cfg: HwConfig, col: dict[str, np.ndarray]) -> Schedule:
     if n == 0 or col["op"][-1] != Opcode.END:
         raise ExecutionError("instruction stream does not end with END")
     cost = instr_cycles(cfg, col)
-    compute = _ComputeTimer(cfg, col, cost)
+    compute = ComputeTimer(cfg, col, cost)
     fetch_beats = max(1, INSTR_BYTES // cfg.bus_bytes)
     engine = np.full(n, -1, dtype=np.int64)
     seq = np.zeros(n, dtype=np.int64)

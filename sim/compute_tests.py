@@ -8,7 +8,7 @@ The engine overlaps instructions, so buffers are compared whenever it has nothin
 then every entry of every buffer must match, and the read/write strobes and mac_active_o
 since the last such point must count what the golden model's activity counts for the
 instructions finished in between. Each instruction must be taken, and finish, in exactly
-the cycles the cycle model (compiler/timing.py, `_ComputeTimer`) gives for the cycles it was
+the cycles the cycle model (compiler/timing.py, `ComputeTimer`) gives for the cycles it was
 offered in. Run by tests/test_rtl_compute.py, which passes the parameters as DPU_*
 environment variables.
 """
@@ -32,7 +32,7 @@ from dpukit.compiler.golden import GoldenDPU
 from dpukit.compiler.golden import _activity as golden_activity
 from dpukit.compiler.hwconfig import load_config
 from dpukit.compiler.isa import AluOp, Instr, Opcode
-from dpukit.compiler.timing import _ComputeTimer, instr_cycles
+from dpukit.compiler.timing import ComputeTimer, instr_cycles
 from dpukit.errors import ExecutionError
 
 ROWS = int(os.environ["DPU_ROWS"])
@@ -350,7 +350,7 @@ class ComputeTb:
     def new_program(self) -> None:
         """Start the cycle model afresh (after a reset)."""
         self.program: list[Instr] = []
-        self.timer = _ComputeTimer(CFG, {}, np.zeros(0, np.int64), IN_FLIGHT)
+        self.timer = ComputeTimer(CFG, {}, np.zeros(0, np.int64), IN_FLIGHT)
 
     def strobe_counts(self) -> dict:
         return {

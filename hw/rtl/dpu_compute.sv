@@ -1,6 +1,6 @@
 // The COMPUTE engine of the DPU: executes GEMM, POST and ALU instructions (docs/isa.md;
 // compiler/golden.py is the bit-exact reference, compiler/timing.py the cycle model, whose
-// `_ComputeTimer` states the rules below). Datapaths: dpu_array (GEMM), dpu_post (POST),
+// `ComputeTimer` states the rules below). Datapaths: dpu_array (GEMM), dpu_post (POST),
 // dpu_alu_lanes (ALU). The buffers are outside: every port below talks to a simple
 // dual-port synchronous-read SRAM like dpu_sram (read address sampled at the edge where re
 // is high, data valid the next cycle and held until the next read; a write lands at the edge
