@@ -614,10 +614,14 @@ async def test_gemms_beside_post(dut: SimHandleBase) -> None:
     instrs = []
     acc = CFG.acc_entries
     for blocks, count, bstride in [(3, 4, 6), (2, 5, 0), (4, 2, 2), (1, 9, 0)]:
+        blocks = min(blocks, CFG.par_entries)
         base = rng.randint(0, acc - 1 - (blocks - 1) * bstride - (count - 1))
         last = base + (blocks - 1) * bstride + count - 1
-        post = post_fields(rng) | dict(blocks=blocks, count=count, acc_base=base, par_addr=0)
-        instrs.append(isa.make(Opcode.POST, **post | dict(acc_block_stride=bstride)))
+        out_base, out_stride = block_loop(rng, CFG.out_entries, blocks, count)
+        post = post_fields(rng) | dict(blocks=blocks, count=count, par_addr=0)
+        post |= dict(acc_base=base, acc_block_stride=bstride)
+        post |= dict(out_base=out_base, out_block_stride=out_stride)
+        instrs.append(isa.make(Opcode.POST, **post))
         targets = {0, base - 1, base, base + count // 2, last, last + 1, acc - 1}
         targets |= {base + bstride * (blocks - 1)}
         for a in sorted(t for t in targets if 0 <= t < acc):
