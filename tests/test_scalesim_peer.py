@@ -73,9 +73,13 @@ def test_layer_model_is_one_quantized_conv(tmp_path: Path) -> None:
 
 
 def test_model_cycles_cover_the_ideal_array(tmp_path: Path) -> None:
-    """Our model streams every fold at least once: never below the stall-free closed form."""
+    """Our model streams every fold's pixels at least once: never below folds x pixels (it
+    may be below SCALE-Sim's closed form, which also counts each fold's preload and drain
+    in turn), and within that closed form for this small layer."""
     layer = r18.ConvLayer("t", 12, 12, 1, 3, 32, 40, 1)
-    assert peer.model_cycles(layer, "pynq-z2", tmp_path) >= peer.closed_form_cycles(layer, 16, 16)
+    folds = math.ceil(layer.k * layer.k * layer.cin / 16) * math.ceil(layer.cout / 16)
+    ours = peer.model_cycles(layer, "pynq-z2", tmp_path)
+    assert folds * layer.out_h * layer.out_w <= ours <= peer.closed_form_cycles(layer, 16, 16)
 
 
 def test_grouped_layers_are_left_out() -> None:
