@@ -17,7 +17,7 @@ def test_dispatch_cocotb(depth: int, in_flight: int) -> None:
         params["ComputeInFlight"] = in_flight
     run_testbench(
         "dpu_dispatch",
-        rtl_sources("dpu_dispatch"),
+        rtl_sources("dpu_fifo", "dpu_dispatch"),
         "dispatch_tests",
         params,
         extra_env={
@@ -32,4 +32,4 @@ def test_dispatch_cocotb(depth: int, in_flight: int) -> None:
 )
 def test_dispatch_lint(depth: int, in_flight: int) -> None:
     params = {"QueueDepth": depth, "ComputeInFlight": in_flight}
-    assert_lint_clean("dpu_dispatch", rtl_sources("dpu_dispatch"), params)
+    assert_lint_clean("dpu_dispatch", rtl_sources("dpu_fifo", "dpu_dispatch"), params)

@@ -90,7 +90,6 @@ module dpu_dispatch
 
   localparam int unsigned NumEngines = 3;
   localparam int unsigned NumQueues = 4;
-  localparam int unsigned PtrBits = (QueueDepth > 1) ? $clog2(QueueDepth) : 1;
   localparam int unsigned CntBits = $clog2(QueueDepth + 1);
   localparam int unsigned TokBits = $clog2(QueueDepth + 2);  // holds QueueDepth + 1
 
@@ -180,50 +179,25 @@ module dpu_dispatch
   assign complete  = {store_complete_i, compute_complete_i, load_complete_i};
 
   for (genvar e = 0; e < NumEngines; e++) begin : g_fifo
-    logic [InstrBits-1:0] mem_q [QueueDepth];
-    logic [PtrBits-1:0]   wptr_q, wptr_d;
-    logic [PtrBits-1:0]   rptr_q, rptr_d;
-    logic [CntBits-1:0]   count_q, count_d;
+    logic [InstrBits-1:0] head_word;
+    logic [CntBits-1:0]   count;
 
-    always_comb begin
-      wptr_d  = wptr_q;
-      rptr_d  = rptr_q;
-      count_d = count_q;
-      if (fifo_push[e]) begin
-        wptr_d = (wptr_q == PtrBits'(QueueDepth - 1)) ? '0 : wptr_q + PtrBits'(1);
-      end
-      if (cmd_take[e]) begin
-        rptr_d = (rptr_q == PtrBits'(QueueDepth - 1)) ? '0 : rptr_q + PtrBits'(1);
-      end
-      unique case ({fifo_push[e], cmd_take[e]})
-        2'b10:   count_d = count_q + CntBits'(1);
-        2'b01:   count_d = count_q - CntBits'(1);
-        default: count_d = count_q;
-      endcase
-    end
+    dpu_fifo #(
+      .Width (InstrBits),
+      .Depth (QueueDepth)
+    ) u_cmd (
+      .clk_i   (clk_i),
+      .rst_ni  (rst_ni),
+      .push_i  (fifo_push[e]),
+      .data_i  (instr_i),
+      .pop_i   (cmd_take[e]),
+      .head_o  (head_word),
+      .count_o (count)
+    );
 
-    always_ff @(posedge clk_i or negedge rst_ni) begin
-      if (!rst_ni) begin
-        wptr_q  <= '0;
-        rptr_q  <= '0;
-        count_q <= '0;
-      end else begin
-        wptr_q  <= wptr_d;
-        rptr_q  <= rptr_d;
-        count_q <= count_d;
-      end
-    end
-
-    // storage without reset: only entries between rptr and wptr are ever read
-    always_ff @(posedge clk_i) begin
-      if (fifo_push[e]) begin
-        mem_q[wptr_q] <= instr_i;
-      end
-    end
-
-    assign head[e]       = instr_t'(mem_q[rptr_q]);
-    assign fifo_full[e]  = (count_q == CntBits'(QueueDepth));
-    assign fifo_empty[e] = (count_q == '0);
+    assign head[e]       = instr_t'(head_word);
+    assign fifo_full[e]  = (count == CntBits'(QueueDepth));
+    assign fifo_empty[e] = (count == '0);
   end
 
   // Instructions in flight, per engine: the push flags of each one taken and not yet
@@ -231,54 +205,26 @@ module dpu_dispatch
   // takes, so a completion always belongs to the oldest entry.
   for (genvar e = 0; e < NumEngines; e++) begin : g_flight
     localparam int unsigned Limit    = (e == EngCompute) ? ComputeInFlight : 1;
-    localparam int unsigned FPtrBits = (Limit > 1) ? $clog2(Limit) : 1;
     localparam int unsigned FCntBits = $clog2(Limit + 1);
 
-    logic [NumQueues-1:0] pushes_q [Limit];
-    logic [FPtrBits-1:0]  wptr_q, wptr_d;
-    logic [FPtrBits-1:0]  rptr_q, rptr_d;
-    logic [FCntBits-1:0]  count_q, count_d;
+    logic [FCntBits-1:0] count;
 
-    assign busy[e]          = (count_q != '0);
-    assign flight_full[e]   = (count_q == FCntBits'(Limit));
-    assign retire[e]        = complete[e] && busy[e];
-    assign retire_pushes[e] = pushes_q[rptr_q];
+    dpu_fifo #(
+      .Width (NumQueues),
+      .Depth (Limit)
+    ) u_pushes (
+      .clk_i   (clk_i),
+      .rst_ni  (rst_ni),
+      .push_i  (cmd_take[e]),
+      .data_i  (head_pushes[e]),
+      .pop_i   (retire[e]),
+      .head_o  (retire_pushes[e]),
+      .count_o (count)
+    );
 
-    always_comb begin
-      wptr_d  = wptr_q;
-      rptr_d  = rptr_q;
-      count_d = count_q;
-      if (cmd_take[e]) begin
-        wptr_d = (wptr_q == FPtrBits'(Limit - 1)) ? '0 : wptr_q + FPtrBits'(1);
-      end
-      if (retire[e]) begin
-        rptr_d = (rptr_q == FPtrBits'(Limit - 1)) ? '0 : rptr_q + FPtrBits'(1);
-      end
-      unique case ({cmd_take[e], retire[e]})
-        2'b10:   count_d = count_q + FCntBits'(1);
-        2'b01:   count_d = count_q - FCntBits'(1);
-        default: count_d = count_q;
-      endcase
-    end
-
-    always_ff @(posedge clk_i or negedge rst_ni) begin
-      if (!rst_ni) begin
-        wptr_q  <= '0;
-        rptr_q  <= '0;
-        count_q <= '0;
-      end else begin
-        wptr_q  <= wptr_d;
-        rptr_q  <= rptr_d;
-        count_q <= count_d;
-      end
-    end
-
-    // storage without reset: an entry is read only on a completion, i.e. while in flight
-    always_ff @(posedge clk_i) begin
-      if (cmd_take[e]) begin
-        pushes_q[wptr_q] <= head_pushes[e];
-      end
-    end
+    assign busy[e]        = (count != '0);
+    assign flight_full[e] = (count == FCntBits'(Limit));
+    assign retire[e]      = complete[e] && busy[e];
   end
 
   // Token flags of each FIFO head, mapped onto the counters (validated at the input).
