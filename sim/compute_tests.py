@@ -500,6 +500,13 @@ class ComputeTb:
         self.offer(instrs, gap)
         await self.drain()
 
+    async def run_legal(self, instrs: list[Instr], gap: float = 0.0) -> None:
+        """Instructions the checking pass accepts: run them, and every one was checked."""
+        assert not any(golden_rejects(i) for i in instrs)
+        checked = self.checked
+        await self.run_all(instrs, gap)
+        assert self.checked - checked == len(instrs)
+
     async def expect_error(self, instr: Instr | int, code: int) -> None:
         """The instruction is taken, error_o rises with `code`, nothing completes or hangs."""
         dut = self.dut
@@ -560,9 +567,7 @@ async def test_random_sequence(dut: SimHandleBase, gap: float) -> None:
     tb = await new_tb(dut, int(gap * 10))
     n = 600 if ROWS <= 4 else 200
     instrs = [random_instr(tb.rng) for _ in range(n)]
-    assert not any(golden_rejects(i) for i in instrs)
-    await tb.run_all(instrs, gap)
-    assert tb.checked == n
+    await tb.run_legal(instrs, gap)
     dut._log.info(f"{n} instructions: {tb.rtl_cycles} cycles from taking to done, summed")
 
 
@@ -600,8 +605,7 @@ async def test_gemm_hazards(dut: SimHandleBase) -> None:
                     | dict(acc_base=a, count=1, blocks=1, par_addr=rng.randrange(CFG.par_entries)),
                 )
             )
-    await tb.run_all(instrs)
-    assert tb.checked == len(instrs)
+    await tb.run_legal(instrs)
 
 
 @cocotb.test()
@@ -629,9 +633,7 @@ async def test_gemms_beside_post(dut: SimHandleBase) -> None:
             g = random_gemm(rng, 1, ni).fields
             g |= dict(acc_base=min(a, acc - ni), acc_outer_stride=0, acc_inner_stride=1)
             instrs.append(isa.make(Opcode.GEMM, **g | dict(reset=rng.randint(0, 1))))
-    assert not any(golden_rejects(i) for i in instrs)
-    await tb.run_all(instrs)
-    assert tb.checked == len(instrs)
+    await tb.run_legal(instrs)
 
 
 @cocotb.test()
@@ -663,9 +665,7 @@ async def test_alu_hazards(dut: SimHandleBase) -> None:
             f |= dict(dst_base=base, dst_outer_stride=ni, dst_inner_stride=1)
             f |= dict(src_base=base, src_outer_stride=ni, src_inner_stride=1)
             instrs.append(isa.make(Opcode.ALU, **f))
-    assert not any(golden_rejects(i) for i in instrs)
-    await tb.run_all(instrs)
-    assert tb.checked == len(instrs)
+    await tb.run_legal(instrs)
 
 
 @cocotb.test()
@@ -685,9 +685,7 @@ async def test_degenerate(dut: SimHandleBase) -> None:
         f = post_fields(rng) | dict(blocks=blocks, count=count, par_addr=0)
         f |= dict(acc_base=0, out_base=0, acc_block_stride=count, out_block_stride=count)
         instrs.append(isa.make(Opcode.POST, **f))
-    assert not any(golden_rejects(i) for i in instrs)
-    await tb.run_all(instrs)
-    assert tb.checked == len(instrs)
+    await tb.run_legal(instrs)
 
 
 @cocotb.test()
@@ -710,8 +708,7 @@ async def test_long(dut: SimHandleBase) -> None:
             | dict(dst_inner_stride=0, src_base=0, src_outer_stride=0, src_inner_stride=1),
         ),
     ]
-    await tb.run_all(instrs)
-    assert tb.checked == len(instrs)
+    await tb.run_legal(instrs)
 
 
 def out_of_range(rng: random.Random) -> list[Instr]:
