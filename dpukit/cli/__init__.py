@@ -1,0 +1,56 @@
+"""The `dpukit` command line: one module per command, each a few lines over the library API.
+
+A `DpuKitError` ends a command with one red `error: ...` line and exit code 1; usage errors
+exit with 2. Every time or activity figure is labelled modeled or measured (render.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from rich.console import Console
+from rich.text import Text
+
+from dpukit import __version__
+from dpukit.cli import compile, configs, demo, inspect, quantize, run
+from dpukit.errors import DpuKitError
+
+COMMANDS = (quantize, compile, run, inspect, demo, configs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dpukit",
+        description="Quantized ONNX -> program for the open dpukit systolic DPU -> golden model.",
+    )
+    p.add_argument("--version", action="version", version=f"dpukit {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) and usage errors (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    # Logs and pipes get 130 columns unless COLUMNS says otherwise (rich's default is 80).
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    con = Console(highlight=False, width=130 if wide else None)
+    try:
+        return args.func(args, con)
+    except DpuKitError as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        err = Console(stderr=True, highlight=False, soft_wrap=True)
+        err.print(Text(f"error: {message}", style="red"))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

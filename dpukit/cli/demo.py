@@ -1,0 +1,229 @@
+"""`dpukit demo`: the whole flow on the digits CNN (what `make demo` runs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from dpukit.cli.common import ort_outputs, run_batches
+from dpukit.cli.render import (
+    MEASURED_RTL,
+    MODELED,
+    activity_table,
+    fmt_bytes,
+    fmt_pct,
+    instr_count,
+    layer_activity_table,
+    model_macs,
+    print_subgraphs,
+    subgraph_activity_table,
+)
+from dpukit.compiler.hwconfig import DEFAULT_CONFIG
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    d = sub.add_parser("demo", help="the whole flow on the digits CNN")
+    d.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    d.add_argument("--workdir", default="artifacts/demo", help="default artifacts/demo")
+    d.add_argument(
+        "--rtl-images",
+        type=int,
+        default=16,
+        metavar="N",
+        help="verify the first N images on the DPU's RTL in Verilator (0: skip; default 16)",
+    )
+    d.set_defaults(func=run)
+
+
+def run(args, con: Console) -> int:
+    from dpukit.compiler.compile import compile_model
+    from dpukit.compiler.hwconfig import load_config
+    from dpukit.host.runner import create_runner
+    from dpukit.models.digits import digits_model, load_digits_split
+    from dpukit.quantize import quantize_model
+
+    t_all = time.perf_counter()
+    cfg = load_config(args.config)
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    float_path = work / "digits_cnn.onnx"
+    qdq_path = work / "digits_cnn.qdq.onnx"
+    dpu_path = work / "digits_cnn.dpu"
+    width = max(len(str(p)) for p in (float_path, qdq_path, dpu_path)) + 2
+    x_train, _, x_test, y_test = load_digits_split()
+    con.rule(
+        f"dpukit demo: digits CNN -> {cfg.name} "
+        f"({cfg.rows}x{cfg.cols} array @ {cfg.clock_mhz:g} MHz), golden DPU model"
+    )
+
+    def step(name: str, target: str, detail: str) -> None:
+        con.print(f"{name:<11}{target:<{width}}{detail}", highlight=False)
+
+    cached = float_path.is_file()
+    start = time.perf_counter()
+    with con.status("loading" if cached else "training the digits CNN in numpy (~10 s)"):
+        float_path = digits_model(work)
+    step(
+        "1 train",
+        str(float_path),
+        "loaded from cache" if cached else f"trained in {time.perf_counter() - start:.1f} s",
+    )
+
+    start = time.perf_counter()
+    with con.status("quantizing"):
+        quantize_model(float_path, qdq_path, x_train, per_channel=True, activation_type="int8")
+    step(
+        "2 quantize",
+        str(qdq_path),
+        f"int8, per-channel weights, {len(x_train):,} calibration images, "
+        f"{time.perf_counter() - start:.1f} s",
+    )
+
+    start = time.perf_counter()
+    program = compile_model(qdq_path, cfg)
+    program.save(dpu_path)
+    n_instr = sum(instr_count(sg) for sg in program.subgraphs if sg.device == "DPU")
+    step(
+        "3 compile",
+        str(dpu_path),
+        f"{'+'.join(sg.device for sg in program.subgraphs)} subgraphs, {n_instr:,} "
+        f"instructions, {fmt_bytes(program.dram_size)} data, {time.perf_counter() - start:.2f} s",
+    )
+
+    runner = create_runner(dpu_path, backend="golden")
+    outputs, act, per_sub, n, wall = run_batches(
+        con, runner, {program.inputs[0].name: x_test}, 64, "4 run (golden)"
+    )
+    golden = outputs[program.outputs[0].name]
+    step("4 run", f"{n} held-out images", f"golden backend, {wall:.1f} s host time")
+
+    with con.status("onnxruntime"):
+        float_pred = ort_outputs(float_path, x_test).argmax(axis=1)
+        qdq_out = ort_outputs(qdq_path, x_test)
+        ref_out = ort_outputs(qdq_path, x_test, optimize=False)
+    g_pred = golden.argmax(axis=1)
+    acc = {
+        "float model (onnxruntime)": float((float_pred == y_test).mean()),
+        "QDQ int8 model (onnxruntime)": float((qdq_out.argmax(axis=1) == y_test).mean()),
+        "golden DPU model": float((g_pred == y_test).mean()),
+    }
+    agree = {
+        "QDQ, onnxruntime default session": (
+            float((g_pred == qdq_out.argmax(axis=1)).mean()),
+            int(np.all(golden == qdq_out, axis=1).sum()),
+        ),
+        "QDQ reference (graph optimizations off)": (
+            float((g_pred == ref_out.argmax(axis=1)).mean()),
+            int(np.all(golden == ref_out, axis=1).sum()),
+        ),
+    }
+
+    con.print()
+    table = Table(title=f"accuracy on {n} held-out digits", title_justify="left")
+    table.add_column("model")
+    table.add_column("top-1", justify="right")
+    for stage, a in acc.items():
+        table.add_row(stage, fmt_pct(a))
+    con.print(table)
+    table = Table(title="golden DPU vs onnxruntime", title_justify="left")
+    table.add_column("compared with")
+    table.add_column("predictions agree", justify="right")
+    table.add_column("outputs bit-identical", justify="right")
+    for what, (a, exact) in agree.items():
+        table.add_row(what, fmt_pct(a), f"{exact}/{n}")
+    con.print(table)
+    exact_ref = agree["QDQ reference (graph optimizations off)"][1]
+    if exact_ref < n:
+        con.print(
+            f"warning: the golden model's outputs differ from the QDQ reference on "
+            f"{n - exact_ref}/{n} images; the compiled program does not mean what the model "
+            "means (a compiler or simulator bug; please report it with this model)",
+            style="bold yellow",
+            highlight=False,
+        )
+
+    rtl = None
+    if args.rtl_images:
+        rtl = _demo_rtl(con, dpu_path, program, x_test[: args.rtl_images], golden, act.cycles / n)
+        step(
+            "5 verify",
+            f"{rtl['images']} images on the RTL",
+            f"{rtl['bit_identical']}/{rtl['images']} outputs bit-identical to the golden model; "
+            f"{rtl['cycles_per_image']:,.0f} cycles per image measured vs "
+            f"{rtl['model_cycles_per_image']:,.0f} modeled; "
+            f"{rtl['sim_cycles_per_s']:,.0f} simulated cycles/s",
+        )
+
+    cycles_img = act.cycles / n
+    latency_ms = cycles_img / (cfg.clock_mhz * 1e3)
+    util = act.mac_cycles / act.cycles if act.cycles else 0.0
+    con.print(
+        f"\n[bold]{cycles_img:,.0f}[/] cycles per image = [bold]{latency_ms:.4f} ms[/] at "
+        f"{cfg.clock_mhz:g} MHz ({1e3 / latency_ms:,.0f} images/s), {MODELED}; "
+        f"PE utilization {fmt_pct(util)}",
+        highlight=False,
+    )
+    print_subgraphs(con, program)
+    con.print()
+    con.print(
+        subgraph_activity_table(program, per_sub, f"per-subgraph activity, one image, {MODELED}")
+    )
+    con.print(
+        layer_activity_table(runner.layer_activity, f"per-layer activity, one image, {MODELED}")
+    )
+    con.print(activity_table(act, n, cfg, model_macs(program), f"whole run, {n} images, {MODELED}"))
+
+    summary = {
+        "config": cfg.name,
+        "fingerprint": cfg.fingerprint,
+        "images": n,
+        "accuracy": acc,
+        "golden_vs_onnxruntime": {
+            k: {"predictions_agree": a, "bit_identical": e} for k, (a, e) in agree.items()
+        },
+        "cycles_per_image": cycles_img,
+        "latency_ms_per_image": latency_ms,
+        "latency_kind": MODELED,
+        "pe_utilization": util,
+        "activity": asdict(act),
+        "rtl": rtl,
+    }
+    (work / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
+    con.print(
+        f"numbers in {work / 'demo.json'}; demo took {time.perf_counter() - t_all:.1f} s. "
+        "The time and activity tables above are modeled (golden backend); step 5 measured "
+        "the RTL. PYNQ boards and measured power come next.",
+        highlight=False,
+    )
+    return 0
+
+
+def _demo_rtl(con: Console, dpu_path: Path, program, x: np.ndarray, golden, model_cycles) -> dict:
+    """Run the first images on the RTL (the virtual board) and compare with the golden model."""
+    from dpukit.host.runner import create_runner
+
+    with con.status("building the RTL simulator (Verilator; minutes on first use, then cached)"):
+        runner = create_runner(dpu_path, backend="rtl")
+        from dpukit.sim.rtl_harness import build
+
+        build(runner.cfg)
+    outputs, act, _, n, _ = run_batches(
+        con, runner, {program.inputs[0].name: x}, 8, "5 verify (RTL)"
+    )
+    got = outputs[program.outputs[0].name]
+    sim = runner.dpu.simulated
+    return {
+        "images": n,
+        "bit_identical": int(np.all(got == golden[:n], axis=1).sum()),
+        "cycles_per_image": act.cycles / n,
+        "model_cycles_per_image": model_cycles,
+        "latency_kind": MEASURED_RTL,
+        "sim_cycles_per_s": sim["cycles"] / sim["wall_s"] if sim["wall_s"] else 0.0,
+    }

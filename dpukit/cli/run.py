@@ -1,0 +1,129 @@
+"""`dpukit run`: run a program on a backend; outputs, accuracy and the DPU's activity."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from dpukit.cli.common import inputs_for, positive_int, run_batches
+from dpukit.cli.render import (
+    MODELED,
+    activity_json,
+    activity_table,
+    backend_kind,
+    fmt_pct,
+    layer_activity_table,
+    model_macs,
+    outputs_table,
+    subgraph_activity_table,
+)
+from dpukit.host.backends import BACKENDS
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser("run", help="run a program; print outputs and modeled activity")
+    r.add_argument("program", help=".dpu program")
+    r.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="golden",
+        help="golden: the bit-exact model (modeled cycles); rtl: the DPU's RTL in Verilator "
+        "(measured cycles; builds the simulator on first use, minutes)",
+    )
+    src = r.add_mutually_exclusive_group()
+    src.add_argument("--input", metavar="FILE", help=".npy (one input) or .npz (by input name)")
+    src.add_argument(
+        "--digits", action="store_true", help="the held-out digits set; prints top-1 accuracy"
+    )
+    src.add_argument(
+        "--random", type=positive_int, metavar="N", help="N random inputs (default: 1)"
+    )
+    r.add_argument("--batch", type=positive_int, default=32, metavar="B", help="default 32")
+    r.add_argument("--json", metavar="FILE", help="write the numbers as JSON")
+    r.set_defaults(func=run)
+
+
+def run(args, con: Console) -> int:
+    from dpukit.compiler.program import Program
+    from dpukit.host.runner import create_runner
+
+    program = Program.load(args.program)
+    runner = create_runner(program, backend=args.backend)
+    cfg = runner.cfg
+    inputs, labels, what = inputs_for(args, program)
+    con.print(
+        f"running [bold]{args.program}[/] on the {args.backend} backend "
+        f"({cfg.name}): {what}, batch {args.batch}",
+        highlight=False,
+    )
+    outputs, act, per_sub, n, wall = run_batches(
+        con, runner, inputs, args.batch, f"{args.backend} DPU"
+    )
+    kind = backend_kind(args.backend)
+    con.print(outputs_table(outputs))
+    accuracy = None
+    if labels is not None:
+        first = outputs[program.outputs[0].name]
+        accuracy = float((first.argmax(axis=1) == labels).mean())
+        con.print(
+            f"top-1 accuracy vs labels: [bold]{fmt_pct(accuracy)}[/] "
+            f"({int(round(accuracy * n))}/{n})"
+        )
+    macs = model_macs(program)
+    con.print(
+        activity_table(
+            act, n, cfg, macs, f"DPU activity, {args.backend} backend, {kind}, {n} image(s)"
+        )
+    )
+    con.print(subgraph_activity_table(program, per_sub, f"per subgraph, first image, {kind}"))
+    con.print(layer_activity_table(runner.layer_activity, f"per layer, one image, {MODELED}"))
+    con.print(f"host wall time {wall:.2f} s (simulation speed, not DPU latency)", style="dim")
+    if args.json:
+        cycles_img = act.cycles / n
+        doc = {
+            "program": str(args.program),
+            "backend": args.backend,
+            "config": cfg.name,
+            "fingerprint": cfg.fingerprint,
+            "clock_mhz": cfg.clock_mhz,
+            "images": n,
+            "inputs": what,
+            "accuracy": accuracy,
+            "cycles_per_image": cycles_img,
+            "latency_ms_per_image": cycles_img / (cfg.clock_mhz * 1e3),
+            "latency_kind": kind,
+            "model_macs_per_image": macs,
+            "pe_utilization": act.mac_cycles / act.cycles if act.cycles else 0.0,
+            "activity": activity_json(act),
+            "per_subgraph_first_image": [
+                {"name": sg.name, **activity_json(a)}
+                for sg, a in zip(
+                    [s for s in program.subgraphs if s.device == "DPU"], per_sub, strict=False
+                )
+            ],
+            "per_layer_one_image": [
+                {
+                    "subgraph": la.subgraph,
+                    "layer": la.layer,
+                    "kind": la.kind,
+                    "layer_macs": la.macs,
+                    **activity_json(la.activity),
+                }
+                for la in runner.layer_activity
+            ],
+            "outputs": {
+                k: {
+                    "shape": list(v.shape),
+                    **({"argmax": v.argmax(axis=1).tolist()} if v.ndim == 2 else {}),
+                }
+                for k, v in outputs.items()
+            },
+            "host_wall_s": wall,
+        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+        con.print(f"wrote {args.json}", highlight=False)
+    return 0
