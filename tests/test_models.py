@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,6 +83,36 @@ def test_digits_training_is_deterministic_and_softmax_option_works() -> None:
     session = ort.InferenceSession(a.SerializeToString(), providers=["CPUExecutionProvider"])
     probs = session.run(None, {"input": x})[0]
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+_TRAIN_WITH_ANOTHER_KERNEL = """
+import sys
+from threadpoolctl import threadpool_info
+from dpukit.models.digits import train_digits_cnn
+model = train_digits_cnn()
+print(*sorted({i.get("architecture") for i in threadpool_info() if i["user_api"] == "blas"}),
+      file=sys.stderr)
+sys.stdout.buffer.write(model.SerializeToString())
+"""
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="OpenBLAS kernel names are x86's")
+def test_digits_training_is_the_same_with_another_blas_kernel(digits_float: Path) -> None:
+    """BLAS kernels differ by CPU; the trained model must not (models/digits.py). Nehalem's
+    SSE kernels run on every x86-64 CPU, and differ from what any AVX machine picks."""
+    env = {**os.environ, "OPENBLAS_CORETYPE": "Nehalem"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _TRAIN_WITH_ANOTHER_KERNEL],
+        env=env,
+        capture_output=True,
+        timeout=600,
+        check=True,
+    )
+    assert proc.stderr.decode().split() == ["Nehalem"], proc.stderr
+    other = onnx.load_from_string(proc.stdout)
+    ours = onnx.load(digits_float)
+    for ta, tb in zip(ours.graph.initializer, other.graph.initializer, strict=True):
+        np.testing.assert_array_equal(numpy_helper.to_array(ta), numpy_helper.to_array(tb))
 
 
 @pytest.mark.parametrize("per_channel,activation_type", CONFIGS)

@@ -1,8 +1,17 @@
 """The demo's small CNN on scikit-learn's bundled 8x8 digits, trained in plain numpy.
 
 Training needs no deep-learning framework so ``make demo`` stays light: im2col convolutions,
-hand-written backward passes and Adam, deterministic for a given seed (about 5 s on one core).
+hand-written backward passes and Adam, deterministic for a given seed (about 6 s on one core).
 The exported float ONNX graph is Conv-Relu, Conv-Relu, MaxPool, Conv-Relu, Flatten, Gemm.
+
+Training runs in float64 and only the result is rounded to float32, so that every machine
+trains the same model. BLAS picks its kernels by CPU (OpenBLAS: SkylakeX, Haswell, Zen...),
+and their float32 sums differ in the last bit, which over a few hundred Adam steps made a
+different model on each CPU: three kernels gave three float32-trained models, and one
+float64-trained model (tests/test_models.py). A different model has different rounding
+ties, so its quantized outputs differ from onnxruntime's in different places; nothing may
+depend on which (tests/verified.py), but the demo's figures now repeat from machine to
+machine.
 """
 
 from __future__ import annotations
@@ -194,7 +203,7 @@ def _adam_step(
         v[...] = beta2 * v + (1 - beta2) * g * g
         m_hat = m / (1 - beta1**step)
         v_hat = v / (1 - beta2**step)
-        params[k] -= (lr * m_hat / (np.sqrt(v_hat) + eps)).astype(np.float32)
+        params[k] -= lr * m_hat / (np.sqrt(v_hat) + eps)
 
 
 def train_digits_cnn(
@@ -211,8 +220,9 @@ def train_digits_cnn(
     leaves to the CPU).
     """
     x_train, y_train, _, _ = load_digits_split()
+    x_train = x_train.astype(np.float64)  # see the module docstring: the same model anywhere
     rng = np.random.default_rng(seed)
-    params = _init_params(rng)
+    params = {k: v.astype(np.float64) for k, v in _init_params(rng).items()}
     moments = {key: {k: np.zeros_like(p) for k, p in params.items()} for key in "mv"}
     step = 0
     # The matmuls are tiny: multi-threaded BLAS only adds contention (7x slower on 2 cores).
@@ -224,7 +234,7 @@ def train_digits_cnn(
                 _, grads = _loss_and_grads(params, x_train[batch], y_train[batch])
                 step += 1
                 _adam_step(params, grads, moments, step, lr)
-    return _to_onnx(params, softmax)
+    return _to_onnx({k: v.astype(np.float32) for k, v in params.items()}, softmax)
 
 
 def evaluate(model_or_path: onnx.ModelProto | str | Path, x: np.ndarray, y: np.ndarray) -> float:
