@@ -13,6 +13,7 @@ from dpukit.compiler.hwconfig import (
     DEFAULT_CONFIG,
     available_configs,
     config_dir,
+    config_from_dict,
     load_config,
 )
 from dpukit.errors import ConfigError
@@ -107,6 +108,14 @@ def _bad(section: str | None, key: str, value: object = None) -> dict:
         (_bad("array", "cols", 129), r"cols must be 1\.\.128"),
         (_bad("bus", "axi_data_bits", 48), r"axi_data_bits must be"),
         (_bad("queues", "depth", 0), r"queues\.depth must be"),
+        # names become folder names and the part goes into Tcl: a safe character set only
+        (_bad(None, "name", "../../../x"), r"name must be 1\.\.64 letters"),
+        (_bad(None, "name", "my board"), r"name must be"),
+        (_bad(None, "name", ""), r"name must be"),
+        (_bad(None, "name", "x" * 65), r"name must be"),
+        (_bad(None, "fpga_part", "xc7z020[exec rm -rf ~]"), r"fpga_part must be"),
+        (_bad(None, "clock_mhz", 1e9), r"clock_mhz must be in"),
+        (_bad("bus", "dram_latency_cycles", 10**9), r"dram_latency_cycles must be"),
     ],
     ids=lambda x: x.replace("\\", "") if isinstance(x, str) else "cfg",
 )
@@ -135,3 +144,44 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
     path = tmp_path / "absent.toml"
     with pytest.raises(ConfigError, match=re.escape(str(path))):
         load_config(path)
+
+
+def test_names_are_never_paths() -> None:
+    """A name is looked up among the installed configs only; a path must end in .toml."""
+    for name in ("../sim-small", "../../hw/configs/sim-small", "/etc/passwd"):
+        with pytest.raises(ConfigError, match="not found"):
+            load_config(name)
+
+
+def test_a_directory_is_not_a_config(tmp_path: Path) -> None:
+    folder = tmp_path / "board.toml"
+    folder.mkdir()
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(folder)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_flat_dict_round_trips(name: str) -> None:
+    cfg = load_config(name)
+    assert config_from_dict(cfg.as_dict(), "here") == cfg
+
+
+@pytest.mark.parametrize(
+    "change, pattern",
+    [
+        (lambda d: "pynq-z2", r"must be a table of config fields"),
+        (lambda d: {**d, "secret": 1}, r"unknown field\(s\) secret"),
+        (
+            lambda d: {k: v for k, v in d.items() if k != "queue_depth"},
+            r"missing field 'queue_depth'",
+        ),
+        (lambda d: {**d, "rows": True}, r"field 'rows' must be an integer"),
+        (lambda d: {**d, "clock_mhz": float("nan")}, r"clock_mhz must be in"),
+        (lambda d: {**d, "name": "a/b"}, r"name must be"),
+    ],
+    ids=["not-a-dict", "unknown-field", "missing-field", "bool-for-int", "nan-clock", "slash"],
+)
+def test_flat_dict_is_checked_as_a_file_is(change, pattern: str) -> None:
+    with pytest.raises(ConfigError, match=pattern) as err:
+        config_from_dict(change(load_config(DEFAULT_CONFIG).as_dict()), "program.dpu: config")
+    assert str(err.value).startswith("program.dpu: config: ")
