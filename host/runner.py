@@ -17,17 +17,31 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import (
+    EPFail,
+    Fail,
+    InvalidArgument,
+    InvalidGraph,
+    InvalidProtobuf,
+    NotImplemented,
+    RuntimeException,
+)
 
 from dpukit.compiler.golden import Activity, GoldenDPU
 from dpukit.compiler.hwconfig import HwConfig, load_config
-from dpukit.compiler.program import Program, TensorSpec
-from dpukit.errors import ExecutionError, ProgramError
+from dpukit.compiler.program import Program, Subgraph, TensorSpec, same_value_type
+from dpukit.errors import ExecutionError, IsaError, ProgramError
 from dpukit.host.backends import BACKENDS
 from dpukit.host.layout import from_dram, to_dram
 from dpukit.host.rtl_backend import RtlDPU
 
+# What onnxruntime raises (its own classes, not RuntimeError) for a model it cannot load
+# or run: for a CPU subgraph, a program error rather than a traceback.
+_ORT_ERRORS = (
+    EPFail, Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NotImplemented, RuntimeException
+)  # fmt: skip
 
-@dataclass
+
 @dataclass
 class LayerActivity:
     subgraph: str
@@ -52,22 +66,44 @@ class Runner:
             raise ExecutionError(f"unknown backend '{backend}'; available: {', '.join(BACKENDS)}")
         self.program, self.cfg = program, cfg
         self.dpu = GoldenDPU(cfg) if backend == "golden" else RtlDPU(cfg)
-        self.dram = np.zeros(program.dram_size, np.uint8)
+        try:
+            self.dram = np.zeros(program.dram_size, np.uint8)
+        except (MemoryError, ValueError):  # numpy: more than this host can, or can address
+            raise ExecutionError(
+                f"{program.label}: its data window of {program.dram_size} bytes does not fit "
+                "in this host's memory"
+            ) from None
         self.dram[program.const_base :] = np.frombuffer(program.const, np.uint8)
         self.cpu: dict[int, ort.InferenceSession] = {}
+        # Fatal messages only: onnxruntime raises every error it logs, and we report it once.
         opts = ort.SessionOptions()
-        opts.log_severity_level = 3
+        opts.log_severity_level = 4
+        self._quiet = ort.RunOptions()
+        self._quiet.log_severity_level = 4
         # CPU subgraphs are small; a thread pool would spin after each run and steal the
         # cores the DPU backend is about to use.
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
         for k, sg in enumerate(program.subgraphs):
             if sg.device == "CPU":
-                self.cpu[k] = ort.InferenceSession(
-                    sg.payload, opts, providers=["CPUExecutionProvider"]
-                )
+                try:
+                    self.cpu[k] = ort.InferenceSession(
+                        sg.payload, opts, providers=["CPUExecutionProvider"]
+                    )
+                except _ORT_ERRORS as exc:
+                    raise ProgramError(
+                        f"{program.label}: CPU subgraph '{sg.name}': onnxruntime cannot load "
+                        f"it ({exc}); recompile the model"
+                    ) from None
+                _check_cpu_io(program, sg, self.cpu[k])
             else:
-                self.dpu.prepare(sg.payload, self.dram.size)
+                try:
+                    self.dpu.prepare(sg.payload, self.dram.size)
+                except (IsaError, ExecutionError) as exc:
+                    raise ProgramError(
+                        f"{program.label}: DPU subgraph '{sg.name}' is not a legal instruction "
+                        f"stream ({exc}); recompile the model"
+                    ) from None
         # Activity does not depend on the data: count it per layer once.
         self.layer_activity: list[LayerActivity] = []
         for sg in program.subgraphs:
@@ -122,8 +158,7 @@ class Runner:
                 env[name] = _coerce(name, env[name], spec.dtype)
             for k, sg in enumerate(self.program.subgraphs):
                 if sg.device == "CPU":
-                    res = self.cpu[k].run(sg.outputs, {i: env[i] for i in sg.inputs})
-                    env.update(zip(sg.outputs, res, strict=True))
+                    env.update(zip(sg.outputs, self._run_cpu(k, sg, env), strict=True))
                 else:
                     act = self._run_dpu(sg, env)
                     total.add(act)
@@ -133,6 +168,14 @@ class Runner:
                 outs[name].append(env[name])
         outputs = {k: np.concatenate(v) for k, v in outs.items()}
         return RunResult(outputs, total, per_sub, list(self.layer_activity))
+
+    def _run_cpu(self, k: int, sg: Subgraph, env: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            return self.cpu[k].run(sg.outputs, {i: env[i] for i in sg.inputs}, self._quiet)
+        except _ORT_ERRORS as exc:
+            raise ExecutionError(
+                f"{self.program.label}: CPU subgraph '{sg.name}' failed in onnxruntime: {exc}"
+            ) from None
 
     def _run_dpu(self, sg, env) -> Activity:
         p = self.program
@@ -144,6 +187,31 @@ class Runner:
             t, off = p.tensors[name], p.dram_offsets[name]
             env[name] = from_dram(t, self.dram[off : off + t.nbytes])
         return act
+
+
+def _check_cpu_io(program: Program, sg: Subgraph, session: ort.InferenceSession) -> None:
+    """A CPU subgraph's ONNX model maps the names the header lists, with the types the header
+    gives them (the graph's inputs and outputs, the DPU tensors)."""
+    ins = {v.name: v for v in session.get_inputs()}
+    outs = {v.name: v for v in session.get_outputs()}
+    if set(ins) != set(sg.inputs) or not set(sg.outputs) <= set(outs):
+        raise ProgramError(
+            f"{program.label}: CPU subgraph '{sg.name}': its ONNX model maps {sorted(ins)} to "
+            f"{sorted(outs)}, the header says {sg.inputs} to {sg.outputs}; recompile the model"
+        )
+    for v in [*(ins[n] for n in sg.inputs), *(outs[n] for n in sg.outputs)]:
+        want = program.value_type(v.name)
+        # ort types read "tensor(float)"; a dim it does not know is a string or None, and a
+        # value without shape information has the shape []
+        elem = v.type.removeprefix("tensor(").removesuffix(")")
+        dtype = {"float": "float32", "double": "float64"}.get(elem, elem)
+        shape = tuple(d if isinstance(d, int) else None for d in v.shape) or None
+        if want and not same_value_type((dtype, shape), want):
+            raise ProgramError(
+                f"{program.label}: CPU subgraph '{sg.name}': '{v.name}' is {dtype} "
+                f"{list(shape or [])} in its ONNX model, {want[0]} {list(want[1] or [])} in the "
+                "program header; recompile the model"
+            )
 
 
 def _coerce(name: str, value: np.ndarray, dtype: str) -> np.ndarray:
@@ -162,19 +230,11 @@ def create_runner(
 ) -> Runner:
     """Load a program (object or .dpu path) and bind it to a backend.
 
-    The hardware config defaults to the one the program was compiled for; giving another
-    one is a clear error (the program's fingerprint would not match).
+    The hardware config defaults to the one the program carries (so a program compiled for a
+    custom .toml runs anywhere); giving another one (a name, a .toml path or a HwConfig) is a
+    clear error unless it has the program's fingerprint.
     """
     if not isinstance(program, Program):
         program = Program.load(program)
-    if config is None:
-        name = program.config.get("name")
-        try:
-            cfg = load_config(name)
-        except Exception:
-            raise ProgramError(
-                f"program was compiled for config '{name}', which is not installed"
-            ) from None
-    else:
-        cfg = load_config(config) if not isinstance(config, HwConfig) else config
+    cfg = program.hwconfig() if config is None else load_config(config)
     return Runner(program, backend, cfg)

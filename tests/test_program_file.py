@@ -6,6 +6,7 @@ JSON header | payload sections | SHA-256 of everything before it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import struct
@@ -14,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dpukit.cli import main
 from dpukit.compiler.compile import compile_model
+from dpukit.compiler.hwconfig import config_dir, load_config
 from dpukit.compiler.program import Program
 from dpukit.errors import ProgramError
 from dpukit.host.runner import create_runner
@@ -125,3 +128,62 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ProgramError) as exc:
         Program.load(tmp_path / "nowhere.dpu")
     assert "nowhere.dpu" in str(exc.value)
+
+
+def test_file_is_to_bytes(program: Program, saved: Path) -> None:
+    assert saved.read_bytes() == program.to_bytes()
+
+
+def test_loaded_program_knows_its_file_and_config(saved: Path) -> None:
+    loaded = Program.load(saved)
+    assert loaded.origin == str(saved) and loaded.label == str(saved)
+    assert loaded.hwconfig() == load_config("sim-small")
+
+
+def test_carried_config_is_validated(program: Program) -> None:
+    """The config a program carries is checked as a config file is, never used as a path."""
+    config = {**program.config, "name": "../../../x"}
+    forged = dataclasses.replace(program, config=config)
+    with pytest.raises(ProgramError) as exc:
+        forged.hwconfig()
+    msg = str(exc.value)
+    assert "program compiled from" in msg and "name must be" in msg, msg
+
+
+@pytest.fixture(scope="module")
+def custom_toml(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """sim-small's hardware as a board that is not installed."""
+    text = (config_dir() / "sim-small.toml").read_text()
+    path = tmp_path_factory.mktemp("board") / "my-board.toml"
+    path.write_text(text.replace('name = "sim-small"', 'name = "my-board"'))
+    assert load_config(path).name == "my-board"
+    return path
+
+
+def test_program_for_a_custom_config_runs_anywhere(
+    quantized_zoo, program: Program, custom_toml: Path, tmp_path: Path
+) -> None:
+    """The Runner takes the config the program carries, not an installed file of its name."""
+    custom = compile_model(quantized_zoo("pools_concat", True, "uint8"), load_config(custom_toml))
+    path = tmp_path / "custom.dpu"
+    custom.save(path)
+    x = zoo.calibration_data((1, 3, 16, 16), n=2, seed=4)
+    got = create_runner(path).run({"input": x})
+    want = create_runner(program).run({"input": x})  # the same hardware, named sim-small
+    for name, value in want.outputs.items():
+        np.testing.assert_array_equal(got.outputs[name], value)
+    assert create_runner(path, config=custom_toml).cfg.name == "my-board"
+    with pytest.raises(ProgramError, match="my-board.*sim-small"):
+        create_runner(path, config="sim-small")
+
+
+def test_cli_config_option_checks_the_fingerprint(
+    saved: Path, custom_toml: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["inspect", str(saved), "--config", "sim-small"]) == 0
+    assert "matches     --config sim-small" in capsys.readouterr().out
+    assert main(["run", str(saved), "--config", str(config_dir() / "sim-small.toml")]) == 0
+    capsys.readouterr()
+    assert main(["run", str(saved), "--config", str(custom_toml)]) == 1
+    err = capsys.readouterr().err
+    assert "sim-small" in err and "my-board" in err, err

@@ -30,6 +30,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    """`--config` on a command that takes a program: the program carries its config, so this
+    only checks that the program was compiled for the given one."""
+    parser.add_argument(
+        "--config",
+        metavar="NAME|FILE.toml",
+        help="check that the program was compiled for this hardware config "
+        "(default: the config the program carries)",
+    )
+
+
 def ort_session(path: str | Path, optimize: bool = True):
     import onnxruntime as ort
 

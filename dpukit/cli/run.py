@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from dpukit.cli.common import inputs_for, positive_int, run_batches
+from dpukit.cli.common import add_config_option, inputs_for, positive_int, run_batches
 from dpukit.cli.render import (
     MODELED,
     activity_json,
@@ -43,6 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument("--batch", type=positive_int, default=32, metavar="B", help="default 32")
     r.add_argument("--json", metavar="FILE", help="write the numbers as JSON")
+    add_config_option(r)
     r.set_defaults(func=run)
 
 
@@ -51,7 +52,7 @@ def run(args, con: Console) -> int:
     from dpukit.host.runner import create_runner
 
     program = Program.load(args.program)
-    runner = create_runner(program, backend=args.backend)
+    runner = create_runner(program, backend=args.backend, config=args.config)
     cfg = runner.cfg
     inputs, labels, what = inputs_for(args, program)
     con.print(
