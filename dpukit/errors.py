@@ -26,4 +26,5 @@ class IsaError(DpuKitError):
 
 
 class ExecutionError(DpuKitError):
-    """The DPU (golden, RTL or board) stopped with an error: bad address, illegal op, hang."""
+    """A run cannot go on: inputs that do not fit the program, or the DPU (golden, RTL or
+    board) stopped with an error: bad address, illegal op, hang."""

@@ -12,6 +12,8 @@ model), `rtl` (the DPU's RTL in Verilator, host/rtl_backend.py), and `pynq` late
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,6 +117,7 @@ class Runner:
                     for layer, act in zip(sg.layers, acts, strict=True)
                 ]
         self._jobs: dict[int, RunResult] = {}
+        self._job_ids = itertools.count(1)  # never reused, though waited jobs leave _jobs
 
     def get_input_tensors(self) -> list[TensorSpec]:
         return list(self.program.inputs)
@@ -122,40 +125,26 @@ class Runner:
     def get_output_tensors(self) -> list[TensorSpec]:
         return list(self.program.outputs)
 
-    def execute_async(self, inputs: dict[str, np.ndarray]) -> int:
+    def execute_async(self, inputs: Mapping[str, np.ndarray]) -> int:
         """Run on a batch (leading dimension); returns a job id for `wait`."""
         result = self.run(inputs)
-        job = len(self._jobs) + 1
+        job = next(self._job_ids)
         self._jobs[job] = result
         return job
 
     def wait(self, job: int) -> RunResult:
-        if job not in self._jobs:
+        if not isinstance(job, int) or job not in self._jobs:
             raise ExecutionError(f"no job {job}")
         return self._jobs.pop(job)
 
-    def run(self, inputs: dict[str, np.ndarray]) -> RunResult:
-        specs = {t.name: t for t in self.program.inputs}
-        missing = specs.keys() - inputs.keys()
-        if missing:
-            raise ExecutionError(
-                f"missing inputs {sorted(missing)}; the model takes {sorted(specs)}"
-            )
-        batch = {len(np.asarray(v)) for v in inputs.values()}
-        if len(batch) != 1:
-            raise ExecutionError("all inputs must have the same batch size")
-        n = batch.pop()
+    def run(self, inputs: Mapping[str, np.ndarray]) -> RunResult:
+        """Run on a batch: one array per input name, samples along the leading dimension."""
+        feeds, n = check_inputs(self.program.inputs, inputs)
         total = Activity()
         per_sub: list[Activity] = []
         outs: dict[str, list[np.ndarray]] = {t.name: [] for t in self.program.outputs}
         for b in range(n):
-            env = {k: np.asarray(v)[b : b + 1] for k, v in inputs.items()}
-            for name, spec in specs.items():
-                if list(env[name].shape[1:]) != spec.shape[1:]:
-                    raise ExecutionError(
-                        f"input '{name}': shape {list(env[name].shape)}, model expects {spec.shape}"
-                    )
-                env[name] = _coerce(name, env[name], spec.dtype)
+            env = {k: v[b : b + 1] for k, v in feeds.items()}
             for k, sg in enumerate(self.program.subgraphs):
                 if sg.device == "CPU":
                     env.update(zip(sg.outputs, self._run_cpu(k, sg, env), strict=True))
@@ -214,15 +203,67 @@ def _check_cpu_io(program: Program, sg: Subgraph, session: ort.InferenceSession)
             )
 
 
-def _coerce(name: str, value: np.ndarray, dtype: str) -> np.ndarray:
-    """Accept another float width for a float input; anything else must match exactly."""
-    want = np.dtype(dtype)
-    if value.dtype == want or (value.dtype.kind == "f" and want.kind == "f"):
-        return value.astype(want)
-    raise ExecutionError(
-        f"input '{name}': the model takes {dtype}, got {value.dtype}"
-        + (" (scale images to floats as in training)" if want.kind == "f" else "")
-    )
+def check_inputs(
+    specs: list[TensorSpec], inputs: Mapping[str, object]
+) -> tuple[dict[str, np.ndarray], int]:
+    """A run's inputs as contiguous arrays of the model's dtypes, and their batch size.
+
+    Anything that does not fit the program's inputs is an ExecutionError naming the input:
+    unknown or missing names, another shape or dtype, NaN or infinity (quantization has no
+    value for them), batches of different or zero size.
+    """
+    if not isinstance(inputs, Mapping):
+        raise ExecutionError(
+            f"inputs must be a dict of arrays by input name ({', '.join(s.name for s in specs)}), "
+            f"not a {type(inputs).__name__}"
+        )
+    takes = ", ".join(f"'{s.name}'" for s in specs)
+    unknown = sorted(map(str, inputs.keys() - {s.name for s in specs}))
+    if unknown:
+        raise ExecutionError(f"unknown input(s) {', '.join(unknown)}: the model takes {takes}")
+    missing = [s.name for s in specs if s.name not in inputs]
+    if missing:
+        raise ExecutionError(f"missing input(s) {', '.join(missing)}: the model takes {takes}")
+    feeds = {s.name: _input_array(s, inputs[s.name]) for s in specs}
+    sizes = {name: len(a) for name, a in feeds.items()}
+    if len(set(sizes.values())) > 1:
+        got = ", ".join(f"'{k}' {v}" for k, v in sizes.items())
+        raise ExecutionError(f"inputs differ in batch size ({got}): give each the same samples")
+    n = next(iter(sizes.values()))
+    if n == 0:
+        raise ExecutionError(f"empty batch: input(s) {takes} hold no samples; give at least one")
+    return feeds, n
+
+
+def _input_array(spec: TensorSpec, value: object) -> np.ndarray:
+    """One input as the model takes it: [N, *spec.shape[1:]] of spec.dtype, where any float
+    width is accepted for a float input (and must stay finite in the model's width)."""
+    want_shape = "[" + ", ".join(map(str, ["N", *spec.shape[1:]])) + "]"
+    try:
+        a = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise ExecutionError(f"input '{spec.name}': not an array {want_shape} ({exc})") from None
+    if a.ndim != len(spec.shape) or list(a.shape[1:]) != list(spec.shape[1:]):
+        raise ExecutionError(
+            f"input '{spec.name}': shape {list(a.shape)}, the model takes {want_shape}"
+        )
+    want = np.dtype(spec.dtype)
+    if a.dtype != want and not (a.dtype.kind == "f" and want.kind == "f"):
+        raise ExecutionError(
+            f"input '{spec.name}': the model takes {spec.dtype}, got {a.dtype}"
+            + (" (scale images to floats as in training)" if want.kind == "f" else "")
+        )
+    given = a.dtype
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused below
+        a = np.ascontiguousarray(a, dtype=want)
+    if want.kind == "f" and not np.isfinite(a).all():
+        at = [int(i) for i in np.argwhere(~np.isfinite(a))[0]]
+        raise ExecutionError(
+            f"input '{spec.name}': {a[tuple(at)]} at index {at}"
+            + (f" (once converted from {given} to {want})" if given != want else "")
+            + "; NaN and infinity have no quantized value: clean or clip the data"
+        )
+    return a
 
 
 def create_runner(

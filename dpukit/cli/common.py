@@ -1,11 +1,16 @@
-"""What several commands share: the usage error, option types, onnxruntime sessions, and
-the run's inputs (a file, the digits set or random data) fed to a Runner in batches."""
+"""What several commands share: the usage error, option types, writing output files,
+onnxruntime sessions, and the run's inputs (a file, the digits set or random data) fed to a
+Runner in batches."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
+import zipfile
+import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from rich.console import Console
@@ -39,6 +44,23 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
         help="check that the program was compiled for this hardware config "
         "(default: the config the program carries)",
     )
+
+
+def write_output(path: str | Path, data: str | bytes) -> Path:
+    """Write a command's output file (text as UTF-8), creating its folder; a failure (a
+    folder in the way, a full disk, no permission) is one UsageError naming the path."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as f:  # a full disk may only show when the file is closed
+            f.write(data.encode() if isinstance(data, str) else data)
+    except OSError as exc:
+        # mkdir reports a file in the way of a folder as "File exists"
+        why = f"{path.parent} is not a directory" if isinstance(exc, FileExistsError) else None
+        raise UsageError(
+            f"{path}: cannot write the output ({why or exc.strerror or exc}); choose another path"
+        ) from None
+    return path
 
 
 def ort_session(path: str | Path, optimize: bool = True):
@@ -117,33 +139,85 @@ def inputs_for(args, program) -> tuple[dict[str, np.ndarray], np.ndarray | None,
 
 
 def load_input_file(path: Path, specs) -> dict[str, np.ndarray]:
-    if not path.is_file():
+    """A run's inputs from an .npy file (a program with one input) or an .npz file (one
+    array per input name), checked as `Runner.run` checks them. Each array's header is
+    checked against the program's inputs before its data is read, so a header claiming
+    10**12 elements is refused without allocating them."""
+    from dpukit.errors import ExecutionError
+    from dpukit.host.runner import check_inputs
+
+    if not path.exists():
         raise UsageError(f"{path}: no such input file")
+    if not path.is_file():
+        raise UsageError(f"{path}: not a regular file; give an .npy or .npz file")
     try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+        with path.open("rb") as f:
+            if f.read(2) == b"PK":  # a zip archive: .npz
+                f.seek(0)
+                arrays = _read_npz(path, f, specs)
+            elif len(specs) != 1:
+                names = ", ".join(s.name for s in specs)
+                raise UsageError(
+                    f"{path}: the program takes {len(specs)} inputs ({names}); "
+                    "pass an .npz with one array per input name"
+                )
+            else:
+                f.seek(0)
+                arrays = {specs[0].name: _read_npy(f, path.stat().st_size, str(path), specs[0])}
+        feeds, _ = check_inputs(specs, arrays)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise UsageError(f"{path}: not a readable .npy/.npz file ({exc})") from None
-    if isinstance(data, np.ndarray):
-        if len(specs) != 1:
-            names = ", ".join(s.name for s in specs)
-            raise UsageError(
-                f"{path}: the program takes {len(specs)} inputs ({names}); "
-                "pass an .npz with one array per input name"
-            )
-        arrays = {specs[0].name: data}
-    else:
-        arrays = {k: data[k] for k in data.files}
-    feeds = {}
-    for s in specs:
-        if s.name not in arrays:
-            raise UsageError(f"{path}: no array named '{s.name}' (has {', '.join(arrays)})")
-        a = np.asarray(arrays[s.name])
-        if a.ndim == len(s.shape) - 1:  # one sample without the batch dim
-            a = a[None]
-        if list(a.shape[1:]) != list(s.shape[1:]):
-            raise UsageError(
-                f"{path}: input '{s.name}' has shape {fmt_shape(a.shape)}; the program expects "
-                f"[N, {', '.join(str(d) for d in s.shape[1:])}]"
-            )
-        feeds[s.name] = a
+    except ExecutionError as exc:
+        raise UsageError(f"{path}: {exc}") from None
     return feeds
+
+
+def _read_npz(path: Path, f: BinaryIO, specs) -> dict[str, np.ndarray]:
+    with zipfile.ZipFile(f) as z:
+        members = {name.removesuffix(".npy"): z.getinfo(name) for name in z.namelist()}
+        unknown = sorted(members.keys() - {s.name for s in specs})
+        if unknown:
+            raise UsageError(
+                f"{path}: array(s) {', '.join(unknown)} are not inputs of the program, which "
+                f"takes {', '.join(s.name for s in specs)}"
+            )
+        arrays = {}
+        for s in specs:
+            if s.name not in members:
+                raise UsageError(f"{path}: no array named '{s.name}' (has {', '.join(members)})")
+            with z.open(members[s.name]) as member:
+                where = f"{path}: array '{s.name}'"
+                arrays[s.name] = _read_npy(member, members[s.name].file_size, where, s)
+        return arrays
+
+
+def _read_npy(f: BinaryIO, size: int, where: str, spec) -> np.ndarray:
+    """One array in .npy format from `f` (of `size` bytes), for input `spec`: its header is
+    checked first (no Python objects, the input's shape, no more data than the file holds);
+    one sample without the batch dimension becomes a batch of one."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f"unsupported .npy format version {version}")
+    read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+    shape, fortran, dtype = read_header(f)
+    if dtype.hasobject:
+        raise UsageError(f"{where}: holds Python objects ({dtype}); save a numeric array")
+    sample = tuple(spec.shape[1:])
+    if shape[1:] != sample and shape != sample:
+        raise UsageError(
+            f"{where}: input '{spec.name}' has shape {fmt_shape(shape)}; the program expects "
+            f"[N, {', '.join(str(d) for d in sample)}]"
+        )
+    nbytes = math.prod(shape) * dtype.itemsize
+    left = size - f.tell()
+    if nbytes > left:
+        raise UsageError(
+            f"{where}: its header claims {fmt_shape(shape)} {dtype} ({nbytes} bytes) but "
+            f"{left} bytes follow: the file is truncated or damaged"
+        )
+    data = f.read(nbytes)
+    if len(data) != nbytes:
+        raise EOFError(f"{len(data)} of {nbytes} data bytes")
+    a = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+    return a[None] if shape == sample else a

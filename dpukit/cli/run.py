@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from rich.console import Console
 
-from dpukit.cli.common import add_config_option, inputs_for, positive_int, run_batches
+from dpukit.cli.common import add_config_option, inputs_for, positive_int, run_batches, write_output
 from dpukit.cli.render import (
     MODELED,
     activity_json,
@@ -124,7 +123,6 @@ def run(args, con: Console) -> int:
             },
             "host_wall_s": wall,
         }
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+        write_output(args.json, json.dumps(doc, indent=2) + "\n")
         con.print(f"wrote {args.json}", highlight=False)
     return 0
