@@ -4,13 +4,17 @@
 // the results.
 //
 //   dpu_harness MEM_IN MEM_OUT LATENCY MAX_CYCLES SEED STALL_PCT [OFFSET=VALUE ...]
+//               [-- [OFFSET=VALUE ...]] ...
 //
 // MEM_IN: the DRAM image, mapped at AXI address 0 (a read or write outside it answers
-// SLVERR). The OFFSET=VALUE register writes (hex or decimal) are applied in order; then
-// CTRL = irq_enable | start, and the clock runs until irq_o (done) or MAX_CYCLES. Output on
-// stdout, one "key value" per line: "reg OFFSET VALUE" for every register of the map read
-// back afterwards (counters LO then HI), "cycles N" (clock cycles from start to done),
-// "wall_s S", "timeout 0|1". MEM_OUT receives the DRAM image after the run.
+// SLVERR). Each group of OFFSET=VALUE register writes (hex or decimal; groups separated by
+// "--") is one run on the same DPU and DRAM, without a reset between runs: the writes are
+// applied in order, IRQ_STATUS.done is cleared, then CTRL = irq_enable | start, and the
+// clock runs until irq_o (done) or MAX_CYCLES. Output on stdout, per run: "run K", then one
+// "key value" per line: "reg OFFSET VALUE" for every register of the map read back
+// afterwards (counters LO then HI), "cycles N" (clock cycles from start to done),
+// "wall_s S", "timeout 0|1". MEM_OUT receives the DRAM image after each run, one after the
+// other. A run that times out is the last: the core is still busy and ignores a start.
 //
 // DRAM model (one memory behind dpu_top's data port and its instruction port): every AR/AW
 // burst is accepted at once (unless stalled) and its first beat is available LATENCY cycles
@@ -297,7 +301,8 @@ class Harness {
 int main(int argc, char** argv) {
   if (argc < 7) {
     std::fprintf(stderr,
-                 "usage: %s MEM_IN MEM_OUT LATENCY MAX_CYCLES SEED STALL_PCT [OFF=VAL ...]\n",
+                 "usage: %s MEM_IN MEM_OUT LATENCY MAX_CYCLES SEED STALL_PCT [OFF=VAL ...]"
+                 " [-- [OFF=VAL ...]] ...\n",
                  argv[0]);
     return 2;
   }
@@ -314,29 +319,35 @@ int main(int argc, char** argv) {
 
   Harness h(std::move(mem), latency, stall_pct, seed);
   h.reset();
-  for (int i = 7; i < argc; ++i) {
-    std::string arg = argv[i];
-    auto eq = arg.find('=');
-    if (eq == std::string::npos) {
-      std::fprintf(stderr, "bad register write %s (want OFFSET=VALUE)\n", argv[i]);
-      return 2;
-    }
-    h.reg_write(std::strtoul(arg.substr(0, eq).c_str(), nullptr, 0),
-                std::strtoul(arg.substr(eq + 1).c_str(), nullptr, 0));
-  }
-  auto t0 = std::chrono::steady_clock::now();
-  h.reg_write(DPU_CTRL_OFFSET, DPU_CTRL_START | DPU_CTRL_IRQ_ENABLE);
-  uint64_t cycles = h.run_until_irq(max_cycles);
-  double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-  for (uint32_t off = 0; off <= DPU_LAST_REG_OFFSET; off += 4) {
-    std::printf("reg %u %u\n", off, h.reg_read(off));
-  }
-  std::printf("cycles %llu\n", static_cast<unsigned long long>(cycles));
-  std::printf("wall_s %.6f\n", wall);
-  std::printf("timeout %d\n", cycles == 0 ? 1 : 0);
-
   std::ofstream out(argv[2], std::ios::binary);
-  out.write(reinterpret_cast<const char*>(h.mem().data()), std::streamsize(h.mem().size()));
+  int arg = 7;
+  for (int run = 0; arg <= argc; ++run) {
+    for (; arg < argc && std::string(argv[arg]) != "--"; ++arg) {
+      std::string write = argv[arg];
+      auto eq = write.find('=');
+      if (eq == std::string::npos) {
+        std::fprintf(stderr, "bad register write %s (want OFFSET=VALUE)\n", argv[arg]);
+        return 2;
+      }
+      h.reg_write(std::strtoul(write.substr(0, eq).c_str(), nullptr, 0),
+                  std::strtoul(write.substr(eq + 1).c_str(), nullptr, 0));
+    }
+    ++arg;  // past "--", or past the end after the last run
+    h.reg_write(DPU_IRQ_STATUS_OFFSET, DPU_IRQ_STATUS_DONE);  // W1C: the last run's done
+    auto t0 = std::chrono::steady_clock::now();
+    h.reg_write(DPU_CTRL_OFFSET, DPU_CTRL_START | DPU_CTRL_IRQ_ENABLE);
+    uint64_t cycles = h.run_until_irq(max_cycles);
+    double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+    std::printf("run %d\n", run);
+    for (uint32_t off = 0; off <= DPU_LAST_REG_OFFSET; off += 4) {
+      std::printf("reg %u %u\n", off, h.reg_read(off));
+    }
+    std::printf("cycles %llu\n", static_cast<unsigned long long>(cycles));
+    std::printf("wall_s %.6f\n", wall);
+    std::printf("timeout %d\n", cycles == 0 ? 1 : 0);
+    out.write(reinterpret_cast<const char*>(h.mem().data()), std::streamsize(h.mem().size()));
+    if (cycles == 0) break;
+  }
   return out ? 0 : 2;
 }
