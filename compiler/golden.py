@@ -29,6 +29,8 @@ from dpukit.compiler import check, isa, timing
 from dpukit.compiler.dma import Dma
 from dpukit.compiler.hwconfig import HwConfig
 from dpukit.compiler.isa import MULI_IMM_BITS, POST_MULT_BITS, AluOp, Buffer, Opcode
+from dpukit.errors import ExecutionError
+from dpukit.host.regmap import ErrorCode
 
 _EXACT_F32_K = 1024  # int8*int8 sums of up to this many terms are exact in float32
 
@@ -670,3 +672,131 @@ def _activity(
             writes["acc"] += t
     act.buffer_reads, act.buffer_writes = reads, writes
     return act
+
+
+# -- errors ---------------------------------------------------------------------------------
+_OPCODES = frozenset(int(o) for o in Opcode)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """The error a stream stops the DPU with (ErrorCode.NONE: it runs to END)."""
+
+    code: ErrorCode
+    instr: int | None = None  # the instruction that raised it, if one did
+
+
+def first_error(cfg: HwConfig, stream: bytes, dram_size: int) -> Fault:
+    """The error the hardware stops `stream` with, over a data window of `dram_size` bytes,
+    without the checking pass. That pass rejects every stream this reports an error for but
+    a TOKEN_OVERFLOW (it does not count tokens), and more: hazards, tokens pushed after
+    their pop in the stream.
+
+    The hardware's checks (docs/isa.md; ErrorCode in host/regmap.py): the dispatcher checks
+    each word's opcode and token flags when it arrives, in stream order; words after END are
+    not executed. An engine checks an instruction when it takes it (tokens popped): LOAD and
+    STORE elem_bytes, then the DRAM span against the window, then each buffer entry; an ALU's
+    alu_op, then the entries of GEMM, POST and ALU. Tokens: instructions are taken in each
+    engine's order once the tokens they pop are there (the k-th pop of a FIFO takes the k-th
+    push), fetch stalls while the next word's command FIFO holds queue_depth words, and END
+    waits until every instruction has run; a stream that stops short of END is a DEADLOCK.
+    More than queue_depth tokens in a FIFO is a TOKEN_OVERFLOW: reported here when the
+    tokens left once everything has run exceed it (then the hardware's overflow is certain);
+    a FIFO that holds more only for a while overflows or not with the timing. Reserved bits
+    are ignored, as the hardware ignores them. Errors of the bus (FETCH_*, *_AXI) are not
+    the stream's.
+
+    With one fault in a stream this is the error the hardware reports. With several, the
+    hardware checks dispatch and each engine at once and may report a later one first: this
+    reports the first one met when everything that can run has run in stream order."""
+    words = np.frombuffer(stream, "<u8").reshape(-1, isa.INSTR_BITS // 64)
+    ops = (words[:, 0] & np.uint64((1 << isa.OPCODE_BITS) - 1)).astype(np.int64).tolist()
+    legal = [op in _OPCODES for op in ops]
+    col = isa.decode_array(_without_reserved_bits(words, ops, legal))
+    # fetched and not yet taken, per engine: (instruction, FIFOs it pops, FIFOs it pushes)
+    queues: list[list[tuple[int, list[str], list[str]]]] = [[], [], []]
+    tokens = dict.fromkeys(timing.QUEUES.values(), 0)
+    fetched, progress = 0, True
+    while progress:
+        progress = False
+        while fetched < len(ops):
+            i = fetched
+            if not legal[i]:
+                return Fault(ErrorCode.ILLEGAL_OPCODE, i)
+            engine = isa.ENGINE_OF[Opcode(ops[i])]
+            if engine is None:  # END
+                if any(queues):
+                    break
+                return _overflow(cfg, tokens) or Fault(ErrorCode.NONE)
+            try:
+                pops, pushes = timing.token_queues(engine, col, i)
+            except ExecutionError:
+                return Fault(ErrorCode.ILLEGAL_FLAGS, i)
+            if len(queues[engine]) == cfg.queue_depth:
+                break
+            queues[engine].append((i, pops, pushes))
+            fetched += 1
+            progress = True
+        for queue in queues:
+            while queue and all(tokens[t] for t in queue[0][1]):
+                i, pops, pushes = queue.pop(0)
+                fault = _execution_fault(cfg, col, i, dram_size)
+                if fault is not None:
+                    return Fault(fault, i)
+                for t in pops:
+                    tokens[t] -= 1
+                for t in pushes:
+                    tokens[t] += 1
+                progress = True
+    return _overflow(cfg, tokens) or Fault(ErrorCode.DEADLOCK)
+
+
+def _without_reserved_bits(words: np.ndarray, ops: list[int], legal: list[bool]) -> bytes:
+    """The stream with every reserved bit cleared and illegal words as END (never executed:
+    the dispatcher stops at them), so that it decodes."""
+    out = bytearray()
+    for w, op, ok in zip(words.tolist(), ops, legal, strict=True):
+        word = sum(v << (64 * k) for k, v in enumerate(w))
+        if ok:
+            used = isa.FIELDS_LSB + sum(f.bits for f in isa.LAYOUT[Opcode(op)])
+            word &= (1 << used) - 1
+        else:
+            word = int(Opcode.END)
+        out += word.to_bytes(isa.INSTR_BYTES, "little")
+    return bytes(out)
+
+
+def _execution_fault(cfg: HwConfig, col, i: int, dram_size: int) -> ErrorCode | None:
+    """The error instruction i stops its engine with, in the order the engine checks."""
+    code = Opcode(int(col["op"][i]))
+    if code in (Opcode.LOAD, Opcode.STORE):
+        d = Dma.of(col, i)
+        width = (
+            (cfg.inp_entry_bytes, cfg.wgt_entry_bytes, cfg.cols, cfg.par_entry_bytes)[d.buffer]
+            if d.is_load
+            else cfg.out_entry_bytes
+        )
+        kind = "LOAD" if d.is_load else "STORE"
+        if d.eb > width:
+            return ErrorCode[f"{kind}_ELEM_BYTES"]
+        span = d.dram_span()
+        if span and span[1] >= dram_size:
+            return ErrorCode[f"{kind}_RANGE"]
+        if any(
+            hi >= _entries(cfg, res) for res, _, hi, _ in check.accesses(col, i) if res != "dram"
+        ):
+            return ErrorCode[f"{kind}_BUFFER"]
+        return None
+    if code == Opcode.ALU and not 0 <= col["alu_op"][i] < len(AluOp):
+        return ErrorCode.ILLEGAL_ALU_OP
+    if any(hi >= _entries(cfg, res) for res, _, hi, _ in check.accesses(col, i)):
+        return ErrorCode.COMPUTE_BUFFER
+    return None
+
+
+def _entries(cfg: HwConfig, buffer: str) -> int:
+    return getattr(cfg, f"{buffer}_entries")
+
+
+def _overflow(cfg: HwConfig, tokens: dict[str, int]) -> Fault | None:
+    return Fault(ErrorCode.TOKEN_OVERFLOW) if max(tokens.values()) > cfg.queue_depth else None

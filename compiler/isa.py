@@ -16,6 +16,12 @@ run concurrently and synchronise only through four token FIFOs:
 A flag `pop_prev` makes the instruction wait for (and consume) a token from the engine
 before it in that chain, `pop_next` from the engine after it; `push_prev`/`push_next`
 send one when the instruction completes. END waits until all engines are idle.
+
+Errors: the text of each opcode says what is an error. The first one stops the DPU: nothing
+more is dispatched, the LOAD and STORE engines finish the instruction they hold (writing no
+buffer entry after the error), and done is raised with the error's code in ERROR_CODE
+(docs/registers.md). The dispatcher checks opcodes and token flags as the words arrive, the
+engines their instructions as they take them; `golden.first_error` gives a stream's error.
 """
 
 from __future__ import annotations
@@ -198,14 +204,17 @@ SEMANTICS: dict[Opcode, str] = {
         "`base + dram_offset + z*z_stride + (y - pad_top)*y_stride + (x - pad_left)*x_stride`, "
         "zero-filled to the entry width; otherwise `pad_value` in every lane. INP and WGT "
         "lanes are int8; into ACC each byte is sign-extended to one int32 lane; into PAR the "
-        "bytes are copied raw. A DRAM byte outside `[0, limit)` of the data window, or an "
-        "entry outside the buffer, is an error: the DPU stops with an error code. (`base` and "
-        "`limit` are the data window's base address and size registers.)"
+        "bytes are copied raw. An `elem_bytes` wider than the buffer's entries, a DRAM byte "
+        "outside `[0, limit)` of the data window (nothing is read then) or an entry outside "
+        "the buffer is an error, checked in that order. (`base` and `limit` are the data "
+        "window's base address and size registers.)"
     ),
     Opcode.STORE: (
         "For `z < z_size`, `y < y_size` and `x < x_size`, the first `elem_bytes` lanes (int8) "
         "of OUT entry `sram_base + (z*y_size + y)*x_size + x` are written to DRAM at "
-        "`base + dram_offset + z*z_stride + y*y_stride + x*x_stride`."
+        "`base + dram_offset + z*z_stride + y*y_stride + x*x_stride`. An `elem_bytes` wider "
+        "than an OUT entry, a DRAM byte outside `[0, limit)` of the data window (nothing is "
+        "written then) or an entry outside OUT is an error, checked in that order."
     ),
     Opcode.GEMM: (
         "Weight-stationary: WGT entry `wgt_addr` is held in the array as `W` (lane "
@@ -213,7 +222,8 @@ SEMANTICS: dict[Opcode, str] = {
         "`a = INP[inp_base + o*inp_outer_stride + i*inp_inner_stride]` (rows int8 lanes), "
         "`p[c] = sum_r a[r]*W[r][c]` computed exactly, and "
         "`ACC[acc_base + o*acc_outer_stride + i*acc_inner_stride][c]` becomes `p[c]` if "
-        "`reset`, else `old + p[c]` wrapped to int32."
+        "`reset`, else `old + p[c]` wrapped to int32. An INP, WGT or ACC entry outside its "
+        "buffer is an error (a GEMM of no iterations touches none)."
     ),
     Opcode.POST: (
         "For each block `b < blocks`, with `(bias, mult, shift)` from PAR entry "
@@ -227,7 +237,8 @@ SEMANTICS: dict[Opcode, str] = {
         "`OUT[o + k][c] = min(max(r + zero_point, clamp_lo), clamp_hi)` in exact arithmetic "
         "(`clamp_hi` wins if `clamp_lo > clamp_hi`). "
         f"`mult` is in `[0, 2^{POST_MULT_BITS})` (only its low {POST_MULT_BITS} bits are used) "
-        "and `shift` in `[0, 62]` (only its low 6 bits are used)."
+        "and `shift` in `[0, 62]` (only its low 6 bits are used). An ACC, PAR or OUT entry "
+        "outside its buffer is an error (a POST of count or blocks 0 touches none)."
     ),
     Opcode.ALU: (
         "For `o < n_outer`, `i < n_inner`: "
@@ -237,7 +248,8 @@ SEMANTICS: dict[Opcode, str] = {
         "ADD `d + s`; MAX `max(d, s)`; MULI `s*m` with `m` the low "
         f"{MULI_IMM_BITS} bits of `imm` sign-extended (`m` in `[-2^{MULI_IMM_BITS - 1}, "
         f"2^{MULI_IMM_BITS - 1})`); ADDI `s + imm`. Iterations run in "
-        "order, so a reduction with dst strides 0 accumulates."
+        "order, so a reduction with dst strides 0 accumulates. An `alu_op` not listed is an "
+        "error, and so is an entry outside ACC (checked after `alu_op`)."
     ),
     Opcode.END: "Waits until all engines are idle, then raises done and the interrupt.",
 }
@@ -246,7 +258,11 @@ SEMANTICS: dict[Opcode, str] = {
 TOKEN_SEMANTICS = (
     "Before it starts, an instruction with `pop_prev` (`pop_next`) waits for and consumes one "
     "token from the FIFO from the previous (next) engine in the chain load -> compute -> "
-    "store; when it completes, `push_prev` (`push_next`) pushes one token to that engine."
+    "store; when it completes, `push_prev` (`push_next`) pushes one token to that engine. "
+    "A flag naming a neighbour the engine does not have (LOAD's `*_prev`, STORE's `*_next`) "
+    "is an error; so is a token in a FIFO beyond its depth (`queue_depth` of the hardware "
+    "config), and a stream that cannot reach END (a pop no push satisfies, or no END: a "
+    "deadlock)."
 )
 
 
