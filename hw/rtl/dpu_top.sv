@@ -29,8 +29,11 @@
 // no instruction is fetched or dispatched, the engine that failed stops, the LOAD and STORE
 // engines finish the instruction they hold (the core does not wait for compute, which may
 // hold several: it has no bus transaction to finish), outstanding AXI transactions
-// complete, and then the core reports done with STATUS.error. A program that cannot
-// progress (a token that is never pushed, no END) is detected and reported as DEADLOCK. A DRAM that never answers still
+// complete, and then the core reports done with STATUS.error. A LOAD finishing after the
+// error reads its bytes but writes no buffer entry (each is taken and dropped, so it never
+// waits for a write port). No reset is needed after it: CTRL.start resets the engines and
+// queues for the next program. A program that cannot progress (a token that is never
+// pushed, no END) is detected and reported as DEADLOCK. A DRAM that never answers still
 // hangs the AXI transaction in flight: CTRL.soft_reset (or the PL reset) recovers.
 //
 // Parameters: the hardware config (hw/configs/*.toml), passed by dpukit.hw.params.
@@ -543,6 +546,8 @@ module dpu_top
   // Buffers
   // =========================================================================================
   logic load_wr_inp, load_wr_wgt, load_wr_acc, load_wr_par;  // a LOAD write this cycle
+  logic load_wr_take;       // the LOAD engine hands over an entry this cycle
+  logic load_wr_keep;       // and it is written: in its buffer, no error so far
   logic load_wr_in_range, load_buffer_error;
 
   always_comb begin
@@ -554,13 +559,18 @@ module dpu_top
     endcase
   end
 
-  // compute owns the ACC write port in a cycle it writes; the LOAD waits
-  assign load_wr_ready     = !(load_buf_q == BufAcc && comp_acc_we) && !halt_q;
-  assign load_buffer_error = load_wr_valid && load_wr_ready && !load_wr_in_range;
-  assign load_wr_inp = load_wr_valid && load_wr_ready && load_wr_in_range && load_buf_q == BufInp;
-  assign load_wr_wgt = load_wr_valid && load_wr_ready && load_wr_in_range && load_buf_q == BufWgt;
-  assign load_wr_acc = load_wr_valid && load_wr_ready && load_wr_in_range && load_buf_q == BufAcc;
-  assign load_wr_par = load_wr_valid && load_wr_ready && load_wr_in_range && load_buf_q == BufPar;
+  // Compute owns the ACC write port in a cycle it writes; the LOAD waits. After an error the
+  // LOAD engine must still finish the instruction it holds (the core reports done only once
+  // it is idle), so from then on every entry it offers is taken at once and dropped: the
+  // program is over, and the buffers keep what they held when the error happened.
+  assign load_wr_ready     = halt_q || !(load_buf_q == BufAcc && comp_acc_we);
+  assign load_wr_take      = load_wr_valid && load_wr_ready;
+  assign load_wr_keep      = load_wr_take && !halt_q && load_wr_in_range;
+  assign load_buffer_error = load_wr_take && !halt_q && !load_wr_in_range;
+  assign load_wr_inp = load_wr_keep && load_buf_q == BufInp;
+  assign load_wr_wgt = load_wr_keep && load_buf_q == BufWgt;
+  assign load_wr_acc = load_wr_keep && load_buf_q == BufAcc;
+  assign load_wr_par = load_wr_keep && load_buf_q == BufPar;
 
   // ACC entries from DRAM: byte c sign-extended to int32 lane c
   logic [Cols*32-1:0] load_acc_data;
