@@ -33,7 +33,16 @@ import numpy as np
 from dpukit.compiler import isa
 from dpukit.compiler.dma import Dma
 from dpukit.compiler.hwconfig import HwConfig
-from dpukit.compiler.ir import DpuOp, QAdd, QConcat, QConv, QMaxPool, QTensor, QView
+from dpukit.compiler.ir import (
+    DpuOp,
+    QAdd,
+    QConcat,
+    QConv,
+    QMaxPool,
+    QTensor,
+    QView,
+    op_inputs,
+)
 from dpukit.compiler.isa import AluOp, Buffer, Instr, Opcode
 from dpukit.compiler.timing import POST_PIPELINE, dma_cycles, gemm_fill, gemm_interval
 from dpukit.errors import CompileError
@@ -82,7 +91,7 @@ class Dram:
         for name, t in tensors.items():
             if name not in views:
                 self.tensors[name] = top
-                top += t.nbytes + SLACK + (-(t.nbytes + SLACK) % ALIGN)
+                top += _placed_bytes(t)
         for view, src in views.items():
             while src in views:
                 src = views[src]
@@ -98,6 +107,85 @@ class Dram:
     @property
     def size(self) -> int:
         return self.const_base + len(self.const)
+
+
+def _placed_bytes(t: QTensor) -> int:
+    """The bytes a tensor takes in the data window: its own, SLACK, and alignment."""
+    return t.nbytes + SLACK + (-(t.nbytes + SLACK) % ALIGN)
+
+
+# The most instructions a program may take: 4 times ResNet-18 at 224x224 (60,000). Compile
+# time and memory grow with them (250,000 took 22 s and 0.7 GB on a 2-core machine); past
+# this, a compile is a runaway rather than a program anyone runs.
+MAX_INSTRUCTIONS = 1 << 18
+
+
+def check_limits(
+    cfg: HwConfig,
+    ops: list[DpuOp],
+    tensors: dict[str, QTensor],
+    views: dict[str, str],
+    where: str,
+) -> None:
+    """What the DPU cannot address, or the compiler should not attempt, as a CompileError
+    naming the layer, in time proportional to the layers (before any tiling): tensors and
+    data window within the LOAD/STORE address and stride fields and the AXI address space,
+    and a least number of instructions within MAX_INSTRUCTIONS."""
+    fields = {f.name: f for f in isa.LAYOUT[Opcode.LOAD]}
+    # DRAM offsets and row strides are 32-bit fields, the data window's size register too
+    window = min(fields["dram_offset"].hi + 1, 1 << cfg.axi_addr_bits)
+    layer = {}  # each tensor's first layer, to name in a message
+    for op in ops:
+        for name in (*op_inputs(op), op.y):
+            layer.setdefault(name, op)
+    top = 0
+    for name, t in tensors.items():
+        h, w, c = t.hwc
+        op = layer[name]
+        at = f"{where}: layer '{op.name}' ({op.kind}): tensor '{name}' ({h}x{w}x{c} HWC)"
+        if c > fields["x_stride"].hi:
+            raise CompileError(
+                f"{at} has {c} channels; the DPU steps from pixel to pixel by at most "
+                f"{fields['x_stride'].hi} bytes (LOAD/STORE x_stride): use fewer channels"
+            )
+        top += 0 if name in views else _placed_bytes(t)
+        if top > window:
+            raise CompileError(
+                f"{at} takes {t.nbytes:,} bytes and ends the DPU's tensors at byte {top:,}, past "
+                f"the {window:,} the DPU addresses (data window of {cfg.name}): give the "
+                "model a smaller input or fewer channels"
+            )
+    counts = [(_least_instructions(cfg, op, tensors), op) for op in ops]
+    total = sum(n for n, _ in counts)
+    if total > MAX_INSTRUCTIONS:
+        most, op = max(counts, key=lambda c: c[0])
+        h, w, c = tensors[op.y].hwc
+        raise CompileError(
+            f"{where}: the program would take at least {total:,} DPU instructions, layer "
+            f"'{op.name}' ({op.kind}, output {h}x{w}x{c} HWC) {most:,} of them, more than the "
+            f"{MAX_INSTRUCTIONS:,} the compiler takes on: give the model a smaller input, or "
+            "split it"
+        )
+
+
+def _least_instructions(cfg: HwConfig, op: DpuOp, tensors: dict[str, QTensor]) -> int:
+    """Instructions a layer takes at least, whatever its tiling: every tile of pixels
+    (at most half of OUT) and channel block runs its GEMMs or ALU ops, a POST and a STORE;
+    each output channel's weights fill at least ceil(weights / rows) weight tiles."""
+    half_out = cfg.out_entries // 2
+    h, w, c = tensors[op.y].hwc
+    tiles = -(-h * w // half_out)
+    blocks = -(-c // cfg.cols)
+    if isinstance(op, QConv):
+        _, ci_g, kh, kw = op.weight.shape
+        return tiles * blocks * (-(-ci_g * kh * kw // cfg.rows) + 2)
+    if isinstance(op, QMaxPool):
+        return tiles * blocks * (op.kernel[0] * op.kernel[1] + 3)
+    if isinstance(op, QAdd):  # two LOADs, three ALU ops, a POST and a STORE
+        return tiles * blocks * 7
+    if isinstance(op, QConcat):  # a LOAD, a POST and a STORE per input's channel block
+        return sum(tiles * -(-tensors[x].hwc[2] // cfg.cols) * 3 for x in op.inputs)
+    return 0  # a view moves no data
 
 
 @dataclass

@@ -8,19 +8,11 @@ from pathlib import Path
 import onnx
 
 from dpukit.compiler import check, codegen, isa
-from dpukit.compiler.frontend import Lowered, lower
+from dpukit.compiler.frontend import IO_TYPES, Lowered, lower, onnxruntime_refusal
 from dpukit.compiler.hwconfig import HwConfig, load_config
 from dpukit.compiler.ir import QView, op_inputs
 from dpukit.compiler.program import Program, Subgraph, TensorSpec
 from dpukit.errors import CompileError, ExecutionError
-
-_DTYPES = {
-    onnx.TensorProto.FLOAT: "float32",
-    onnx.TensorProto.INT8: "int8",
-    onnx.TensorProto.UINT8: "uint8",
-    onnx.TensorProto.INT64: "int64",
-    onnx.TensorProto.INT32: "int32",
-}
 
 
 def partition(low: Lowered) -> list[tuple[str, list]]:
@@ -57,16 +49,23 @@ def _subgraph_io(
 
 
 def compile_model(
-    source: str | Path | onnx.ModelProto, config: str | HwConfig = "pynq-z2"
+    source: str | Path | onnx.ModelProto,
+    config: str | HwConfig = "pynq-z2",
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> Program:
-    """Compile a QDQ model for a hardware config into a checked, self-describing Program."""
+    """Compile a QDQ model for a hardware config into a checked, self-describing Program.
+
+    `input_shapes` gives inputs with symbolic dims their sizes, e.g. {"input": (1, 3, 224, 224)}.
+    """
     cfg = load_config(config) if not isinstance(config, HwConfig) else config
-    low = lower(source)
+    low = lower(source, input_shapes)
+    views = {op.y: op.x for dev, op in low.items if dev == "dpu" and isinstance(op, QView)}
+    dpu_ops = [op for dev, op in low.items if dev == "dpu"]
+    codegen.check_limits(cfg, dpu_ops, low.tensors, views, low.where)
     g = low.model.graph
     constants = {t.name for t in g.initializer}
     graph_outputs = [o.name for o in g.output]
     parts = partition(low)
-    views = {op.y: op.x for dev, op in low.items if dev == "dpu" and isinstance(op, QView)}
     dram = codegen.Dram()
     dram.place_tensors(low.tensors, views)
     subgraphs: list[Subgraph] = []
@@ -80,6 +79,11 @@ def compile_model(
             subgraphs.append(Subgraph(f"subgraph_{k}_dpu", "DPU", ins, outs, stream, layers))
         else:
             onnx_bytes = _cpu_model(low, items, ins, outs)
+            why = onnxruntime_refusal(onnx_bytes)  # now, not at run
+            if why:
+                raise CompileError(
+                    f"{low.where}: onnxruntime cannot run the host's subgraph_{k}_cpu: {why}"
+                )
             subgraphs.append(Subgraph(f"subgraph_{k}_cpu", "CPU", ins, outs, onnx_bytes))
     for k, sg in enumerate(subgraphs):
         if sg.device == "DPU":
@@ -87,7 +91,7 @@ def compile_model(
 
     def spec(name: str) -> TensorSpec:
         elem, shape = low.value_types[name]
-        return TensorSpec(name, list(shape), _DTYPES.get(elem, "float32"))
+        return TensorSpec(name, list(shape), IO_TYPES[elem])
 
     return Program(
         config=cfg.as_dict(),

@@ -7,10 +7,19 @@ quantized tensor and whose output goes (optionally through Relu/Clip) into Quant
 The DQ/Q nodes it absorbs disappear; tensors between DPU and CPU stay quantized.
 A conv over an image the host writes (few channels) reads a copy with its kernel rows
 stacked, which ONNX nodes on the host build (`_stack_kernel_rows`).
+
+Before any of that, a model is checked for everything that would otherwise fail later, in
+onnxruntime at `run` or as silently wrong results: onnx's checker and its strict shape
+inference, opsets that exist, dataflow (each tensor made once, before it is read), fixed
+input sizes (a symbolic dim besides the batch is an error, never a silent 1), the types a
+program carries, and windows and reshapes that fit their inputs. Each failure is one
+ModelError naming the file and the node or input.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,6 +27,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper, shape_inference
 
+from dpukit.compiler import isa
 from dpukit.compiler.ir import (
     DpuOp,
     QAdd,
@@ -28,43 +38,145 @@ from dpukit.compiler.ir import (
     QView,
     op_inputs,
 )
-from dpukit.errors import ModelError
+from dpukit.errors import CompileError, ModelError
 
 _ONNX_INT = {onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8"}
 
 
-def load_onnx(source: str | Path | onnx.ModelProto) -> onnx.ModelProto:
-    """Read and check a model, turning every way a file can be broken into a ModelError."""
+def read_onnx(source: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    """Read a model file, turning every way a file can be broken into a ModelError; returns
+    the model and how error messages name it (its path, or "model")."""
     if isinstance(source, onnx.ModelProto):
-        model, where = source, "model"
-    else:
-        where = str(source)
-        if not Path(source).is_file():
-            raise ModelError(f"{where}: no such file")
-        try:
-            model = onnx.load(str(source))
-        except Exception as exc:  # protobuf raises several unrelated types
-            raise ModelError(
-                f"{where}: not a readable ONNX file (truncated or garbled?): {exc}"
-            ) from None
+        return source, "model"
+    where = str(source)
+    if not Path(source).is_file():
+        raise ModelError(f"{where}: no such file")
+    try:
+        model = onnx.load(where, load_external_data=False)
+    except Exception as exc:  # protobuf raises several unrelated types
+        raise ModelError(
+            f"{where}: not a readable ONNX file (truncated or garbled?): {exc}"
+        ) from None
+    folder = Path(source).parent
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            location = {e.key: e.value for e in t.external_data}.get("location", "")
+            if not (folder / location).is_file():
+                raise ModelError(
+                    f"{where}: initializer '{t.name}' is stored in the external data file "
+                    f"'{location}', which is not next to the model; copy it to {folder}"
+                )
+    try:
+        onnx.load_external_data_for_model(model, str(folder))
+    except Exception as exc:  # a location outside the folder, a file shorter than declared
+        raise ModelError(f"{where}: external data cannot be read: {_one_line(exc)}") from None
+    return model, where
+
+
+def check_onnx(model: onnx.ModelProto, where: str) -> None:
+    """Everything about a model's structure that onnxruntime would refuse, as a ModelError
+    naming the node or field, before anything is compiled."""
     if not model.graph.node:
         raise ModelError(f"{where}: the ONNX graph has no nodes (truncated or garbled file?)")
-    _check_ops_known(model)
+    _check_opsets(model, where)
+    _check_dataflow(model, where)
+    _check_ops_known(model, where)
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
-        raise ModelError(f"{where}: invalid ONNX model: {str(exc).splitlines()[0]}") from None
-    return model
+        raise ModelError(f"{where}: invalid ONNX model: {onnx_message(exc)}") from None
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def onnx_message(exc: Exception) -> str:
+    """An error of onnx's checker or shape inference, or of onnxruntime, as one line that
+    starts with the node it names (onnxruntime's say "node with name '...'" themselves)."""
+    text = _one_line(exc).replace("[ShapeInferenceError] Inference error(s): ", "")
+    # "[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : /onnxruntime_src/x.h:46 void f(int) ..."
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (/\S+:\d+ [^(]*\([^)]*\) )?", "", text)
+    node = re.search(r"\(op_type:(\w+), node name: ([^)]*)\): (?:\[\w+\] )?", text)
+    if node:
+        return f"node '{node[2]}' ({node[1]}): {text[node.end() :]}"
+    node = re.search(r"(.*?) ==> Context: Bad node spec for node\. Name: (\S*) OpType: (\S+)", text)
+    if node:
+        return f"node '{node[2]}' ({node[3]}): {node[1]}"
+    return text
+
+
+def onnxruntime_refusal(model: bytes) -> str | None:
+    """Why onnxruntime would not load a model as the runner does (an op or type it has no
+    kernel for, an attribute it rejects), as onnx_message words it; None if it loads."""
+    import onnxruntime as ort  # only what reaches onnxruntime pays for the import
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    try:
+        ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types per status code
+        return onnx_message(exc)
+    return None
+
+
+def _check_opsets(model: onnx.ModelProto, where: str) -> None:
+    """Opset versions that exist: onnx's checker accepts any number for the default domain."""
+    newest = {"": onnx.defs.onnx_opset_version(), "ai.onnx.ml": onnx.defs.onnx_ml_opset_version()}
+    for o in model.opset_import:
+        domain = "" if o.domain == "ai.onnx" else o.domain
+        top = newest.get(domain)
+        if o.version < 1 or (top is not None and o.version > top):
+            known = f"1..{top}" if top is not None else ">= 1"
+            raise ModelError(
+                f"{where}: opset_import {o.domain or 'ai.onnx'} version {o.version} does not "
+                f"exist (onnx {onnx.__version__} knows {known}); re-export the model with a "
+                "released opset"
+            )
+
+
+def _check_dataflow(model: onnx.ModelProto, where: str) -> None:
+    """Every tensor made once, every node input made before it is read (no cycles)."""
+    g = model.graph
+    made = {i.name: "the graph input" for i in g.input}
+    made.update((t.name, "an initializer") for t in g.initializer)
+    producers = {o: n for n in g.node for o in n.output if o}
+    for node in g.node:
+        label = f"node '{node.name or node.output[0]}' ({node.op_type})"
+        for name in node.input:
+            if name and name not in made:
+                later = producers.get(name)
+                why = (
+                    "which no node, input or initializer makes"
+                    if later is None
+                    else f"which node '{later.name or name}' makes after it (a cycle, or nodes "
+                    "out of topological order)"
+                )
+                raise ModelError(f"{where}: {label} reads '{name}', {why}")
+        for name in node.output:
+            if name in made:
+                raise ModelError(
+                    f"{where}: {label} writes '{name}', which {made[name]} already makes; "
+                    "every tensor must be made once"
+                )
+            if name:
+                made[name] = f"node '{node.name or name}'"
+    for out in g.output:
+        if out.name not in made:
+            raise ModelError(f"{where}: graph output '{out.name}' is made by no node")
 
 
 @dataclass
 class Lowered:
     """A model folded into DPU ops and CPU nodes, in topological order."""
 
+    where: str  # how messages name the model: its path, or "model"
     model: onnx.ModelProto  # shape-inferred, batch fixed to 1
     items: list[tuple[str, DpuOp | onnx.NodeProto]]  # ("dpu", op) or ("cpu", node)
     tensors: dict[str, QTensor]  # every tensor a DPU op reads or writes
-    value_types: dict[str, tuple[int, tuple[int, ...]]]  # name -> (onnx elem type, shape)
+    # name -> (onnx elem type, shape); None for a dim onnx cannot infer (data-dependent)
+    value_types: dict[str, tuple[int, tuple[int | None, ...]]]
 
 
 class _Graph:
@@ -81,13 +193,7 @@ class _Graph:
             for i in n.input:
                 self.consumers.setdefault(i, []).append(n)
         self.graph_outputs = {o.name for o in g.output}
-        self.types: dict[str, tuple[int, tuple[int, ...]]] = {}
-        for vi in list(g.input) + list(g.value_info) + list(g.output):
-            tt = vi.type.tensor_type
-            dims = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in tt.shape.dim)
-            self.types[vi.name] = (tt.elem_type, dims)
-        for name, arr in self.init.items():
-            self.types[name] = (onnx.helper.np_dtype_to_tensor_dtype(arr.dtype), arr.shape)
+        self.types = _value_types(model)
 
     def only_consumer(self, name: str) -> onnx.NodeProto | None:
         users = self.consumers.get(name, [])
@@ -103,22 +209,245 @@ def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _fix_batch(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Compile for batch 1: a symbolic leading dim of each input becomes 1."""
+def set_input_shapes(
+    model: onnx.ModelProto, where: str, input_shapes: dict[str, tuple[int, ...]]
+) -> onnx.ModelProto:
+    """A copy of the model whose named inputs have the given dims, checked against the rank
+    and the fixed dims the model declares; the batch (leading) dim must be 1."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
-    inits = {t.name for t in model.graph.initializer}
-    for inp in model.graph.input:
-        if inp.name in inits:
-            continue
-        dims = inp.type.tensor_type.shape.dim
-        if dims and not dims[0].HasField("dim_value"):
-            dims[0].dim_value = 1
-        elif dims and dims[0].dim_value != 1:
+    inputs = {i.name: i for i in graph_inputs(model)}
+    for name, dims in input_shapes.items():
+        dims = tuple(dims)
+        inp = inputs.get(name)
+        if inp is None:
             raise ModelError(
-                f"input '{inp.name}' has a fixed batch of {dims[0].dim_value}; export the model "
-                "with batch 1 or a symbolic batch dimension (the runner loops over the batch)"
+                f"{where}: the model has no input '{name}' to give a shape to "
+                f"(its inputs: {', '.join(inputs) or 'none'})"
             )
-    return shape_inference.infer_shapes(model, strict_mode=False)
+        shape = inp.type.tensor_type.shape
+        declared = _declared(inp)
+        given = _x(dims)
+        if not dims or any(d < 1 for d in dims) or dims[0] != 1:
+            raise ModelError(
+                f"{where}: input shape {given} for '{name}': every dim must be >= 1 and the "
+                "leading (batch) dim 1 (the runner loops over a batch)"
+            )
+        if inp.type.tensor_type.HasField("shape") and len(declared) != len(dims):
+            raise ModelError(
+                f"{where}: input shape {given} for '{name}' has {len(dims)} dims; the model "
+                f"declares {len(declared)}: {_fmt(declared)}"
+            )
+        for k, (d, want) in enumerate(zip(declared, dims, strict=False)):
+            if isinstance(d, int) and k and d != want:
+                raise ModelError(
+                    f"{where}: input shape {given} for '{name}' has {want} in dim {k}, which "
+                    f"the model fixes to {d} ({_fmt(declared)})"
+                )
+        shape.Clear()
+        for d in dims:
+            shape.dim.add().dim_value = d
+    return model
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """The inputs a caller feeds (an initializer listed as an input is a constant)."""
+    inits = {t.name for t in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def _declared(vi: onnx.ValueInfoProto) -> list[int | str]:
+    """A value's dims as declared: numbers, or the symbol (or '?') of a symbolic dim."""
+    return [
+        d.dim_value if d.HasField("dim_value") else d.dim_param or "?"
+        for d in vi.type.tensor_type.shape.dim
+    ]
+
+
+def _fmt(dims) -> str:
+    return "[" + ", ".join(map(str, dims)) + "]"
+
+
+def _fix_inputs(
+    model: onnx.ModelProto, where: str, input_shapes: dict[str, tuple[int, ...]] | None
+) -> onnx.ModelProto:
+    """Compile for batch 1 and fixed sizes: the user's input shapes, a symbolic leading dim
+    becomes 1, and any other symbolic dim is an error (never a silent 1)."""
+    model = set_input_shapes(model, where, input_shapes or {})
+    for inp in graph_inputs(model):  # a sequence or map has no dims: _check_types refuses it
+        dims = inp.type.tensor_type.shape.dim
+        declared = _declared(inp)
+        symbolic = [d for d in declared[1:] if isinstance(d, str)]
+        if symbolic:
+            raise ModelError(
+                f"{where}: input '{inp.name}' has symbolic dims besides the batch, "
+                f"{_fmt(declared)}; a DPU program is compiled for fixed sizes: pass "
+                f"--input-shape {inp.name}={_x([1, *declared[1:]])} with numbers for "
+                f"{', '.join(symbolic)} (from Python: compile_model(..., input_shapes="
+                f"{{'{inp.name}': (1, ...)}})), or export the model with fixed input dims"
+            )
+        if declared and isinstance(declared[0], str):
+            dims[0].dim_value = 1
+        elif declared and declared[0] != 1:
+            raise ModelError(
+                f"{where}: input '{inp.name}' has a fixed batch of {declared[0]}; export the "
+                "model with batch 1 or a symbolic batch dimension (the runner loops over the "
+                "batch)"
+            )
+    return model
+
+
+def check_shapes(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    """The model with onnx's strict shape and type inference applied (constant shapes
+    propagated, as a Reshape's), and its types and sizes checked: what onnxruntime would
+    refuse at run time is a ModelError naming the node now."""
+    try:
+        model = shape_inference.infer_shapes(
+            model, check_type=True, strict_mode=True, data_prop=True
+        )
+    except Exception as exc:
+        raise ModelError(f"{where}: invalid ONNX model: {onnx_message(exc)}") from None
+    types = _value_types(model)
+    _check_types(model, types, where)
+    _check_sizes(model, types, where)
+    return model
+
+
+def _value_types(model: onnx.ModelProto) -> dict[str, tuple[int, tuple[int | None, ...]]]:
+    """Each value's element type and dims (None: a dim onnx cannot infer)."""
+    g = model.graph
+    types = {
+        vi.name: (
+            vi.type.tensor_type.elem_type,
+            tuple(
+                d.dim_value if d.HasField("dim_value") else None
+                for d in vi.type.tensor_type.shape.dim
+            ),
+        )
+        for vi in [*g.input, *g.value_info, *g.output]
+    }
+    types.update((t.name, (t.data_type, tuple(t.dims))) for t in g.initializer)
+    return types
+
+
+# Element types a program's inputs and outputs may have (TensorSpec.dtype).
+IO_TYPES = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.INT8: "int8",
+    onnx.TensorProto.UINT8: "uint8",
+    onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.INT64: "int64",
+}
+
+
+def _type_name(elem: int) -> str:
+    return onnx.TensorProto.DataType.Name(elem).lower() if elem else "of no type"
+
+
+def _check_types(model: onnx.ModelProto, types: dict, where: str) -> None:
+    """Inputs and outputs of types a program carries; quantization to int8/uint8 (the DPU's
+    types, int32 for a bias) with float32 scales, as onnxruntime's quantizer writes it."""
+    inputs = [i.name for i in graph_inputs(model)]
+    for kind, names in (("input", inputs), ("output", [o.name for o in model.graph.output])):
+        for name in names:
+            elem = types[name][0]
+            if elem not in IO_TYPES:
+                raise ModelError(
+                    f"{where}: graph {kind} '{name}' is {_type_name(elem)}; a program's inputs "
+                    f"and outputs are {', '.join(IO_TYPES.values())}: export the model with "
+                    "float32 inputs and outputs"
+                )
+    int8 = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        if node.domain not in ("", "ai.onnx", "com.microsoft"):
+            continue
+        label = f"node '{node.name or node.output[0]}' ({node.op_type})"
+        q = node.output[0] if node.op_type == "QuantizeLinear" else node.input[0]
+        allowed = int8 if node.op_type == "QuantizeLinear" else int8 | {onnx.TensorProto.INT32}
+        elem = types.get(q, (0,))[0]
+        if elem not in allowed:
+            raise ModelError(
+                f"{where}: {label} quantizes '{q}' to {_type_name(elem)}; the DPU computes "
+                "with int8/uint8: quantize with QuantType.QInt8 or QUInt8 (as `dpukit "
+                "quantize` does)"
+            )
+        elem = types.get(node.input[1], (0,))[0]
+        if elem != onnx.TensorProto.FLOAT:
+            raise ModelError(
+                f"{where}: {label} has a {_type_name(elem)} scale '{node.input[1]}'; quantize "
+                "the float32 model, so that scales are float32"
+            )
+
+
+def _check_sizes(model: onnx.ModelProto, types: dict, where: str) -> None:
+    """Inputs of fixed dims >= 1, windows within their padded inputs, and no empty or
+    negative-size tensor where onnxruntime would fail at run time: every quantized tensor
+    and graph output."""
+    g = model.graph
+    for inp in graph_inputs(model):
+        dims = types[inp.name][1]
+        if any(d is not None and d < 1 for d in dims):
+            raise ModelError(
+                f"{where}: input '{inp.name}' has a zero-size dim "
+                f"({_fmt(['?' if d is None else d for d in dims])}); export the model with the "
+                "input's real size"
+            )
+    for node in g.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        if node.op_type in ("Conv", "MaxPool", "AveragePool"):
+            _check_window(node, types, where)
+        if node.op_type == "Reshape":  # onnx's inference takes the target shape as given
+            x, y = (types.get(name, (0, (None,)))[1] for name in (node.input[0], node.output[0]))
+            if None not in x + y and math.prod(x) != math.prod(y):
+                raise ModelError(
+                    f"{where}: node '{node.name or node.output[0]}' (Reshape) reshapes "
+                    f"{_fmt(x)} ({math.prod(x)} elements) to {_fmt(y)} ({math.prod(y)}); give "
+                    "it a target shape of as many elements"
+                )
+    quantized = {o.name for o in g.output}
+    for node in g.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            quantized.update((node.input[0], node.output[0]))
+    for node in g.node:
+        for out in node.output:
+            dims = types.get(out, (0, ()))[1]
+            if any(d is not None and (d < 0 or d == 0 and out in quantized) for d in dims):
+                raise ModelError(
+                    f"{where}: node '{node.name or out}' ({node.op_type}) makes '{out}' of "
+                    f"shape {_fmt(['?' if d is None else d for d in dims])}, an empty tensor "
+                    "onnxruntime cannot run on; check the node's attributes and input shapes"
+                )
+
+
+def _check_window(node: onnx.NodeProto, types: dict, where: str) -> None:
+    """A conv or pooling window no larger than its input with the padding around it."""
+    a = _attrs(node)
+    auto_pad = a.get("auto_pad", b"NOTSET")
+    x = types.get(node.input[0], (0, ()))[1][2:]
+    kernel = a.get("kernel_shape") or types.get(node.input[1], (0, ()))[1][2:]
+    if auto_pad not in (b"NOTSET", b"VALID") or None in x or None in kernel:
+        return  # SAME padding never empties the output
+    n = len(kernel)
+    pads = a.get("pads", [0] * 2 * n) if auto_pad == b"NOTSET" else [0] * 2 * n
+    dilation = a.get("dilations", [1] * n)
+    if not len(x) == len(dilation) == len(pads) // 2 == n:
+        return  # onnx's inference has refused these already
+    window = [(k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True)]
+    padded = [s + pads[i] + pads[i + n] for i, s in enumerate(x)]
+    if any(w > p for w, p in zip(window, padded, strict=True)):
+        how = f" (kernel {_x(kernel)}, dilation {_x(dilation)})" if max(dilation) > 1 else ""
+        raise ModelError(
+            f"{where}: node '{node.name or node.output[0]}' ({node.op_type}): its "
+            f"{_x(window)} window{how} is larger than its {_x(x)} input padded to "
+            f"{_x(padded)} (pads {list(pads)}): the output would be empty; use a smaller "
+            "kernel or a larger input"
+        )
+
+
+def _x(dims) -> str:
+    return "x".join(map(str, dims))
 
 
 class _Matcher:
@@ -144,7 +473,7 @@ class _Matcher:
 
     def _register(self, name: str, scale: float, zp: int, dtype: str) -> str | None:
         shape = self.g.types.get(name, (None, None))[1]
-        if shape is None or any(d <= 0 for d in shape):
+        if shape is None or any(d is None or d <= 0 for d in shape):
             return None
         if len(shape) == 4 and shape[0] == 1:
             hwc = (shape[2], shape[3], shape[1])
@@ -517,18 +846,27 @@ class _NoMatch(Exception):
     pass
 
 
-def lower(source: str | Path | onnx.ModelProto) -> Lowered:
-    """Fold a QDQ model into DPU ops and CPU nodes."""
-    model = load_onnx(source)
+def lower(
+    source: str | Path | onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None
+) -> Lowered:
+    """Fold a QDQ model into DPU ops and CPU nodes; `input_shapes` fixes symbolic input dims."""
+    model, where = read_onnx(source)
+    check_onnx(model, where)
     ops = {n.op_type for n in model.graph.node}
     if not ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul"}:
         raise ModelError(
-            "the model is not quantized (no QuantizeLinear/DequantizeLinear nodes). Quantize it "
-            "first: `dpukit quantize model.onnx -o model.qdq.onnx` or "
+            f"{where}: the model is not quantized (no QuantizeLinear/DequantizeLinear nodes). "
+            "Quantize it first: `dpukit quantize model.onnx -o model.qdq.onnx` or "
             "onnxruntime.quantization.quantize_static(..., quant_format=QuantFormat.QDQ)"
         )
-    model = _fix_batch(model)
+    model = check_shapes(_fix_inputs(model, where, input_shapes), where)
     g = _Graph(model)
+    for name in g.graph_outputs:
+        if None in g.types[name][1]:
+            raise ModelError(
+                f"{where}: graph output '{name}' has a size onnx cannot infer from the input "
+                "shapes (it depends on the data); a program's outputs have fixed sizes"
+            )
     m = _Matcher(g)
     matched: dict[int, DpuOp] = {}
     for node in g.nodes:
@@ -537,6 +875,7 @@ def lower(source: str | Path | onnx.ModelProto) -> Lowered:
         op = m.match(node)
         if op is not None:
             matched[id(node)] = op
+    _check_pads(where, matched.values())
     absorbed = set(m.core)
     for node in reversed(g.nodes):  # a helper DQ/view goes only if nothing else needs it
         if id(node) in m.helper and all(
@@ -553,7 +892,23 @@ def lower(source: str | Path | onnx.ModelProto) -> Lowered:
     items = _stack_kernel_rows(model, items, m.tensors, g.types)
     used = {t for _, op in items if not isinstance(op, onnx.NodeProto) for t in _op_tensors(op)}
     tensors = {k: v for k, v in m.tensors.items() if k in used}
-    return Lowered(model, items, tensors, g.types)
+    return Lowered(where, model, items, tensors, g.types)
+
+
+# Padding a LOAD adds around the data it reads, at most (the ISA's pad fields).
+MAX_PAD = next(f.hi for f in isa.LAYOUT[isa.Opcode.LOAD] if f.name == "pad_top")
+
+
+def _check_pads(where: str, ops) -> None:
+    """Convolutions and pools pad at most MAX_PAD rows or columns on the DPU; checked before
+    any layer is tiled (and before a conv's padding moves to the host, _stack_kernel_rows)."""
+    for op in ops:
+        if isinstance(op, QConv | QMaxPool) and max(op.pads) > MAX_PAD:
+            raise CompileError(
+                f"{where}: layer '{op.name}' ({op.kind}) pads {max(op.pads)} rows or columns; "
+                f"the DPU's LOAD adds at most {MAX_PAD}: reduce the padding (pads "
+                f"{list(op.pads)}, top/left/bottom/right)"
+            )
 
 
 # Inputs with at most this many channels (gray, RGB, RGBA images: no more than any shipped
@@ -684,7 +1039,7 @@ def _op_tensors(op: DpuOp) -> tuple[str, ...]:
     return (*op_inputs(op), op.y)
 
 
-def _check_ops_known(model: onnx.ModelProto) -> None:
+def _check_ops_known(model: onnx.ModelProto, where: str) -> None:
     """An op that neither the DPU nor onnxruntime on the host can run is an error now."""
     opset = {o.domain: o.version for o in model.opset_import}
     for node in model.graph.node:
@@ -697,7 +1052,8 @@ def _check_ops_known(model: onnx.ModelProto) -> None:
                 if domain == "com.microsoft":
                     continue  # onnxruntime's contrib ops are not in onnx's registry
         raise ModelError(
-            f"node '{node.name or node.output[0]}' ({node.domain + '.' if node.domain else ''}"
+            f"{where}: node '{node.name or node.output[0]}' "
+            f"({node.domain + '.' if node.domain else ''}"
             f"{node.op_type}) can run neither on the DPU nor on the host (onnxruntime); "
             "replace it or implement it as a standard ONNX op"
         )

@@ -39,6 +39,13 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from dpukit.compiler.frontend import (
+    check_onnx,
+    check_shapes,
+    onnx_message,
+    onnxruntime_refusal,
+    set_input_shapes,
+)
 from dpukit.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -130,15 +137,20 @@ def quantize_model(
     *,
     per_channel: bool = False,
     activation_type: str = "int8",
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> Path:
     """Quantize a float model to QDQ ONNX (int8 symmetric weights, MinMax-calibrated activations).
 
     ``calibration`` is either an array of samples stacked along axis 0 or an iterable of
-    input batches. ``activation_type`` is "int8" or "uint8". Returns ``out_path``.
+    input batches. ``activation_type`` is "int8" or "uint8". ``input_shapes`` fixes inputs'
+    symbolic dims (batch 1), as `compile_model`'s does; the QDQ model keeps them.
+    Returns ``out_path``.
     """
     if activation_type not in _ACTIVATION_TYPES:
         raise ValueError(f"activation_type must be 'int8' or 'uint8', not {activation_type!r}")
     model, label = _load(float_model)
+    if input_shapes:
+        model = set_input_shapes(model, label, input_shapes)
     quantized_ops = sorted(
         {
             n.op_type
@@ -151,6 +163,12 @@ def quantize_model(
             f"{label}: already quantized (has {', '.join(quantized_ops)} nodes); "
             "pass the float model instead"
         )
+    # what onnxruntime would refuse, named here rather than in a traceback from its quantizer
+    check_onnx(model, label)
+    check_shapes(model, label)
+    why = onnxruntime_refusal(model.SerializeToString())
+    if why:
+        raise ModelError(f"{label}: onnxruntime cannot run the model: {why}")
     input_name, shape = _graph_input(model, label)
     batches = _batches(calibration, shape, label)
     out_path = Path(out_path)
@@ -167,17 +185,22 @@ def quantize_model(
             source = prepared
         except Exception as exc:  # pre-processing is an optimization; the raw model still works
             log.warning("%s: ONNX pre-processing failed (%s); quantizing the raw model", label, exc)
-        quantize_static(
-            source,
-            out_path,
-            _ArrayReader(input_name, batches),
-            quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            activation_type=_ACTIVATION_TYPES[activation_type],
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
-        )
+        try:
+            quantize_static(
+                source,
+                out_path,
+                _ArrayReader(input_name, batches),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=_ACTIVATION_TYPES[activation_type],
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+            )
+        except Exception as exc:  # onnxruntime's own types; a model it cannot run or quantize
+            raise ModelError(
+                f"{label}: onnxruntime could not quantize the model: {onnx_message(exc)}"
+            ) from None
     _drop_unused_opsets(out_path)
     return out_path
 

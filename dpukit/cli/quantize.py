@@ -10,6 +10,7 @@ import numpy as np
 from rich.console import Console
 
 from dpukit.cli.common import DIGITS_SHAPE, UsageError, positive_int
+from dpukit.cli.compile import add_input_shape_option, input_shapes
 from dpukit.cli.render import fmt_shape
 
 
@@ -32,14 +33,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--per-channel", action="store_true", help="per-channel weight scales")
     q.add_argument("--activation-type", choices=("int8", "uint8"), default="int8")
+    add_input_shape_option(q)
     q.set_defaults(func=run)
 
 
 def run(args, con: Console) -> int:
+    from dpukit.compiler.frontend import set_input_shapes
     from dpukit.quantize import _graph_input, _load, quantize_model
 
     model, label = _load(args.model)
     input_name, shape = _graph_input(model, label)
+    shapes = input_shapes(args.input_shape, [input_name], label)
+    if shapes:  # the shape random calibration draws from; quantize_model fixes it too
+        input_name, shape = _graph_input(set_input_shapes(model, label, shapes), label)
     if args.calib_digits:
         if len(shape) != 4 or list(shape[1:]) != DIGITS_SHAPE:
             raise UsageError(
@@ -56,7 +62,8 @@ def run(args, con: Console) -> int:
             raise UsageError(
                 f"{label}: input '{input_name}' has symbolic dims besides the batch "
                 f"({fmt_shape(['?' if d is None else d for d in shape])}); random calibration "
-                "needs a static shape: export the model with fixed input dims"
+                f"needs a static shape: pass --input-shape {input_name}=1x... with its sizes, "
+                "or export the model with fixed input dims"
             )
         n = args.calib_random
         calib = np.random.default_rng(0).random((n, *shape[1:]), dtype=np.float32)
@@ -65,11 +72,12 @@ def run(args, con: Console) -> int:
     start = time.perf_counter()
     with con.status(f"quantizing {label} ({what})"):
         quantize_model(
-            model,
+            args.model,
             out,
             calib,
             per_channel=args.per_channel,
             activation_type=args.activation_type,
+            input_shapes=shapes,
         )
     elapsed = time.perf_counter() - start
     import onnx
