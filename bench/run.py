@@ -3,6 +3,8 @@
 Foundation (issue 2), on a ResNet-18-shaped QDQ model (224x224, random weights, built here):
 compile time, golden inference time and onnxruntime's inference time on the same model, and
 their ratio. Targets: compile < 10 s; golden <= 5x onnxruntime.
+Trust (issue 8): the time to reject a model whose input (1x3x100000x100000) no config can
+address, which the compiler used to tile until it was killed. Target: < 1 s.
 RTL (issue 3, bench/rtl.py): simulation speed and wall time of whole-network RTL runs (digits
 CNN, the ResNet-18 layer shapes), measured cycles vs the cycle model, PE utilization per
 layer, and measured cycles / SCALE-Sim's (bench/scalesim_peer.py).
@@ -19,12 +21,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from rich.console import Console
 from rich.table import Table
 from rtl import bench_rtl
 
 from dpukit.compiler.compile import compile_model
+from dpukit.errors import CompileError
 from dpukit.host.runner import create_runner
 from dpukit.models import zoo
 from dpukit.quantize import quantize_model
@@ -75,6 +79,37 @@ def bench_resnet18(config: str, workdir: Path) -> dict:
     }
 
 
+def bench_reject(config: str, workdir: Path) -> dict:
+    """Seconds from calling compile_model on the file to its CompileError, for a QDQ model
+    (conv_variants, quantized at 16x16) whose input is declared 1x3x100000x100000."""
+    model, shape = zoo.conv_variants()
+    qdq = quantize_model(model, workdir / "small.qdq.onnx", zoo.calibration_data(shape, n=2))
+    model = onnx.load(qdq)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for d, size in zip(dims, (1, 3, 100000, 100000), strict=True):
+        d.dim_value = size
+    del model.graph.value_info[:]  # every other size follows from the input's again
+    for out in model.graph.output:
+        for k, d in enumerate(out.type.tensor_type.shape.dim):
+            d.dim_param = f"d{k}"
+    path = workdir / "huge_input.qdq.onnx"
+    onnx.save(model, path)
+    t = time.perf_counter()
+    try:
+        compile_model(path, config)
+    except CompileError as exc:
+        seconds, error = time.perf_counter() - t, str(exc)
+    else:
+        raise AssertionError(f"{path}: compiled; the bench expects it to be rejected")
+    return {
+        "model": "conv_variants QDQ with its input declared 1x3x100000x100000",
+        "config": config,
+        "compile_reject_100000x100000_s": round(seconds, 4),
+        "targets": {"compile_reject_100000x100000_s_max": 1.0},
+        "error": error.replace(str(workdir), "..."),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="bench/results.json")
@@ -83,6 +118,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         r18 = bench_resnet18(args.config, Path(tmp))
+        reject = bench_reject(args.config, Path(tmp))
     rtl = bench_rtl(args.config, args.rtl_input_hw)
     results = {
         "machine": {
@@ -92,6 +128,7 @@ def main() -> None:
             "onnxruntime": ort.__version__,
         },
         "resnet18": r18,
+        "compile_reject": reject,
         "rtl": rtl,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -107,6 +144,11 @@ def main() -> None:
     table.add_row("modeled cycles", f"{r18['modeled_cycles']:,}", "")
     table.add_row("modeled latency (ms)", f"{r18['modeled_latency_ms']:.2f}", "")
     table.add_row("modeled PE utilization", f"{r18['pe_utilization_modeled']:.1%}", "")
+    table.add_row(
+        "compile rejects a 1x3x100000x100000 input (s)",
+        f"{reject['compile_reject_100000x100000_s']:.3f}",
+        "< 1",
+    )
     digits, layers = rtl["digits"], rtl["resnet18_layers"]
     table.add_row(
         "RTL digits CNN: cycles (model)",
