@@ -23,6 +23,8 @@ from cocotb.handle import SimHandleBase
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiRamRead, AxiReadBus
 
+from dpukit.compiler import isa
+from dpukit.compiler.isa import Buffer, Opcode
 from dpukit.host import regmap
 from dpukit.host.regmap import ErrorCode, register
 
@@ -136,12 +138,26 @@ async def test_program_matches_golden(dut: SimHandleBase) -> None:
 
 @cocotb.test()
 async def test_error_then_soft_reset_then_rerun(dut: SimHandleBase) -> None:
-    """An illegal instruction stops the DPU with ERROR_CODE; soft reset clears the status;
-    the same core then runs a good program to the golden result."""
+    """An illegal instruction stops the DPU with ERROR_CODE (while a LOAD of 800 entries
+    runs: the core winds it down, under the bus pauses, before it reports done); soft reset
+    clears the status; the same core then runs a good program to the golden result."""
     c = case()
     tb = Tb(dut, seed=2)
     await tb.reset()
-    bad = (6).to_bytes(32, "little") + c["stream"].tobytes()
+    pads = dict.fromkeys(("pad_top", "pad_bottom", "pad_left", "pad_right", "pad_value"), 0)
+    long_load = isa.make(
+        Opcode.LOAD,
+        buffer=Buffer.INP,
+        sram_base=0,
+        dram_offset=0,
+        y_size=8,
+        x_size=100,
+        y_stride=400,
+        x_stride=4,
+        elem_bytes=1,
+        **pads,
+    )
+    bad = isa.to_bytes([long_load]) + (6).to_bytes(isa.INSTR_BYTES, "little")
     await tb.run(bad, c["dram_before"])
     status = await tb.read("STATUS")
     assert status & bit("STATUS", "error") and status & bit("STATUS", "done")
