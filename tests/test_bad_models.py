@@ -107,11 +107,14 @@ def _cast_input(model: onnx.ModelProto, elem: int) -> onnx.ModelProto:
 
 
 def _then(model: onnx.ModelProto, *nodes: onnx.NodeProto, elem: int = TensorProto.FLOAT):
-    """`nodes` appended after the output y; the last one's output, of type `elem`, is the
-    graph's output now."""
+    """`nodes` appended after the output y; the last one's output, of type `elem` and a size
+    for onnx to infer, is the graph's output now."""
     model.graph.node.extend(nodes)
-    model.graph.output[0].name = nodes[-1].output[0]
-    model.graph.output[0].type.tensor_type.elem_type = elem
+    out = model.graph.output[0]
+    out.name = nodes[-1].output[0]
+    out.type.tensor_type.elem_type = elem
+    for k, d in enumerate(out.type.tensor_type.shape.dim):
+        d.dim_param = f"out{k}"
     return model
 
 
@@ -235,6 +238,13 @@ SYMBOLIC = [
         lambda: float_model(SYM),
         "quantize",
         ("'x'", "--input-shape"),
+    ),
+    Case(
+        "quantize-shape-of-an-unknown-input",
+        lambda: float_model(SYM),
+        "quantize",
+        ("'image'", "inputs: x"),
+        options=("--input-shape", "image=1x3x8x8"),
     ),
     Case(
         "quantize-shape-against-a-fixed-dim",
@@ -439,6 +449,12 @@ INVALID = [
         lambda: float_model([1, 3, 8, 8], pads=[-1] * 4),
         "quantize",
         ("my_conv", "pads"),
+    ),
+    Case(
+        "quantize-reshape-to-another-size",
+        lambda: _then(float_model([1, 3, 8, 8]), *RESHAPE_TO_192),
+        "quantize_model",
+        ("my_reshape", "144 elements"),
     ),
     Case(
         "quantize-opset-99",
