@@ -196,7 +196,11 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture) -> 
 
 @pytest.mark.slow
 def test_demo(digits_float: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """The whole flow; the golden model must mean exactly what the QDQ model means."""
+    """The whole flow. The golden model must mean what the QDQ model means, as far as the
+    hardware guarantees it: every layer equal to onnxruntime except rounding ties, the
+    logits within what ties explain, the top class equal wherever ties cannot reach it.
+    How many outputs are bit-identical depends on the ties a training run makes: the demo
+    reports it, nothing asserts it."""
     work = tmp_path / "demo"
     work.mkdir()
     shutil.copy(digits_float, work / "digits_cnn.onnx")  # skip training: it is cached
@@ -204,11 +208,15 @@ def test_demo(digits_float: Path, tmp_path: Path, capsys: pytest.CaptureFixture)
     text = capsys.readouterr().out
     assert "golden DPU model" in text and "modeled (cycle model)" in text
     doc = json.loads((work / "demo.json").read_text())
-    # step 5: the first images on the RTL, bit-identical to the golden model
+    # step 6: the first images on the RTL, bit-identical to the golden model
     assert doc["rtl"]["images"] == 2 and doc["rtl"]["bit_identical"] == 2
     assert doc["rtl"]["cycles_per_image"] > 0
     assert doc["accuracy"]["float model (onnxruntime)"] > 0.9
     assert doc["cycles_per_image"] > 0 and doc["latency_ms_per_image"] > 0
+    v = doc["verify"]
+    assert v["ok"] and v["away_from_ties"] == 0 and v["layer_elements"] > 0
+    assert v["logits_max_lsb"] <= v["logits_tie_bound_lsb"]
+    assert v["top1_agree"] >= doc["images"] - v["top1_within_reach_of_ties"]
     ref = doc["golden_vs_onnxruntime"]["QDQ reference (graph optimizations off)"]
-    assert ref["bit_identical"] == doc["images"]
+    assert ref["max_lsb"] == v["logits_max_lsb"]  # the demo's table and verify agree
     assert doc["accuracy"]["golden DPU model"] > 0.9

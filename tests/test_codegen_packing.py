@@ -7,7 +7,7 @@
 - `load_order` and the stream order the golden model relies on.
 
 References are independent of the code under test: onnxruntime on the QDQ model (each layer
-bit-exact except at rounding ties, the check of test_golden_vs_onnxruntime) and the closed
+bit-exact except at rounding ties: dpukit.verify, as tests/verified.py applies it) and the closed
 form of a stall-free weight-stationary array, which SCALE-Sim reports minus one cycle
 (bench/scalesim_peer.py).
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from test_golden_vs_onnxruntime import _assert_layers_exact
+from verified import assert_verified
 
 from dpukit.compiler import isa
 from dpukit.compiler.codegen import load_order
@@ -108,7 +108,7 @@ def test_few_channel_image_is_stacked_and_exact(
         assert "kernel columns packed" in tile, tile
     for stream in _dpu_streams(program):
         _assert_program_order_keeps_tokens(stream)
-    _assert_layers_exact(path, config, zoo.calibration_data(shape, n=2, seed=11))
+    assert_verified(path, zoo.calibration_data(shape, n=2, seed=11), config)
 
 
 def test_image_read_by_two_convs(tmp_path: Path) -> None:
@@ -122,7 +122,7 @@ def test_image_read_by_two_convs(tmp_path: Path) -> None:
     program = compile_model(path, "pynq-z2")
     assert _cpu_ops(program).count("Pad") == 2
     assert [sg.device for sg in program.subgraphs][:2] == ["CPU", "DPU"]
-    _assert_layers_exact(path, "pynq-z2", zoo.calibration_data(shape, n=2, seed=11))
+    assert_verified(path, zoo.calibration_data(shape, n=2, seed=11), "pynq-z2")
 
 
 def test_resnet18_conv1_folds_fill_the_array(tmp_path: Path) -> None:
@@ -171,7 +171,7 @@ def test_packed_columns_over_a_dpu_tensor(config: str, tmp_path: Path) -> None:
     program = compile_model(path, config)
     tiles = [layer["tile"] for layer in _layers(program)]
     assert "kernel columns packed" in tiles[1], tiles
-    _assert_layers_exact(path, config, zoo.calibration_data(shape, n=2, seed=11))
+    assert_verified(path, zoo.calibration_data(shape, n=2, seed=11), config)
 
 
 @pytest.mark.parametrize("config", ["sim-small", "pynq-z2"])
@@ -194,7 +194,7 @@ def test_strided_pointwise_conv_loads_only_used_pixels(config: str, tmp_path: Pa
     read = sum(i.z_size * i.y_size * i.x_size for i in inp)
     blocks = -(-24 // load_config(config).rows)
     assert read == 7 * 7 * blocks  # every used pixel's channel blocks, once
-    _assert_layers_exact(path, config, zoo.calibration_data(shape, n=2, seed=11))
+    assert_verified(path, zoo.calibration_data(shape, n=2, seed=11), config)
 
 
 def test_zoo_streams_keep_program_order(quantized_zoo) -> None:
