@@ -3,8 +3,9 @@
 Foundation (issue 2), on a ResNet-18-shaped QDQ model (224x224, random weights, built here):
 compile time, golden inference time and onnxruntime's inference time on the same model, and
 their ratio. Targets: compile < 10 s; golden <= 5x onnxruntime.
-Trust (issue 8): the time to reject a model whose input (1x3x100000x100000) no config can
-address, which the compiler used to tile until it was killed. Target: < 1 s.
+Trust (issue 8): `dpukit verify` on that ResNet-18 (target < 60 s), with its ties and how
+far from x.5 they lay; the time to reject a model whose input (1x3x100000x100000) no config
+can address, which the compiler used to tile until it was killed (target < 1 s).
 RTL (issue 3, bench/rtl.py): simulation speed and wall time of whole-network RTL runs (digits
 CNN, the ResNet-18 layer shapes), measured cycles vs the cycle model, PE utilization per
 layer, and measured cycles / SCALE-Sim's (bench/scalesim_peer.py).
@@ -32,6 +33,7 @@ from dpukit.errors import CompileError
 from dpukit.host.runner import create_runner
 from dpukit.models import zoo
 from dpukit.quantize import quantize_model
+from dpukit.verify import verify_model
 
 
 def _time(fn) -> float:
@@ -110,6 +112,32 @@ def bench_reject(config: str, workdir: Path) -> dict:
     }
 
 
+def bench_verify(config: str, qdq: Path) -> dict:
+    """`dpukit verify` on the ResNet-18-shaped model: compile, then every layer against
+    onnxruntime and the end-to-end bound, on one 224x224 input (target < 60 s)."""
+    x = zoo.calibration_data(zoo.resnet18()[1], n=1, seed=2)
+    t = time.perf_counter()
+    report = verify_model(qdq, {"input": x}, config)
+    seconds = time.perf_counter() - t
+    (out,) = report.outputs
+    return {
+        "model": "resnet18-shaped, 224x224, random weights, int8 QDQ, one random input",
+        "config": config,
+        "verify_s": round(seconds, 2),
+        "targets": {"verify_s_max": 60.0},
+        "ok": report.ok,
+        "layers": len(report.layers),
+        "layer_elements": sum(c.elements for c in report.layers),
+        "rounding_ties": sum(c.ties for c in report.layers),
+        "away_from_ties": sum(c.away for c in report.layers),
+        # how far from x.5 the ties lay: the margin inside verify.TIE_WINDOW
+        "tie_offset_max_lsb": max(c.tie_offset_max for c in report.layers),
+        "output_equal_fraction": round(out.equal / out.elements, 4),
+        "output_max_lsb": out.max_diff,
+        "output_tie_bound_lsb": out.bound_max,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="bench/results.json")
@@ -118,6 +146,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         r18 = bench_resnet18(args.config, Path(tmp))
+        verify = bench_verify(args.config, Path(tmp) / "resnet18.qdq.onnx")
         reject = bench_reject(args.config, Path(tmp))
     rtl = bench_rtl(args.config, args.rtl_input_hw)
     results = {
@@ -128,6 +157,7 @@ def main() -> None:
             "onnxruntime": ort.__version__,
         },
         "resnet18": r18,
+        "verify": verify,
         "compile_reject": reject,
         "rtl": rtl,
     }
@@ -144,6 +174,13 @@ def main() -> None:
     table.add_row("modeled cycles", f"{r18['modeled_cycles']:,}", "")
     table.add_row("modeled latency (ms)", f"{r18['modeled_latency_ms']:.2f}", "")
     table.add_row("modeled PE utilization", f"{r18['pe_utilization_modeled']:.1%}", "")
+    table.add_row("dpukit verify, ResNet-18 224x224 (s)", f"{verify['verify_s']:.1f}", "< 60")
+    table.add_row(
+        "  rounding ties / away from ties / largest tie offset (LSB)",
+        f"{verify['rounding_ties']} / {verify['away_from_ties']} / "
+        f"{verify['tie_offset_max_lsb']:.1e}",
+        "- / 0 / < 1e-3",
+    )
     table.add_row(
         "compile rejects a 1x3x100000x100000 input (s)",
         f"{reject['compile_reject_100000x100000_s']:.3f}",
