@@ -33,7 +33,7 @@ from dpukit.errors import CompileError
 from dpukit.host.runner import create_runner
 from dpukit.models import zoo
 from dpukit.quantize import quantize_model
-from dpukit.verify import verify_model
+from dpukit.verify import output_lsb, verify_model
 
 
 def _time(fn) -> float:
@@ -114,12 +114,28 @@ def bench_reject(config: str, workdir: Path) -> dict:
 
 def bench_verify(config: str, qdq: Path) -> dict:
     """`dpukit verify` on the ResNet-18-shaped model: compile, then every layer against
-    onnxruntime and the end-to-end bound, on one 224x224 input (target < 60 s)."""
+    onnxruntime and the end-to-end bound, on one 224x224 input (target < 60 s). Beside it,
+    how steady onnxruntime's own output is, in LSB of the logits: its default (fused)
+    session against the reference, and the reference on an input moved by 1e-4."""
     x = zoo.calibration_data(zoo.resnet18()[1], n=1, seed=2)
     t = time.perf_counter()
     report = verify_model(qdq, {"input": x}, config)
     seconds = time.perf_counter() - t
     (out,) = report.outputs
+
+    def session(optimize: bool) -> ort.InferenceSession:
+        opts = ort.SessionOptions()
+        if not optimize:
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return ort.InferenceSession(str(qdq), opts, providers=["CPUExecutionProvider"])
+
+    def apart(a: np.ndarray, b: np.ndarray) -> dict:
+        lsb = np.rint(np.abs(a.astype(np.float64) - b) / output_lsb(qdq))
+        return {"equal_fraction": round(float(np.mean(lsb == 0)), 4), "max_lsb": int(lsb.max())}
+
+    reference = session(optimize=False)
+    ref = reference.run(None, {"input": x})[0]
+    nudged = x + np.float32(1e-4) * np.random.default_rng(3).standard_normal(x.shape, np.float32)
     return {
         "model": "resnet18-shaped, 224x224, random weights, int8 QDQ, one random input",
         "config": config,
@@ -135,6 +151,12 @@ def bench_verify(config: str, qdq: Path) -> dict:
         "output_equal_fraction": round(out.equal / out.elements, 4),
         "output_max_lsb": out.max_diff,
         "output_tie_bound_lsb": out.bound_max,
+        "onnxruntime_default_vs_reference": apart(
+            session(optimize=True).run(None, {"input": x})[0], ref
+        ),
+        "onnxruntime_reference_input_moved_1e-4": apart(
+            reference.run(None, {"input": nudged})[0], ref
+        ),
     }
 
 
@@ -181,6 +203,17 @@ def main() -> None:
         f"{verify['tie_offset_max_lsb']:.1e}",
         "- / 0 / < 1e-3",
     )
+    table.add_row(
+        "  logits equal / max LSB apart: DPU vs onnxruntime reference",
+        f"{verify['output_equal_fraction']:.1%} / {verify['output_max_lsb']:g}",
+        f"<= {verify['output_tie_bound_lsb']} (ties)",
+    )
+    for what, key in (
+        ("onnxruntime default session", "onnxruntime_default_vs_reference"),
+        ("onnxruntime, input moved by 1e-4", "onnxruntime_reference_input_moved_1e-4"),
+    ):
+        r = verify[key]
+        table.add_row(f"  {what} vs reference", f"{r['equal_fraction']:.1%} / {r['max_lsb']}", "")
     table.add_row(
         "compile rejects a 1x3x100000x100000 input (s)",
         f"{reject['compile_reject_100000x100000_s']:.3f}",

@@ -594,6 +594,19 @@ def _top1_at_risk(ref: np.ndarray, bound: np.ndarray) -> int:
     return int(reach.any(axis=1).sum())
 
 
+def output_lsb(model: str | Path | onnx.ModelProto, output: int = 0) -> float:
+    """One LSB of a QDQ model's output in float: the scale of the DequantizeLinear that
+    makes it (ModelError if another op makes it)."""
+    qdq, where = read_onnx(model)
+    g = _Graph(qdq)
+    name = qdq.graph.output[output].name
+    dq = g.producer.get(name)
+    if dq is None or dq.op_type != "DequantizeLinear":
+        raise ModelError(f"{where}: output '{name}' is not made by a DequantizeLinear")
+    scale, _ = g.qparams(dq)
+    return float(scale.reshape(()))
+
+
 def _quantized_by_host(g: _Graph, tensor: str, in_dram: set[str]) -> bool:
     """True when the host makes ``tensor`` from the graph inputs without reading another DPU
     tensor: the same onnxruntime ops on the same values as the reference, so it must equal."""

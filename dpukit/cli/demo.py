@@ -49,7 +49,7 @@ def run(args, con: Console) -> int:
     from dpukit.host.runner import create_runner
     from dpukit.models.digits import digits_model, load_digits_split
     from dpukit.quantize import quantize_model
-    from dpukit.verify import VerificationError, verify_model
+    from dpukit.verify import VerificationError, output_lsb, verify_model
 
     t_all = time.perf_counter()
     cfg = load_config(args.config)
@@ -130,7 +130,7 @@ def run(args, con: Console) -> int:
         "QDQ int8 model (onnxruntime)": float((qdq_out.argmax(axis=1) == y_test).mean()),
         "golden DPU model": float((g_pred == y_test).mean()),
     }
-    scale = _output_lsb(qdq_path)
+    scale = output_lsb(qdq_path)
     agree = {
         what: {
             "predictions_agree": float((g_pred == out.argmax(axis=1)).mean()),
@@ -234,17 +234,6 @@ def run(args, con: Console) -> int:
         highlight=False,
     )
     return 0
-
-
-def _output_lsb(qdq_path: Path) -> float:
-    """The scale of the DequantizeLinear that makes the model's output: one LSB in float."""
-    import onnx
-    from onnx import numpy_helper
-
-    g = onnx.load(qdq_path).graph
-    dq = next(n for n in g.node if n.output[0] == g.output[0].name)
-    scale = next(t for t in g.initializer if t.name == dq.input[1])
-    return float(numpy_helper.to_array(scale).reshape(()))
 
 
 def _demo_rtl(con: Console, dpu_path: Path, program, x: np.ndarray, golden, model_cycles) -> dict:
