@@ -8,12 +8,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from dpukit.models import zoo
 from dpukit.models.digits import digits_model, load_digits_split
 from dpukit.quantize import quantize_model
 
 QuantizedZoo = Callable[..., Path]
+
+# The suite must not fail at random: every property test draws the same examples on every
+# run, so a failure is a bug that repeats. HYPOTHESIS_PROFILE=explore draws new examples
+# each run, to hunt for bugs on purpose (and keeps what it finds in .hypothesis/).
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

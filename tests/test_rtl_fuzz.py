@@ -317,8 +317,6 @@ def faulty_streams(draw, kind: str) -> bytes:
 @settings(
     max_examples=25,
     deadline=None,
-    derandomize=True,  # the same examples every run: this test cannot fail at random
-    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 @given(data=st.data(), seed=st.integers(0, 999))
