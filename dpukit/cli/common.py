@@ -221,3 +221,15 @@ def _read_npy(f: BinaryIO, size: int, where: str, spec) -> np.ndarray:
         raise EOFError(f"{len(data)} of {nbytes} data bytes")
     a = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
     return a[None] if shape == sample else a
+
+
+def build_simulator(con: Console, backend: str, cfg) -> None:
+    """Build the RTL simulator now if the backend needs it, under a status line, so a user at
+    a terminal sees why the first rtl run waits (minutes; cached after). Off a terminal the
+    harness prints one line itself."""
+    if backend != "rtl":
+        return
+    from dpukit.sim.rtl_harness import build
+
+    with con.status(f"building the RTL simulator for {cfg.name} (Verilator; minutes on first use)"):
+        build(cfg)

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dpukit.cli import verify as verify_cli
-from dpukit.cli.common import ort_outputs, run_batches
+from dpukit.cli.common import build_simulator, ort_outputs, run_batches
 from dpukit.cli.render import (
     MEASURED_RTL,
     MODELED,
@@ -240,11 +240,8 @@ def _demo_rtl(con: Console, dpu_path: Path, program, x: np.ndarray, golden, mode
     """Run the first images on the RTL (the virtual board) and compare with the golden model."""
     from dpukit.host.runner import create_runner
 
-    with con.status("building the RTL simulator (Verilator; minutes on first use, then cached)"):
-        runner = create_runner(dpu_path, backend="rtl")
-        from dpukit.sim.rtl_harness import build
-
-        build(runner.cfg)
+    runner = create_runner(dpu_path, backend="rtl")
+    build_simulator(con, "rtl", runner.cfg)
     outputs, act, _, n, _ = run_batches(con, runner, {program.inputs[0].name: x}, 8, "6 rtl")
     got = outputs[program.outputs[0].name]
     sim = runner.dpu.simulated

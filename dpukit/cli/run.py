@@ -7,7 +7,14 @@ import json
 
 from rich.console import Console
 
-from dpukit.cli.common import add_config_option, inputs_for, positive_int, run_batches, write_output
+from dpukit.cli.common import (
+    add_config_option,
+    build_simulator,
+    inputs_for,
+    positive_int,
+    run_batches,
+    write_output,
+)
 from dpukit.cli.render import (
     MODELED,
     activity_json,
@@ -52,6 +59,7 @@ def run(args, con: Console) -> int:
 
     program = Program.load(args.program)
     runner = create_runner(program, backend=args.backend, config=args.config)
+    build_simulator(con, args.backend, runner.cfg)
     cfg = runner.cfg
     inputs, labels, what = inputs_for(args, program)
     con.print(

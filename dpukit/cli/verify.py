@@ -8,7 +8,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from dpukit.cli.common import inputs_for, positive_int, write_output
+from dpukit.cli.common import build_simulator, inputs_for, positive_int, write_output
 from dpukit.cli.render import fmt_int, fmt_pct, progress
 from dpukit.host.backends import BACKENDS
 
@@ -62,10 +62,11 @@ def run(args, con: Console) -> int:
             program.check_config(load_config(args.config))
     else:
         program = compile_model(args.model, args.config or DEFAULT_CONFIG)
-    cfg = program.config["name"]
+    cfg = program.hwconfig()
+    build_simulator(con, args.backend, cfg)
     inputs, _, what = inputs_for(args, program)
     con.print(
-        f"verifying [bold]{args.model}[/] on {cfg}, {args.backend} backend: {what}",
+        f"verifying [bold]{args.model}[/] on {cfg.name}, {args.backend} backend: {what}",
         highlight=False,
     )
     with progress(con) as bar:
