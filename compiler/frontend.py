@@ -458,6 +458,9 @@ class _Matcher:
         self.tensors: dict[str, QTensor] = {}
         self.core: set[int] = set()  # ids of nodes that are part of a DPU op
         self.helper: set[int] = set()  # DQ/Flatten nodes a DPU op reads through
+        # views a DPU op reads through (DQ -> Flatten -> op, no QuantizeLinear after the
+        # Flatten): name -> (source, the Flatten/Reshape node)
+        self.views: dict[str, tuple[str, onnx.NodeProto]] = {}
 
     # -- quantized tensors -------------------------------------------------------------
     def _qparams(self, dq: onnx.NodeProto) -> tuple[float, int, str] | None:
@@ -503,7 +506,10 @@ class _Matcher:
             if src is None:
                 return None
             via.append(p)
-            return self._view(src, p.output[0], p)
+            view = self._view(src, p.output[0], p)
+            if view is not None:
+                self.views[view] = (src, p)
+            return view
         return None
 
     def _view(self, src: str, name: str, node: onnx.NodeProto) -> str | None:
@@ -540,7 +546,10 @@ class _Matcher:
             return None
         fused.append(node)
         qname = node.output[0]
-        # Q -> DQ -> Relu/Clip -> Q: the activation joins the op (same real-valued result).
+        # Q -> DQ -> Relu/Clip -> Q with the same scale and zero point twice: the activation
+        # joins the op (it clamps values already on the grid: the same result). With
+        # another scale the model rounds twice, to each grid in turn, which one
+        # requantization does not reproduce: the Relu stays a layer of its own.
         if act is None:
             dq = self.g.only_consumer(qname)
             nxt = self.g.only_consumer(dq.output[0]) if dq is not None else None
@@ -551,7 +560,12 @@ class _Matcher:
                 and nxt.op_type in ("Relu", "Clip")
             ):
                 q2 = self.g.only_consumer(nxt.output[0])
-                if q2 is not None and q2.op_type == "QuantizeLinear" and self._qparams(q2):
+                if (
+                    q2 is not None
+                    and q2.op_type == "QuantizeLinear"
+                    and self._qparams(q2) == q
+                    and self._qparams(dq) == q
+                ):
                     fused += [dq, nxt, q2]
                     act, node, q, qname = nxt, q2, self._qparams(q2), q2.output[0]
         if self._register(qname, *q) is None:
@@ -884,15 +898,36 @@ def lower(
         ):
             absorbed.add(id(node))
     items: list[tuple[str, DpuOp | onnx.NodeProto]] = []
+    made: set[str] = set()
     for node in g.nodes:
         if id(node) in matched:
-            items.append(("dpu", matched[id(node)]))
+            op = matched[id(node)]
+            # A view an op reads through is a DPU op of its own (it moves no data), so the
+            # view aliases its source's bytes and the subgraph makes it.
+            for view in _views_read(op, m.views, made):
+                src, flatten = m.views[view]
+                items.append(("dpu", QView(flatten.name or view, src, view, flatten.op_type)))
+            items.append(("dpu", op))
+            made.add(op.y)
         elif id(node) not in absorbed and node.op_type != "Constant":
             items.append(("cpu", node))
     items = _stack_kernel_rows(model, items, m.tensors, g.types)
     used = {t for _, op in items if not isinstance(op, onnx.NodeProto) for t in _op_tensors(op)}
     tensors = {k: v for k, v in m.tensors.items() if k in used}
     return Lowered(where, model, items, tensors, g.types)
+
+
+def _views_read(op: DpuOp, views: dict[str, tuple[str, onnx.NodeProto]], made: set[str]):
+    """The views `op` reads that nothing has made yet, sources first; marks them made."""
+    order: list[str] = []
+    for name in op_inputs(op):
+        chain = []
+        while name in views and name not in made:
+            chain.append(name)
+            made.add(name)
+            name = views[name][0]
+        order += reversed(chain)
+    return order
 
 
 # Padding a LOAD adds around the data it reads, at most (the ISA's pad fields).
