@@ -199,6 +199,7 @@ class _Step:
 class LayerStats:
     name: str
     kind: str
+    output: str  # the DPU tensor the layer writes (what `dpukit verify` checks it by)
     macs: int  # the layer's own multiply-accumulates (what an ideal machine must do)
     instructions: dict[str, int]
     buffer_use: dict[str, int]  # most entries of one use, per buffer
@@ -1418,7 +1419,8 @@ class LayerCompiler:
         for s in steps:
             for ins in (*s.loads, *s.compute, *(i for group in s.stores for i in group)):
                 counts[ins.op.name] = counts.get(ins.op.name, 0) + 1
-        return LayerStats(op.name, op.kind, macs, counts, dict(self.em.peak), weight_bytes, tile)
+        peak = dict(self.em.peak)
+        return LayerStats(op.name, op.kind, op.y, macs, counts, peak, weight_bytes, tile)
 
 
 def compile_subgraph(
@@ -1438,7 +1440,7 @@ def compile_subgraph(
             stats.append(lc.concat(op))
         elif isinstance(op, QView):
             em.begin_layer()  # no instructions: the view shares its source's bytes
-            stats.append(LayerStats(op.name, op.kind, 0, {}, {}, 0, "view"))
+            stats.append(LayerStats(op.name, op.kind, op.y, 0, {}, {}, 0, "view"))
     stream = em.finish()
     for layer, (first, count) in zip(stats, em.ranges, strict=True):
         layer.first_instr, layer.num_instrs = first, count
