@@ -8,7 +8,14 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from dpukit.cli.common import build_simulator, inputs_for, positive_int, write_output
+from dpukit.cli.common import (
+    add_input_options,
+    add_input_shape_option,
+    build_simulator,
+    inputs_for,
+    model_input_shapes,
+    write_output,
+)
 from dpukit.cli.render import fmt_int, fmt_pct, progress
 from dpukit.host.backends import BACKENDS
 
@@ -34,12 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="golden: the bit-exact model; rtl: the DPU's RTL in Verilator, also checked "
         "against the golden model bit for bit",
     )
-    src = v.add_mutually_exclusive_group()
-    src.add_argument("--input", metavar="FILE", help=".npy (one input) or .npz (by input name)")
-    src.add_argument("--digits", action="store_true", help="the held-out digits set")
-    src.add_argument(
-        "--random", type=positive_int, metavar="N", help="N random inputs (default: 1)"
-    )
+    add_input_options(v)
     v.add_argument("--json", metavar="FILE", help="write the report as JSON")
     v.add_argument(
         "--config",
@@ -47,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="hardware config to compile for (default pynq-z2); with --program, checks that "
         "the program was compiled for it",
     )
+    add_input_shape_option(v)
     v.set_defaults(func=run)
 
 
@@ -61,7 +64,8 @@ def run(args, con: Console) -> int:
         if args.config:
             program.check_config(load_config(args.config))
     else:
-        program = compile_model(args.model, args.config or DEFAULT_CONFIG)
+        shapes = model_input_shapes(args.input_shape, args.model)
+        program = compile_model(args.model, args.config or DEFAULT_CONFIG, shapes)
     cfg = program.hwconfig()
     build_simulator(con, args.backend, cfg)
     inputs, _, what = inputs_for(args, program)
@@ -94,33 +98,39 @@ def run(args, con: Console) -> int:
 def layer_table(report) -> Table:
     rtl = report.backend != "golden"
     table = Table(
-        title=f"per DPU layer, {report.samples} sample(s): the {report.backend} backend against "
+        title=f"per layer, {report.samples} sample(s): the {report.backend} backend against "
         "onnxruntime fed the same inputs, and end to end",
         title_justify="left",
+        caption="1 LSB at a tie: the exact value is x.5, which float32 breaks either way. "
+        "float32 off: the program rounds the exact value; onnxruntime's float32 sum did not. "
+        "Away: a bug. CPU: a layer the host computes between DPU subgraphs.",
+        caption_justify="left",
     )
     table.add_column("layer", no_wrap=True)
-    table.add_column("kind")
-    for col in ("elements", "equal", "1 LSB at a tie", "away from ties"):
+    table.add_column("device\nkind")
+    for col in ("elements", "equal", "1 LSB at\na tie", "float32\noff", "away"):
         table.add_column(col, justify="right")
     table.add_column("end to end\ndiffer / max LSB", justify="right")
     table.add_column("ties explain\nup to (LSB)", justify="right")
     if rtl:
-        table.add_column("RTL != golden", justify="right")
+        table.add_column("RTL !=\ngolden", justify="right")
     for c in report.layers:
         row = [
             c.layer,
-            c.kind,
+            f"{c.device} {c.kind}",
             fmt_int(c.elements),
             fmt_int(c.equal),
             fmt_int(c.ties),
+            fmt_int(c.float32_off),
             f"[bold red]{fmt_int(c.away)}[/]" if c.away else "0",
             f"{fmt_int(c.e2e_differ)} / {c.e2e_max_lsb}",
-            "-" if c.e2e_bound_max is None else str(c.e2e_bound_max),
+            "no bound" if c.e2e_bound_max is None else str(c.e2e_bound_max),
         ]
         if c.e2e_unexplained:
-            row[6] = f"[bold red]{row[6]} ({fmt_int(c.e2e_unexplained)} beyond)[/]"
+            row[7] = f"[bold red]{row[7]} ({fmt_int(c.e2e_unexplained)} beyond)[/]"
         if rtl:
-            row.append(f"[bold red]{c.rtl_vs_golden_differ}[/]" if c.rtl_vs_golden_differ else "0")
+            differ = c.rtl_vs_golden_differ
+            row.append("-" if differ is None else f"[bold red]{differ}[/]" if differ else "0")
         table.add_row(*row)
     return table
 
@@ -131,13 +141,13 @@ def output_table(report) -> Table:
     for col in ("elements", "equal", "max difference", "ties explain up to", "top-1 agree"):
         table.add_column(col, justify="right")
     for o in report.outputs:
-        unit = " LSB" if o.unit == "LSB" else ""
+        unit = " LSB" if o.unit == "LSB" else " (float)"
         table.add_row(
             o.name,
             fmt_int(o.elements),
             f"{fmt_int(o.equal)} ({fmt_pct(o.equal / o.elements if o.elements else 1.0)})",
             f"{o.max_diff:g}{unit}",
-            "-" if o.bound_max is None else f"{o.bound_max}{unit}",
+            "no bound" if o.bound_max is None else f"{o.bound_max} LSB",
             _top1(o, report.samples),
         )
     return table
@@ -151,12 +161,26 @@ def _top1(o, samples: int) -> str:
 
 
 def summary(report) -> str:
-    ties = sum(c.ties for c in report.layers)
-    elements = sum(c.elements for c in report.layers)
-    worst = max((o.max_diff for o in report.outputs if o.unit == "LSB"), default=0)
-    return (
-        f"verified: every DPU layer equals onnxruntime fed the same inputs, except {ties:,} "
-        f"rounding ties of {elements:,} elements (1 LSB each); end to end the outputs differ "
-        f"by at most {worst:g} LSB, all within what those ties explain "
-        f"({report.seconds:.1f} s)"
-    )
+    """What was verified, and what was not."""
+    dpu = [c for c in report.layers if c.device == "DPU"]
+    ties = sum(c.ties for c in dpu)
+    off = sum(c.float32_off for c in report.layers)
+    lines = [
+        f"verified: every checked layer equals onnxruntime fed the same inputs, except "
+        f"{ties:,} rounding ties (1 LSB each) in {sum(c.elements for c in dpu):,} DPU layer "
+        f"outputs" + (f" and {off:,} elements where onnxruntime's float32 is off" if off else "")
+    ]
+    bounded = [o for o in report.outputs if o.bound_max is not None]
+    if bounded:
+        worst = max(o.max_diff for o in bounded)
+        lines.append(
+            f"end to end the outputs differ by at most {worst:g} LSB, within what ties explain"
+        )
+    lines += [f"not checked: {what}" for what in report.unchecked]
+    lines += [
+        f"not checked end to end: layer {c.layer} ({c.kind}): no bound for its ops"
+        for c in report.layers
+        if c.e2e_bound_max is None
+    ]
+    lines.append(f"({report.seconds:.1f} s)")
+    return "\n".join(lines)
