@@ -33,7 +33,7 @@ from dpukit.errors import CompileError
 from dpukit.host.runner import create_runner
 from dpukit.models import zoo
 from dpukit.quantize import quantize_model
-from dpukit.verify import output_lsb, verify_model
+from dpukit.verify import output_lsb, reference_session, verify_model
 
 
 def _time(fn) -> float:
@@ -123,17 +123,11 @@ def bench_verify(config: str, qdq: Path) -> dict:
     seconds = time.perf_counter() - t
     (out,) = report.outputs
 
-    def session(optimize: bool) -> ort.InferenceSession:
-        opts = ort.SessionOptions()
-        if not optimize:
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        return ort.InferenceSession(str(qdq), opts, providers=["CPUExecutionProvider"])
-
     def apart(a: np.ndarray, b: np.ndarray) -> dict:
         lsb = np.rint(np.abs(a.astype(np.float64) - b) / output_lsb(qdq))
         return {"equal_fraction": round(float(np.mean(lsb == 0)), 4), "max_lsb": int(lsb.max())}
 
-    reference = session(optimize=False)
+    reference = reference_session(qdq)
     ref = reference.run(None, {"input": x})[0]
     nudged = x + np.float32(1e-4) * np.random.default_rng(3).standard_normal(x.shape, np.float32)
     return {
@@ -152,7 +146,7 @@ def bench_verify(config: str, qdq: Path) -> dict:
         "output_max_lsb": out.max_diff,
         "output_tie_bound_lsb": out.bound_max,
         "onnxruntime_default_vs_reference": apart(
-            session(optimize=True).run(None, {"input": x})[0], ref
+            reference_session(qdq, optimize=True).run(None, {"input": x})[0], ref
         ),
         "onnxruntime_reference_input_moved_1e-4": apart(
             reference.run(None, {"input": nudged})[0], ref

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import time
 import zipfile
 import zlib
@@ -63,19 +64,11 @@ def write_output(path: str | Path, data: str | bytes) -> Path:
     return path
 
 
-def ort_session(path: str | Path, optimize: bool = True):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if not optimize:  # the QDQ model's reference meaning: DQ -> float op -> Q, node by node
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def ort_outputs(path: str | Path, x: np.ndarray, optimize: bool = True) -> np.ndarray:
     """The first output of an ONNX model over `x` (stacked along axis 0), fixed batch or not."""
-    session = ort_session(path, optimize)
+    from dpukit.verify import reference_session
+
+    session = reference_session(path, optimize)
     inp = session.get_inputs()[0]
     step = inp.shape[0] if isinstance(inp.shape[0], int) else len(x)
     parts = [
@@ -233,3 +226,68 @@ def build_simulator(con: Console, backend: str, cfg) -> None:
 
     with con.status(f"building the RTL simulator for {cfg.name} (Verilator; minutes on first use)"):
         build(cfg)
+
+
+def add_input_shape_option(parser: argparse.ArgumentParser) -> None:
+    """`--input-shape [NAME=]DIMS`, repeatable: fixed sizes for inputs with symbolic dims."""
+    parser.add_argument(
+        "--input-shape",
+        action="append",
+        type=_input_shape,
+        metavar="[NAME=]DIMS",
+        help="sizes for an input with symbolic dims, e.g. input=1x3x224x224 (or 1,3,224,224; "
+        "NAME may be left out when the model has one input); repeat for several inputs",
+    )
+
+
+def _input_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
+    name, named, dims = text.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in re.split(r"[x,]", dims))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not [NAME=]DIMS such as input=1x3x224x224"
+        ) from None
+    return (name if named else None), shape
+
+
+def model_input_shapes(
+    given: list[tuple[str | None, tuple[int, ...]]] | None, model: str
+) -> dict[str, tuple[int, ...]]:
+    """The --input-shape options of a command that reads MODEL (read only if a shape has
+    no name, to learn the name of its one input)."""
+    names = []
+    if any(name is None for name, _ in given or []):
+        from dpukit.compiler.frontend import graph_inputs, read_onnx
+
+        names = [i.name for i in graph_inputs(read_onnx(model)[0])]
+    return input_shapes(given, names, model)
+
+
+def input_shapes(
+    given: list[tuple[str | None, tuple[int, ...]]] | None, inputs: list[str], model: str
+) -> dict[str, tuple[int, ...]]:
+    """The --input-shape options by input name; a shape without a name is the only input's."""
+    shapes = {}
+    for name, dims in given or []:
+        if name is None:
+            if len(inputs) != 1:
+                raise UsageError(
+                    f"{model}: --input-shape without a name, but the model has inputs "
+                    f"{', '.join(inputs) or '(none)'}: give NAME=DIMS"
+                )
+            name = inputs[0]
+        shapes[name] = dims
+    return shapes
+
+
+def add_input_options(parser: argparse.ArgumentParser) -> None:
+    """Where a command's run inputs come from (see `inputs_for`)."""
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--input", metavar="FILE", help=".npy (one input) or .npz (by input name)")
+    src.add_argument(
+        "--digits", action="store_true", help="the held-out digits set (top-1 accuracy)"
+    )
+    src.add_argument(
+        "--random", type=positive_int, metavar="N", help="N random inputs (default: 1)"
+    )

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from dpukit.cli.common import UsageError
+from dpukit.cli.common import add_input_shape_option, model_input_shapes, write_output
 from dpukit.cli.render import cpu_nodes, fmt_bytes, fmt_int, instr_count
 from dpukit.compiler.hwconfig import DEFAULT_CONFIG
 
@@ -26,46 +25,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_input_shape_option(c)
     c.set_defaults(func=run)
-
-
-def add_input_shape_option(parser: argparse.ArgumentParser) -> None:
-    """`--input-shape [NAME=]DIMS`, repeatable: fixed sizes for inputs with symbolic dims."""
-    parser.add_argument(
-        "--input-shape",
-        action="append",
-        type=_input_shape,
-        metavar="[NAME=]DIMS",
-        help="sizes for an input with symbolic dims, e.g. input=1x3x224x224 (or 1,3,224,224; "
-        "NAME may be left out when the model has one input); repeat for several inputs",
-    )
-
-
-def _input_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
-    name, named, dims = text.rpartition("=")
-    try:
-        shape = tuple(int(d) for d in re.split(r"[x,]", dims))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not [NAME=]DIMS such as input=1x3x224x224"
-        ) from None
-    return (name if named else None), shape
-
-
-def input_shapes(
-    given: list[tuple[str | None, tuple[int, ...]]] | None, inputs: list[str], model: str
-) -> dict[str, tuple[int, ...]]:
-    """The --input-shape options by input name; a shape without a name is the only input's."""
-    shapes = {}
-    for name, dims in given or []:
-        if name is None:
-            if len(inputs) != 1:
-                raise UsageError(
-                    f"{model}: --input-shape without a name, but the model has inputs "
-                    f"{', '.join(inputs) or '(none)'}: give NAME=DIMS"
-                )
-            name = inputs[0]
-        shapes[name] = dims
-    return shapes
 
 
 def _default_dpu_path(model: Path) -> Path:
@@ -114,17 +73,11 @@ def run(args, con: Console) -> int:
     from dpukit.compiler.hwconfig import load_config
 
     cfg = load_config(args.config)
-    names = []
-    if any(name is None for name, _ in args.input_shape or []):  # read the model for its input
-        from dpukit.compiler.frontend import graph_inputs, read_onnx
-
-        names = [i.name for i in graph_inputs(read_onnx(args.model)[0])]
-    shapes = input_shapes(args.input_shape, names, args.model)
+    shapes = model_input_shapes(args.input_shape, args.model)
     start = time.perf_counter()
     program = compile_model(args.model, cfg, shapes)
     elapsed = time.perf_counter() - start
     out = Path(args.output) if args.output else _default_dpu_path(Path(args.model))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    program.save(out)
+    write_output(out, program.to_bytes())
     _compile_summary(con, program, out, elapsed)
     return 0

@@ -109,6 +109,9 @@ def run(args, con: Console) -> int:
     start = time.perf_counter()
     with con.status("5 verify: every layer against onnxruntime"):
         report = verify_model(qdq_path, {program.inputs[0].name: x_test}, program=program)
+    if not report.ok:
+        con.print(verify_cli.layer_table(report))
+        raise VerificationError(f"{qdq_path}: {report.bugs[0]}")
     (logits,) = report.outputs
     ties = sum(c.ties for c in report.layers)
     elements = sum(c.elements for c in report.layers)
@@ -168,10 +171,6 @@ def run(args, con: Console) -> int:
     )
     table.caption_justify = "left"
     con.print(table)
-    if not report.ok:
-        con.print(verify_cli.layer_table(report))
-        raise VerificationError(f"{qdq_path}: {report.bugs[0]}")
-
     rtl = None
     if args.rtl_images:
         rtl = _demo_rtl(con, dpu_path, program, x_test[: args.rtl_images], golden, act.cycles / n)

@@ -9,8 +9,13 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from dpukit.cli.common import DIGITS_SHAPE, UsageError, positive_int
-from dpukit.cli.compile import add_input_shape_option, input_shapes
+from dpukit.cli.common import (
+    DIGITS_SHAPE,
+    UsageError,
+    add_input_shape_option,
+    input_shapes,
+    positive_int,
+)
 from dpukit.cli.render import fmt_shape
 
 

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from dpukit.cli.common import (
     add_config_option,
+    add_input_options,
     build_simulator,
     inputs_for,
     positive_int,
@@ -39,14 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="golden: the bit-exact model (modeled cycles); rtl: the DPU's RTL in Verilator "
         "(measured cycles; builds the simulator on first use, minutes)",
     )
-    src = r.add_mutually_exclusive_group()
-    src.add_argument("--input", metavar="FILE", help=".npy (one input) or .npz (by input name)")
-    src.add_argument(
-        "--digits", action="store_true", help="the held-out digits set; prints top-1 accuracy"
-    )
-    src.add_argument(
-        "--random", type=positive_int, metavar="N", help="N random inputs (default: 1)"
-    )
+    add_input_options(r)
     r.add_argument("--batch", type=positive_int, default=32, metavar="B", help="default 32")
     r.add_argument("--json", metavar="FILE", help="write the numbers as JSON")
     add_config_option(r)
