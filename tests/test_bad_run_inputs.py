@@ -189,7 +189,7 @@ def test_bad_json_output_path(
     dpu: Path, tmp_path: Path, where: Callable[[Path], Path], mention: str
 ) -> None:
     path = where(tmp_path)
-    if not path.parent.exists():  # /dev/full on a system without it
+    if path == Path("/dev/full") and not path.is_char_device():  # a system without it
         pytest.skip(f"no {path}")
     assert_user_error(cli("run", dpu, "--random", "1", "--json", path), path, mention)
 
