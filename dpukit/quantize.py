@@ -39,6 +39,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from dpukit.compiler import isa
 from dpukit.compiler.frontend import (
     check_onnx,
     check_shapes,
@@ -165,14 +166,12 @@ def quantize_model(
         )
     # what onnxruntime would refuse, named here rather than in a traceback from its quantizer
     check_onnx(model, label)
-    check_shapes(model, label)
+    _check_sizes(check_shapes(model, label), label)
     why = onnxruntime_refusal(model.SerializeToString())
     if why:
         raise ModelError(f"{label}: onnxruntime cannot run the model: {why}")
     input_name, shape = _graph_input(model, label)
     batches = _batches(calibration, shape, label)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="dpukit-quant-") as tmp:
         # ORT rewrites a ModelProto passed to it in place, so it only ever sees file copies.
         source = Path(tmp) / "float.onnx"
@@ -185,10 +184,11 @@ def quantize_model(
             source = prepared
         except Exception as exc:  # pre-processing is an optimization; the raw model still works
             log.warning("%s: ONNX pre-processing failed (%s); quantizing the raw model", label, exc)
+        quantized = Path(tmp) / "quantized.onnx"  # written out once it is whole
         try:
             quantize_static(
                 source,
-                out_path,
+                quantized,
                 _ArrayReader(input_name, batches),
                 quant_format=QuantFormat.QDQ,
                 per_channel=per_channel,
@@ -201,15 +201,44 @@ def quantize_model(
             raise ModelError(
                 f"{label}: onnxruntime could not quantize the model: {onnx_message(exc)}"
             ) from None
-    _drop_unused_opsets(out_path)
+        data = _drop_unused_opsets(onnx.load(quantized)).SerializeToString()
+    out_path = Path(out_path)
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_bytes(data)
+    except OSError as exc:
+        raise ModelError(
+            f"{out_path}: cannot write the quantized model ({exc.strerror or exc}); "
+            "choose another path"
+        ) from None
     return out_path
 
 
-def _drop_unused_opsets(path: Path) -> None:
+def _drop_unused_opsets(model: onnx.ModelProto) -> onnx.ModelProto:
     """Keep only the opset imports the nodes use (pre-processing adds every ORT domain)."""
-    model = onnx.load(path)
     used = {"", *(n.domain for n in model.graph.node)}
     kept = [o for o in model.opset_import if o.domain in used]
     del model.opset_import[:]
     model.opset_import.extend(kept)
-    onnx.save(model, path)
+    return model
+
+
+# Every DPU tensor lies in the data window, which 32-bit DRAM offsets address.
+MAX_WINDOW_BYTES = next(f.hi for f in isa.LAYOUT[isa.Opcode.LOAD] if f.name == "dram_offset") + 1
+
+
+def _check_sizes(model: onnx.ModelProto, label: str) -> None:
+    """A model whose activations, one byte each (batch 1), overflow the data window no DPU
+    config can run: refused before calibration would allocate them in float32."""
+    total, largest = 0, ("", 0)
+    for vi in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
+        dims = vi.type.tensor_type.shape.dim
+        size = int(np.prod([d.dim_value if d.HasField("dim_value") else 1 for d in dims]))
+        total += size
+        largest = max(largest, (vi.name, size), key=lambda x: x[1])
+    if total > MAX_WINDOW_BYTES:
+        raise ModelError(
+            f"{label}: the model's activations take {total:,} bytes at int8 (the largest, "
+            f"'{largest[0]}', {largest[1]:,}), past the {MAX_WINDOW_BYTES:,} any DPU "
+            "addresses: no config can run it; give the model a smaller input"
+        )

@@ -28,7 +28,7 @@ from dpukit.errors import ModelError
 from dpukit.host.runner import create_runner
 from dpukit.quantize import quantize_model
 
-RUNAWAY_SECONDS = 20.0  # python's start and a rejection take a few seconds; a runaway, minutes
+RUNAWAY_SECONDS = SECONDS  # a rejection takes a few seconds; a runaway ran for minutes, in GB
 
 
 def qdq_model(
@@ -253,6 +253,13 @@ SYMBOLIC = [
         ("'x'", "dim 1"),
         kwargs=", input_shapes={'x': (1, 5, 8, 8)}",
     ),
+    Case(
+        "shape-given-twice",
+        lambda: qdq_model(SYM),
+        "compile",
+        ("'x'", "twice"),
+        options=("--input-shape", "1x3x8x8", "--input-shape", "x=1x3x8x8"),
+    ),
 ]
 
 RUNAWAYS = [
@@ -304,6 +311,21 @@ RUNAWAYS = [
         lambda: qdq_model([1, 1, 20000, 20000], "MaxPool", kernel_shape=[1, 1]),
         "compile_model",
         ("my_maxpool", "instructions"),
+        seconds=RUNAWAY_SECONDS,
+    ),
+    Case(  # random calibration alone would take 21.6 GB
+        "quantize-calibration-30000x30000",
+        lambda: float_model(SYM),
+        "quantize",
+        ("30000", "bytes", "--calib-random"),
+        options=("--input-shape", "x=1x3x30000x30000"),
+        seconds=RUNAWAY_SECONDS,
+    ),
+    Case(  # activations past any data window, refused before calibrating on them
+        "quantize_model-activations-60000x60000",
+        lambda: float_model([1, 3, 60000, 60000]),
+        "quantize_model",
+        ("bytes at int8", "no config"),
         seconds=RUNAWAY_SECONDS,
     ),
     Case(  # sim-small's 4x4 array: 15,625 tiles of 64 pixels, 38 instructions each at least

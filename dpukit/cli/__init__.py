@@ -44,13 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args, con)
     except DpuKitError as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        err = Console(stderr=True, highlight=False, soft_wrap=True)
-        err.print(Text(f"error: {message}", style="red"))
+        _error(" ".join(str(exc).split()) or type(exc).__name__)
+        return 1
+    except MemoryError as exc:  # a user's input larger than this host holds
+        _error(f"out of memory ({' '.join(str(exc).split()) or 'no detail'}); use smaller "
+               "or fewer inputs")  # fmt: skip
         return 1
     except KeyboardInterrupt:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _error(message: str) -> None:
+    """The one red line a failing command prints, on stderr."""
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        Text(f"error: {message}", style="red")
+    )

@@ -240,14 +240,17 @@ def add_input_shape_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+MAX_DIM = 2**31 - 1  # what an ONNX dim may hold (and far more than any DPU addresses)
+
+
 def _input_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
     name, named, dims = text.rpartition("=")
-    try:
-        shape = tuple(int(d) for d in re.split(r"[x,]", dims))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not [NAME=]DIMS such as input=1x3x224x224"
-        ) from None
+    parts = re.split(r"[x,]", dims)
+    if not all(re.fullmatch(r"[0-9]+", d) for d in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not [NAME=]DIMS such as input=1x3x224x224")
+    shape = tuple(int(d) for d in parts)
+    if max(shape) > MAX_DIM:
+        raise argparse.ArgumentTypeError(f"{text!r}: a dim above {MAX_DIM:,} fits no model")
     return (name if named else None), shape
 
 
@@ -277,6 +280,8 @@ def input_shapes(
                     f"{', '.join(inputs) or '(none)'}: give NAME=DIMS"
                 )
             name = inputs[0]
+        if name in shapes:
+            raise UsageError(f"{model}: --input-shape gives input '{name}' twice")
         shapes[name] = dims
     return shapes
 

@@ -18,6 +18,8 @@ from dpukit.cli.common import (
 )
 from dpukit.cli.render import fmt_shape
 
+CALIBRATION_BYTES = 2 << 30  # random calibration data held at once: a bound for small hosts
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("quantize", help="float ONNX -> QDQ ONNX (static post-training, int8)")
@@ -71,6 +73,13 @@ def run(args, con: Console) -> int:
                 "or export the model with fixed input dims"
             )
         n = args.calib_random
+        size = n * int(np.prod(shape[1:])) * 4
+        if size > CALIBRATION_BYTES:
+            raise UsageError(
+                f"{label}: {n} random samples of shape {fmt_shape([1, *shape[1:]])} take "
+                f"{size:,} bytes in float32; calibrate on fewer (--calib-random) or give "
+                "the model a smaller input"
+            )
         calib = np.random.default_rng(0).random((n, *shape[1:]), dtype=np.float32)
         what = f"{n} random uniform [0, 1) samples of shape {fmt_shape([1, *shape[1:]])}"
     out = Path(args.output) if args.output else _default_qdq_path(Path(args.model))
