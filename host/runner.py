@@ -164,11 +164,23 @@ class Runner:
 
     def _run_cpu(self, k: int, sg: Subgraph, env: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
-            return self.cpu[k].run(sg.outputs, {i: env[i] for i in sg.inputs}, self._quiet)
+            results = self.cpu[k].run(sg.outputs, {i: env[i] for i in sg.inputs}, self._quiet)
         except _ORT_ERRORS as exc:
             raise ExecutionError(
                 f"{self.program.label}: CPU subgraph '{sg.name}' failed in onnxruntime: {exc}"
             ) from None
+        # What a subgraph's model makes may depend on the data (a dim onnxruntime did not
+        # know when it loaded it): each value must be what the header says, or the next
+        # subgraph reads the wrong bytes.
+        for name, value in zip(sg.outputs, results, strict=True):
+            want = self.program.value_type(name)
+            if want and not same_value_type((value.dtype.name, value.shape), want):
+                raise ExecutionError(
+                    f"{self.program.label}: CPU subgraph '{sg.name}' made '{name}' "
+                    f"{value.dtype.name} {list(value.shape)}; the program header says "
+                    f"{want[0]} {list(want[1] or [])}: recompile the model"
+                )
+        return results
 
     def _run_dpu(self, sg, env) -> Activity:
         p = self.program

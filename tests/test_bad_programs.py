@@ -436,3 +436,46 @@ def test_program_without_read_permission(blob: bytes, tmp_path: Path) -> None:
     path.write_bytes(blob)
     path.chmod(0)
     assert_user_error(cli("run", path), path, "Permission denied")
+
+
+def test_cpu_subgraph_whose_output_shape_depends_on_the_data(
+    program: Program, tmp_path: Path
+) -> None:
+    """A valid ONNX model in the last CPU subgraph that keeps the logits from 1 + |the
+    largest quantized value| on: it loads (its output dim is unknown until it runs), and
+    what it makes must then be the header's shape, or the run stops naming it."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    crafted = copy.deepcopy(program)
+    last = crafted.subgraphs[-1]
+    (x,), (y,) = last.inputs, last.outputs
+    consts = {
+        "s": np.array(0.05, np.float32),
+        "zp": np.array(0, np.int8),
+        "ends": np.array([10], np.int64),
+        "axes": np.array([1], np.int64),
+        "shape": np.array([1], np.int64),
+        "one": np.array(1, np.int64),
+    }
+    nodes = [
+        helper.make_node("DequantizeLinear", [x, "s", "zp"], ["d"]),
+        helper.make_node("ReduceMax", [x], ["top"], keepdims=0),
+        helper.make_node("Cast", ["top"], ["top64"], to=TensorProto.INT64),
+        helper.make_node("Abs", ["top64"], ["size"]),
+        helper.make_node("Add", ["size", "one"], ["start"]),  # >= 1: never the whole row
+        helper.make_node("Reshape", ["start", "shape"], ["starts"]),
+        helper.make_node("Slice", ["d", "starts", "ends", "axes"], [y]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "data_dependent",
+        [helper.make_tensor_value_info(x, TensorProto.INT8, [1, 10])],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, "n"])],
+        [numpy_helper.from_array(v, k) for k, v in consts.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    last.payload = model.SerializeToString()
+    path = tmp_path / "data_dependent.dpu"
+    crafted.save(path)
+    assert_user_error(cli("run", path, "--random", "2"), path, last.name, y)
