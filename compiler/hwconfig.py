@@ -128,9 +128,10 @@ def load_config(name_or_path: str | Path = DEFAULT_CONFIG) -> HwConfig:
     if isinstance(name_or_path, HwConfig):
         return name_or_path
     path = Path(name_or_path)
-    if not path.suffix and SAFE_NAME.fullmatch(str(name_or_path)):
+    # a name (which may hold a '.') names an installed config; a path ends in .toml
+    if path.suffix != ".toml" and SAFE_NAME.fullmatch(str(name_or_path)):
         path = config_dir() / f"{name_or_path}.toml"
-    if not path.suffix or not path.is_file():
+    if path.suffix != ".toml" or not path.is_file():
         raise ConfigError(
             f"hardware config '{name_or_path}' not found; "
             f"available: {', '.join(available_configs())} (or give a path to a .toml file)"
@@ -163,6 +164,11 @@ def _from_table(raw: dict, where: str) -> HwConfig:
         table = raw if section == "" else raw.get(section)
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: missing section [{section}]")
+        # a key the schema does not know is a typo the file's author would want to hear of
+        known = set(keys) | (set(_SCHEMA) - {""} if section == "" else set())
+        unknown = sorted(f"{section}.{k}" if section else k for k in table.keys() - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
         for key, typ in keys.items():
             label = f"{section}.{key}" if section else key
             fields[_field_name(label)] = _typed(table, key, label, typ, where)
@@ -203,7 +209,7 @@ def _checked(fields: dict, where: str) -> HwConfig:
     need(cfg.accumulator_bits == 32, "only accumulator_bits = 32 is supported")
     need(cfg.axi_data_bits in (32, 64, 128, 256), "axi_data_bits must be 32, 64, 128 or 256")
     need(32 <= cfg.axi_addr_bits <= 64, "axi_addr_bits must be 32..64")
-    need(0 < cfg.clock_mhz <= 10_000, "clock_mhz must be in (0, 10000]")
+    need(1 <= cfg.clock_mhz <= 10_000, "clock_mhz must be in [1, 10000]")
     need(0 <= cfg.dram_latency_cycles <= 1 << 16, "dram_latency_cycles must be 0..65536")
     need(cfg.max_burst_beats in (1, 2, 4, 8, 16, 32, 64, 128, 256), "max_burst_beats: 1..256, 2^n")
     need(1 <= cfg.queue_depth <= 1024, "queues.depth must be 1..1024")

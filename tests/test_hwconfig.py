@@ -115,6 +115,9 @@ def _bad(section: str | None, key: str, value: object = None) -> dict:
         (_bad(None, "name", "x" * 65), r"name must be"),
         (_bad(None, "fpga_part", "xc7z020[exec rm -rf ~]"), r"fpga_part must be"),
         (_bad(None, "clock_mhz", 1e9), r"clock_mhz must be in"),
+        (_bad(None, "clock_mhz", 5e-324), r"clock_mhz must be in"),  # latency would be inf
+        ({**_default_table(), "extra": 1}, r"unknown field\(s\) extra"),
+        (_bad("array", "depth", 4), r"unknown field\(s\) array\.depth"),  # a typo'd section
         (_bad("bus", "dram_latency_cycles", 10**9), r"dram_latency_cycles must be"),
     ],
     ids=lambda x: x.replace("\\", "") if isinstance(x, str) else "cfg",
