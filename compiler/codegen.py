@@ -96,7 +96,9 @@ class Dram:
             while src in views:
                 src = views[src]
             self.tensors[view] = self.tensors[src]
-        self.const_base = top
+        self.const_base = constants_start(
+            self.tensors[n] + t.nbytes for n, t in tensors.items() if n not in views
+        )
 
     def add_const(self, data: bytes) -> int:
         self.const.extend(b"\0" * (-len(self.const) % ALIGN))
@@ -107,6 +109,13 @@ class Dram:
     @property
     def size(self) -> int:
         return self.const_base + len(self.const)
+
+
+def constants_start(tensor_ends) -> int:
+    """Where the constants begin in the data window: at the first ALIGN boundary after the
+    last tensor's end and its SLACK bytes (Program.load checks a header against it)."""
+    top = max(tensor_ends, default=-SLACK) + SLACK
+    return top + (-top % ALIGN)
 
 
 def _placed_bytes(t: QTensor) -> int:

@@ -114,6 +114,8 @@ def onnxruntime_refusal(model: bytes) -> str | None:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    # the runner's CPU subgraphs run the graph as written (host/runner.py)
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types per status code

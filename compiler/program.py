@@ -26,7 +26,7 @@ from typing import NoReturn
 
 import numpy as np
 
-from dpukit.compiler.codegen import ALIGN, SLACK, LayerStats
+from dpukit.compiler.codegen import ALIGN, LayerStats, constants_start
 from dpukit.compiler.hwconfig import HwConfig, config_from_dict
 from dpukit.compiler.ir import QTensor
 from dpukit.compiler.isa import INSTR_BYTES
@@ -233,16 +233,6 @@ _SUBGRAPH_KEYS = ("name", "device", "inputs", "outputs", "layers", "section")
 _LAYER_TYPES = typing.get_type_hints(LayerStats)
 # A value as a subgraph or the user sees it: numpy dtype name, and shape (None: unknown).
 ValueType = tuple[str, tuple[int | None, ...] | None]
-
-
-def _constants_start(tensor_ends: list[int]) -> int:
-    """Where codegen.Dram puts the constants: at the first ALIGN boundary after the last
-    tensor and its SLACK bytes. Any other const_base means the stream's constant offsets
-    and the header disagree, so the program would read the wrong weights."""
-    if not tensor_ends:
-        return 0
-    top = max(tensor_ends) + SLACK
-    return top + (-top % ALIGN)
 
 
 class _Header:
@@ -481,7 +471,7 @@ class _Header:
                     f"tensor '{name}' at DRAM offset {off} ({t.nbytes} bytes) must lie below "
                     f"the constants at {const_base}, at a multiple of {ALIGN}"
                 )
-        expected = _constants_start([offsets[n] + t.nbytes for n, t in tensors.items()])
+        expected = constants_start([offsets[n] + t.nbytes for n, t in tensors.items()])
         if const_base != expected:
             self.fail(f"const_base is {const_base}; the tensors put the constants at {expected}")
         if const_base + const_size > 1 << cfg.axi_addr_bits:
