@@ -61,6 +61,7 @@ DPU_PRECISION = 2.0**-21
 _SAME_ON_DIFFERENCES = {"MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape"}
 _IDENTITY_ON_DIFFERENCES = {"Relu", "Clip"}
 _LINEAR = {"Conv", "Gemm", "MatMul"}
+_REGION_OPS = _SAME_ON_DIFFERENCES | _IDENTITY_ON_DIFFERENCES | _LINEAR | {"Add", "Concat"}
 
 
 class VerificationError(DpuKitError):
@@ -176,6 +177,11 @@ class _Graph:
         scale = self.inits[node.input[1]].astype(np.float64)
         zp = self.inits[node.input[2]] if len(node.input) > 2 and node.input[2] else None
         return scale, (np.zeros((), np.int64) if zp is None else zp.astype(np.int64))
+
+    def quantized_dtype(self, q: onnx.NodeProto) -> str:
+        """The type a QuantizeLinear makes: its zero point's (uint8 without one, per ONNX)."""
+        zp = q.input[2] if len(q.input) > 2 else ""
+        return self.inits[zp].dtype.name if zp else "uint8"
 
     def quantized_by(self, name: str) -> onnx.NodeProto | None:
         """The QuantizeLinear that makes ``name``, if one does."""
@@ -304,7 +310,7 @@ def _exact_model(g: _Graph, r: _Region) -> ReferenceEvaluator | None:
     """The region in float64 on dequantized sources (`x:<source>`), up to the value before
     its QuantizeLinear, for onnx's reference evaluator: the exact value the DPU rounds
     (float64 sums of exact products: ~1e-9 LSB off). None for an op it is not given."""
-    nodes, inits, ins = [], {}, []
+    nodes, inits = [], {}
     rename = {s: f"x:{s}" for s in r.sources}
     ins = [
         helper.make_tensor_value_info(f"x:{s}", onnx.TensorProto.DOUBLE, None) for s in r.sources
@@ -328,10 +334,7 @@ def _exact_model(g: _Graph, r: _Region) -> ReferenceEvaluator | None:
                 return None
             rename[n.output[0]] = x(n.input[0])  # the region rounds at its end instead
             continue
-        if n.op_type not in _SAME_ON_DIFFERENCES | _IDENTITY_ON_DIFFERENCES | _LINEAR | {
-            "Add",
-            "Concat",
-        }:
+        if n.op_type not in _REGION_OPS:
             return None
         for i in n.input:
             if i in g.inits and x(i) == i:
@@ -487,7 +490,7 @@ class _Values:
             q = g.dequantized_output(o.name)
             if q is not None and g.quantized_by(q) is not None and q not in in_dram:
                 scale, zp = g.qparams(g.producer[o.name])
-                self.outputs[q] = (o.name, scale, zp, g.inits[g.quantized_by(q).input[2]].dtype)
+                self.outputs[q] = (o.name, scale, zp, g.quantized_dtype(g.quantized_by(q)))
         self.in_dram = in_dram
         self.known = in_dram | set(self.outputs)
 
@@ -497,7 +500,7 @@ class _Values:
                  for t in self.in_dram}  # fmt: skip
         for q, (name, *_rest, dtype) in self.outputs.items():
             spec = next(s for s in self.program.outputs if s.name == name)
-            types[q] = (np.dtype(dtype).name, tuple(spec.shape))
+            types[q] = (dtype, tuple(spec.shape))
         return types
 
     def of_run(self, runner: Runner, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -606,7 +609,7 @@ def _check_compiled_from(g: _Graph, program: Program, where: str) -> None:
         if q is None:
             continue
         scale, zp = g.qparams(q)
-        dtype = g.inits[q.input[2]].dtype.name if len(q.input) > 2 and q.input[2] else "uint8"
+        dtype = g.quantized_dtype(q)
         zp_dpu = int(zp.reshape(())) - (128 if dtype == "uint8" else 0)  # the DPU's int8 domain
         if (float(scale.reshape(())), zp_dpu, dtype) != (t.scale, t.zero_point, t.onnx_dtype):
             raise differ(f"tensor {name} has another scale or zero point")
