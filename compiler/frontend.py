@@ -269,7 +269,7 @@ def _fmt(dims) -> str:
     return "[" + ", ".join(map(str, dims)) + "]"
 
 
-def _fix_inputs(
+def fix_input_shapes(
     model: onnx.ModelProto, where: str, input_shapes: dict[str, tuple[int, ...]] | None
 ) -> onnx.ModelProto:
     """Compile for batch 1 and fixed sizes: the user's input shapes, a symbolic leading dim
@@ -875,7 +875,7 @@ def lower(
             "Quantize it first: `dpukit quantize model.onnx -o model.qdq.onnx` or "
             "onnxruntime.quantization.quantize_static(..., quant_format=QuantFormat.QDQ)"
         )
-    model = check_shapes(_fix_inputs(model, where, input_shapes), where)
+    model = check_shapes(fix_input_shapes(model, where, input_shapes), where)
     g = _Graph(model)
     for name in g.graph_outputs:
         if None in g.types[name][1]:

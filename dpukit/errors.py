@@ -28,3 +28,11 @@ class IsaError(DpuKitError):
 class ExecutionError(DpuKitError):
     """A run cannot go on: inputs that do not fit the program, or the DPU (golden, RTL or
     board) stopped with an error: bad address, illegal op, hang."""
+
+
+class EnergyTableError(DpuKitError):
+    """An energy table is missing, malformed, or lacks an energy the model needs."""
+
+
+class SensorError(DpuKitError):
+    """A power sensor is absent, unreadable (permissions, a vanished device), or misused."""

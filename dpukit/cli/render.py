@@ -50,6 +50,19 @@ def fmt_pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
 
+_SI = ((1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"), (1e-12, "p"), (1e-15, "f"))
+
+
+def fmt_si(x: float, unit: str) -> str:
+    """A number with an SI prefix: 2.875e-4 J -> '287.5 µJ'."""
+    if x == 0 or not np.isfinite(x):
+        return f"{x:g} {unit}"
+    for k, prefix in _SI:
+        if abs(x) >= k:
+            return f"{x / k:.4g} {prefix}{unit}"
+    return f"{x / 1e-15:.4g} f{unit}"
+
+
 def fmt_shape(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
@@ -247,6 +260,42 @@ def outputs_table(outputs: dict[str, np.ndarray], show: int = 10) -> Table:
         table.add_row(
             name, fmt_shape(v.shape), str(v.dtype), f"{v.min():.4g}", f"{v.max():.4g}", arg
         )
+    return table
+
+
+ENERGY_COLUMNS = (
+    ("mac", "MAC"),
+    ("sram_weights", "SRAM\nweights"),
+    ("sram_activations", "SRAM\nactivations"),
+    ("dram", "DRAM"),
+    ("logic", "logic"),
+    ("static", "static"),
+)
+
+
+def energy_table(report, title: str) -> Table:
+    """Per-layer and total energy of one inference (compiler.energy.EnergyReport)."""
+    table = Table(title=title, title_justify="left", show_footer=True, caption_justify="left")
+    table.add_column("layer", footer="total", no_wrap=True)
+    table.add_column("kind")
+    table.add_column("MACs", justify="right", footer=fmt_int(sum(la.macs for la in report.layers)))
+    # Columns every row leaves at zero (no static in a technology table) are left out.
+    shown = [(c, h) for c, h in ENERGY_COLUMNS if getattr(report.total, c) > 0]
+    for c, head in shown:
+        table.add_column(head, justify="right", footer=fmt_si(getattr(report.total, c), "J"))
+    table.add_column("total", justify="right", footer=fmt_si(report.total.total, "J"))
+    table.add_column("share", justify="right")
+    grand = report.total.total or 1.0
+    for la in report.layers:
+        table.add_row(
+            la.name,
+            la.kind,
+            fmt_int(la.macs) if la.macs else "-",
+            *(fmt_si(getattr(la.energy, c), "J") for c, _ in shown),
+            fmt_si(la.energy.total, "J"),
+            fmt_pct(la.energy.total / grand),
+        )
+    table.caption = "\n".join(report.notes)
     return table
 
 

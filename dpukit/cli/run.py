@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 
 from rich.console import Console
 
@@ -22,6 +23,7 @@ from dpukit.cli.render import (
     activity_table,
     backend_kind,
     fmt_pct,
+    fmt_si,
     layer_activity_table,
     model_macs,
     outputs_table,
@@ -45,6 +47,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--json", metavar="FILE", help="write the numbers as JSON")
     add_config_option(r)
     r.set_defaults(func=run)
+
+
+@dataclass
+class ModeledEnergy:
+    """The energy model over a run's activity, per inference."""
+
+    table: object  # compiler.energy.EnergyTable
+    total: object  # compiler.energy.Energy, J per inference
+    seconds: float  # the DPU's time per inference
+
+    @property
+    def average_w(self) -> float:
+        return self.total.total / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "kind": "modeled",
+            "level": "dpu",
+            "table": self.table.name,
+            "table_calibrated": self.table.calibrated,
+            "unit": "J per inference",
+            **self.total.as_dict(),
+            "average_power_w": self.average_w,
+        }
+
+
+def modeled_energy(act, images: int, cfg) -> ModeledEnergy:
+    """Energy per inference of a run's summed activity, with the table of the config's part."""
+    from dpukit.compiler import energy
+
+    table = energy.load_table(energy.table_for_part(cfg.fpga_part))
+    per = 1 / max(images, 1)
+    total = energy.activity_energy(act, cfg, table).scaled(per)
+    return ModeledEnergy(table, total, act.cycles * per / (cfg.clock_mhz * 1e6))
 
 
 def run(args, con: Console) -> int:
@@ -80,6 +116,13 @@ def run(args, con: Console) -> int:
             act, n, cfg, macs, f"DPU activity, {args.backend} backend, {kind}, {n} image(s)"
         )
     )
+    energy_img = modeled_energy(act, n, cfg)
+    con.print(
+        f"energy per inference, modeled: [bold]{fmt_si(energy_img.total.total, 'J')}[/] "
+        f"(DPU level over {kind} activity, table {energy_img.table.label}; "
+        f"{fmt_si(energy_img.average_w, 'W')} average over the DPU's time)",
+        highlight=False,
+    )
     con.print(subgraph_activity_table(program, per_sub, f"per subgraph, first image, {kind}"))
     con.print(layer_activity_table(runner.layer_activity, f"per layer, one image, {MODELED}"))
     con.print(f"host wall time {wall:.2f} s (simulation speed, not DPU latency)", style="dim")
@@ -100,6 +143,7 @@ def run(args, con: Console) -> int:
             "model_macs_per_image": macs,
             "pe_utilization": act.mac_cycles / act.cycles if act.cycles else 0.0,
             "activity": activity_json(act),
+            "energy_per_image_modeled": energy_img.as_dict(),
             "per_subgraph_first_image": [
                 {"name": sg.name, **activity_json(a)}
                 for sg, a in zip(
