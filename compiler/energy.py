@@ -512,6 +512,43 @@ def activity_energy(act, cfg, table: EnergyTable, weight_bits: int | None = None
     return dpu_events(act, cfg, table, weight_bits).energy(table)
 
 
+@dataclass
+class InferenceEnergy:
+    """The DPU-level model over a run's summed activity, per inference."""
+
+    table: EnergyTable
+    total: Energy  # J per inference
+    seconds: float  # the DPU's time per inference
+    events: dict[str, float]  # per inference, by table entry: what `calibrate` fits
+
+    @property
+    def average_w(self) -> float:
+        return self.total.total / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "kind": "modeled",
+            "level": "dpu",
+            "table": self.table.name,
+            "table_calibrated": self.table.calibrated,
+            "unit": "J per inference",
+            **self.total.as_dict(),
+            "average_power_w": self.average_w,
+            "events_per_inference": self.events,
+        }
+
+
+def per_inference(act, images: int, cfg, table: EnergyTable | None = None) -> InferenceEnergy:
+    """Energy per inference of the activity of `images` inferences, with the table of the
+    config's part unless another is given."""
+    table = table or load_table(table_for_part(cfg.fpga_part))
+    per = 1 / max(images, 1)
+    events = dpu_events(act, cfg, table)
+    total = events.energy(table).scaled(per)
+    per_entry = {k: n * per for k, n in events.by_entry().items()}
+    return InferenceEnergy(table, total, act.cycles * per / (cfg.clock_mhz * 1e6), per_entry)
+
+
 def program_energy(
     program,
     table: EnergyTable | str | None = None,

@@ -220,3 +220,14 @@ def test_demo(digits_float: Path, tmp_path: Path, capsys: pytest.CaptureFixture)
     ref = doc["golden_vs_onnxruntime"]["QDQ reference (graph optimizations off)"]
     assert ref["max_lsb"] == v["logits_max_lsb"]  # the demo's table and verify agree
     assert doc["accuracy"]["golden DPU model"] > 0.9
+    # energy per image, modeled, at each stage: the DPU's is the program's DPU-level energy
+    from dpukit.compiler.energy import program_energy
+
+    e = doc["energy_per_image_modeled"]
+    assert e["kind"] == "modeled" and e["dpu"]["kind"] == "modeled"
+    want = program_energy(work / "digits_cnn.dpu").total.total
+    assert e["dpu"]["total"] == pytest.approx(want)
+    # int8 weights and activations move a quarter of float32's bits (seed 001's model)
+    assert e["qdq_network_level"]["dram"] == pytest.approx(
+        e["float_network_level"]["dram"] / 4, rel=0.01
+    )

@@ -20,6 +20,7 @@ from dpukit.cli.render import (
     activity_table,
     fmt_bytes,
     fmt_pct,
+    fmt_si,
     instr_count,
     layer_activity_table,
     model_macs,
@@ -192,6 +193,7 @@ def run(args, con: Console) -> int:
         f"PE utilization {fmt_pct(util)}",
         highlight=False,
     )
+    energy_stages = _demo_energy(con, float_path, qdq_path, dpu_path, act, n, cfg)
     print_subgraphs(con, program)
     con.print()
     con.print(
@@ -223,6 +225,7 @@ def run(args, con: Console) -> int:
         "latency_kind": MODELED,
         "pe_utilization": util,
         "activity": asdict(act),
+        "energy_per_image_modeled": energy_stages,
         "rtl": rtl,
     }
     (work / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -233,6 +236,48 @@ def run(args, con: Console) -> int:
         highlight=False,
     )
     return 0
+
+
+def _demo_energy(con: Console, float_path, qdq_path, dpu_path, act, n: int, cfg) -> dict:
+    """Modeled energy of one image at each stage: seed 001's network level for the float and
+    QDQ models (hardware-independent, 45 nm table), the DPU level for the program."""
+    from dpukit.compiler import energy
+
+    net_float = energy.network_energy(float_path, energy.DEFAULT_TABLE)
+    net_qdq = energy.network_energy(qdq_path, energy.DEFAULT_TABLE)
+    dpu = energy.per_inference(act, n, cfg)
+    table = Table(title="energy per image, modeled (no board: measured power needs one)",
+                  title_justify="left", caption_justify="left")  # fmt: skip
+    for col in ("stage", "model", "table", "MAC", "SRAM", "DRAM", "logic+static", "total"):
+        table.add_column(col, justify="left" if col in ("stage", "model", "table") else "right")
+    rows = (
+        ("float model", "network (seed 001)", net_float.table.label, net_float.total),
+        ("QDQ int8 model", "network (seed 001)", net_qdq.table.label, net_qdq.total),
+        (f"DPU program, {cfg.name}", "DPU (cycle model)", dpu.table.label,
+         dpu.total),
+    )  # fmt: skip
+    for stage, model, label, e in rows:
+        table.add_row(
+            stage,
+            model,
+            label,
+            fmt_si(e.mac, "J"),
+            fmt_si(e.sram_weights + e.sram_activations, "J"),
+            fmt_si(e.dram, "J"),
+            fmt_si(e.logic + e.static, "J"),
+            fmt_si(e.total, "J"),
+        )
+    table.caption = (
+        f"DPU: {fmt_si(dpu.average_w, 'W')} average over {fmt_si(dpu.seconds, 's')} per image. "
+        "`dpukit energy` breaks each down per layer (docs/energy.md)."
+    )
+    con.print(table)
+    return {
+        "kind": "modeled",
+        "float_network_level": net_float.as_dict()["total"],
+        "qdq_network_level": net_qdq.as_dict()["total"],
+        "dpu": dpu.as_dict(),
+    }
 
 
 def _demo_rtl(con: Console, dpu_path: Path, program, x: np.ndarray, golden, model_cycles) -> dict:

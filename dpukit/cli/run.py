@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
 
 from rich.console import Console
 
@@ -29,6 +28,7 @@ from dpukit.cli.render import (
     outputs_table,
     subgraph_activity_table,
 )
+from dpukit.compiler.energy import per_inference
 from dpukit.host.backends import BACKENDS
 
 
@@ -47,40 +47,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--json", metavar="FILE", help="write the numbers as JSON")
     add_config_option(r)
     r.set_defaults(func=run)
-
-
-@dataclass
-class ModeledEnergy:
-    """The energy model over a run's activity, per inference."""
-
-    table: object  # compiler.energy.EnergyTable
-    total: object  # compiler.energy.Energy, J per inference
-    seconds: float  # the DPU's time per inference
-
-    @property
-    def average_w(self) -> float:
-        return self.total.total / self.seconds if self.seconds else 0.0
-
-    def as_dict(self) -> dict:
-        return {
-            "kind": "modeled",
-            "level": "dpu",
-            "table": self.table.name,
-            "table_calibrated": self.table.calibrated,
-            "unit": "J per inference",
-            **self.total.as_dict(),
-            "average_power_w": self.average_w,
-        }
-
-
-def modeled_energy(act, images: int, cfg) -> ModeledEnergy:
-    """Energy per inference of a run's summed activity, with the table of the config's part."""
-    from dpukit.compiler import energy
-
-    table = energy.load_table(energy.table_for_part(cfg.fpga_part))
-    per = 1 / max(images, 1)
-    total = energy.activity_energy(act, cfg, table).scaled(per)
-    return ModeledEnergy(table, total, act.cycles * per / (cfg.clock_mhz * 1e6))
 
 
 def run(args, con: Console) -> int:
@@ -116,7 +82,7 @@ def run(args, con: Console) -> int:
             act, n, cfg, macs, f"DPU activity, {args.backend} backend, {kind}, {n} image(s)"
         )
     )
-    energy_img = modeled_energy(act, n, cfg)
+    energy_img = per_inference(act, n, cfg)
     con.print(
         f"energy per inference, modeled: [bold]{fmt_si(energy_img.total.total, 'J')}[/] "
         f"(DPU level over {kind} activity, table {energy_img.table.label}; "
