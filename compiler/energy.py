@@ -471,6 +471,11 @@ class _NetGraph:
 # -- DPU level -----------------------------------------------------------------------------
 
 
+# The RTL keeps ACC twice (hw/rtl/dpu_top.sv: u_acc_a, u_acc_b, one per read port) and
+# writes every entry to both: one ACC write the activity counts is two physical writes.
+ACC_COPIES = 2
+
+
 def dpu_events(act, cfg, table: EnergyTable, weight_bits: int | None = None) -> Events:
     """What an Activity (compiler.golden) did, as events the table prices. Weights narrower
     or wider than the DPU's operands are modeled by bit-packing the WGT buffer's entries and
@@ -493,6 +498,7 @@ def dpu_events(act, cfg, table: EnergyTable, weight_bits: int | None = None) -> 
     }
     for buf, bits in width.items():
         category = "sram_weights" if buf in ("wgt", "par") else "sram_activations"
+        copies = ACC_COPIES if buf == "acc" else 1
         ev.add(category, "sram_read", act.buffer_reads.get(buf, 0) * bits)
         ev.add(category, "sram_write", act.buffer_writes.get(buf, 0) * bits)
     bus = cfg.axi_data_bits

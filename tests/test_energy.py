@@ -237,9 +237,10 @@ def test_dpu_level_by_hand(tmp_path: Path) -> None:
     assert e.sram_weights == pytest.approx(
         (4 * 2048 * 0.25 + 2 * 1536 * 0.25 + 4 * 2048 * 0.5 + 2 * 1536 * 0.5) * PJ
     )
-    # INP 128-bit, ACC 16 x int32 = 512-bit, OUT 128-bit entries
+    # INP 128-bit, ACC 16 x int32 = 512-bit, OUT 128-bit entries; the RTL writes each ACC
+    # entry into both of its copies (one per read port)
     reads = 100 * 128 + 20 * 128
-    writes = 100 * 128 + 100 * 512 + 20 * 128
+    writes = 100 * 128 + 2 * 100 * 512 + 20 * 128
     assert e.sram_activations == pytest.approx((reads * 0.25 + writes * 0.5) * PJ)
     # 60 beats of 64 bits, and 10 instructions of 256 bits fetched
     assert e.dram == pytest.approx((60 * 64 + 10 * 256) * 10 * PJ)
