@@ -596,9 +596,7 @@ def program_energy(
         # so the rows add up to the subgraph's whole activity.
         rest.counts = {k: n for k, n in rest.counts.items() if abs(n) > 1e-9 * max(1, abs(n))}
         if rest.counts:
-            layers.append(
-                LayerEnergy(f"({sg.name}: outside layers)", "-", rest, rest.energy(table))
-            )
+            layers.append(LayerEnergy("(outside layers)", "-", rest, rest.energy(table)))
     notes = [
         "DPU level: the cycle model's activity x the table's energy per event; CPU subgraphs "
         "(host) are not charged"

@@ -276,15 +276,17 @@ ENERGY_COLUMNS = (
 def energy_table(report, title: str) -> Table:
     """Per-layer and total energy of one inference (compiler.energy.EnergyReport)."""
     table = Table(title=title, title_justify="left", show_footer=True, caption_justify="left")
-    table.add_column("layer", footer="total", no_wrap=True)
+    table.add_column("layer", footer="total")
     table.add_column("kind")
-    table.add_column("MACs", justify="right", footer=fmt_int(sum(la.macs for la in report.layers)))
+    macs = fmt_int(sum(la.macs for la in report.layers))
+    table.add_column("MACs", justify="right", footer=macs, no_wrap=True)
     # Columns every row leaves at zero (no static in a technology table) are left out.
     shown = [(c, h) for c, h in ENERGY_COLUMNS if getattr(report.total, c) > 0]
     for c, head in shown:
-        table.add_column(head, justify="right", footer=fmt_si(getattr(report.total, c), "J"))
-    table.add_column("total", justify="right", footer=fmt_si(report.total.total, "J"))
-    table.add_column("share", justify="right")
+        footer = fmt_si(getattr(report.total, c), "J")
+        table.add_column(head, justify="right", footer=footer, no_wrap=True)
+    table.add_column("total", justify="right", footer=fmt_si(report.total.total, "J"), no_wrap=True)
+    table.add_column("share", justify="right", no_wrap=True)
     grand = report.total.total or 1.0
     for la in report.layers:
         table.add_row(
