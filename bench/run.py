@@ -9,6 +9,9 @@ can address, which the compiler used to tile until it was killed (target < 1 s).
 RTL (issue 3, bench/rtl.py): simulation speed and wall time of whole-network RTL runs (digits
 CNN, the ResNet-18 layer shapes), measured cycles vs the cycle model, PE utilization per
 layer, and measured cycles / SCALE-Sim's (bench/scalesim_peer.py).
+Energy (issue 9, bench/energy_sweep.py): the energy model's time on the ResNet-18 program
+(target < 50 ms, without the cycle model's counting; program_energy end to end beside it),
+and seed 002's bit-packing sweep on AlexNet (2 to 16-bit weights), modeled.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from energy_sweep import bench_energy_sweep, bench_energy_time, sweep_levels
 from rich.console import Console
 from rich.table import Table
 from rtl import bench_rtl
@@ -163,8 +167,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         r18 = bench_resnet18(args.config, Path(tmp))
         verify = bench_verify(args.config, Path(tmp) / "resnet18.qdq.onnx")
+        energy_time = bench_energy_time(Path(tmp) / "resnet18.qdq.onnx", args.config)
         reject = bench_reject(args.config, Path(tmp))
     rtl = bench_rtl(args.config, args.rtl_input_hw)
+    sweep = bench_energy_sweep(tuple(dict.fromkeys((args.config, "ultra96v2"))))
     results = {
         "machine": {
             "python": platform.python_version(),
@@ -175,6 +181,8 @@ def main() -> None:
         "resnet18": r18,
         "verify": verify,
         "compile_reject": reject,
+        "energy_model_time": energy_time,
+        "energy_bit_packing": sweep,
         "rtl": rtl,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -241,6 +249,24 @@ def main() -> None:
             "",
         )
     table.add_row("max RTL cycles / SCALE-Sim", f"{layers['max_rtl_over_scalesim']:.2f}", "<= 1.2")
+    table.add_row(
+        "energy model on ResNet-18's program, per-layer activities given (ms)",
+        f"{energy_time['energy_model_s'] * 1e3:.2f}",
+        "< 50",
+    )
+    table.add_row(
+        "  program_energy end to end, with the cycle model's counting (s)",
+        f"{energy_time['program_energy_end_to_end_s']:.2f}",
+        "",
+    )
+    for level, lv in sweep_levels(sweep):
+        table.add_row(
+            f"AlexNet weights 16 -> 4 bits, modeled energy saving, {level} "
+            f"(weights' share at 16 bits {lv['weight_share_at_16']:.0%}; conv layers alone "
+            f"{lv['conv_layers']['saving_16_to_4']:.0%})",
+            f"{lv['saving_16_to_4']:.1%}",
+            f"seed 002: up to {sweep['seed_002_saving_16_to_4']:.0%}",
+        )
     console = Console(width=max(Console().width, 130))  # the per-layer table is wide
     console.print(table)
     per_layer = Table(title="ResNet-18 layer shapes on the RTL")

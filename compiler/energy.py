@@ -621,11 +621,31 @@ class Calibration:
     kept: tuple[str, ...]  # entries the measurements did not exercise: the prior's values
     residuals_j: np.ndarray  # measured - modeled, per measurement
     relative_rms: float  # rms of residual / measured
+    # One standard error of each fitted entry, in its unit (NaN with no measurement to
+    # spare: as many measurements as entries fit them exactly, and say nothing of the noise)
+    std_error: dict[str, float] = field(default_factory=dict)
+    condition: float = math.nan  # of the weighted, column-scaled activity matrix
+
+    def relative_error(self, key: str) -> float:
+        """An entry's standard error / its value (inf for a value of 0)."""
+        v = self.table.entries[key].value
+        return self.std_error[key] / v if v else math.inf
+
+    def poorly_determined(self, limit: float = 0.1) -> list[str]:
+        """Fitted entries whose standard error exceeds `limit` x their value (or unknown)."""
+        return [k for k in self.fitted if not self.relative_error(k) <= limit]
 
     def as_dict(self) -> dict:
+        def num(v: float) -> float | None:  # JSON has no NaN or inf
+            return v if math.isfinite(v) else None
+
         return {
             "table": self.table.name,
             "fitted": {k: self.table.entries[k].value for k in self.fitted},
+            "std_error": {k: num(self.std_error[k]) for k in self.fitted},
+            "std_error_relative": {k: num(self.relative_error(k)) for k in self.fitted},
+            "poorly_determined": self.poorly_determined(),
+            "condition_number": num(self.condition),
             "kept_from_prior": list(self.kept),
             "residuals_j": self.residuals_j.tolist(),
             "relative_rms": self.relative_rms,
@@ -642,46 +662,75 @@ def calibrate(
 ) -> Calibration:
     """Fit per-event energies to measured dynamic energies (J, idle baseline subtracted) of
     programs whose events are given (`dpu_events`, or {entry: count}), by non-negative
-    least squares. Entries no measurement exercises keep the prior's value; `static_w` (the
-    idle power the recorder measured above the board's baseline, if known) replaces the
-    prior's static power."""
+    least squares on relative residuals (each measurement weighted by 1 / itself: the
+    energies span orders of magnitude, and unweighted the largest programs would decide
+    every entry). Reports each entry's standard error (the least-squares covariance scaled
+    by the residuals' variance) and the condition number of the weighted, column-scaled
+    activity matrix: programs whose mixes hardly differ leave entries poorly determined.
+    Entries no measurement exercises keep the prior's value; `static_w` (the idle power the
+    recorder measured above the board's baseline, if known) replaces the prior's static
+    power."""
     from scipy.optimize import nnls
 
     rows = [e.by_entry() if isinstance(e, Events) else dict(e) for e in events]
     b = np.asarray(list(measured_j), np.float64)
     if len(rows) != len(b):
         raise EnergyTableError(f"{len(rows)} activity records but {len(b)} measurements")
-    if not np.all(np.isfinite(b)) or np.any(b < 0):
-        raise EnergyTableError("measured energies must be finite and >= 0 J")
+    for i, v in enumerate(b):
+        if not (math.isfinite(v) and v > 0):
+            raise EnergyTableError(
+                f"measurement {i} is {v:g} J: measured dynamic energies must be finite and > 0 J"
+            )
+    for i, r in enumerate(rows):
+        other = sorted(k for k, n in r.items() if k not in FITTED and k != "static" and n)
+        if other:
+            raise EnergyTableError(
+                f"activity record {i} counts {', '.join(other)}, which the fit does not "
+                f"determine (it fits {', '.join(FITTED)}; static power is in the baseline)"
+            )
+        if not all(math.isfinite(n) and n >= 0 for n in r.values()):
+            raise EnergyTableError(f"activity record {i}: event counts must be finite and >= 0")
+    if static_w is not None and not (math.isfinite(static_w) and static_w >= 0):
+        raise EnergyTableError(f"static power {static_w!r} W must be finite and >= 0")
     a = np.array([[r.get(k, 0.0) for k in FITTED] for r in rows], np.float64)
     used = [j for j, k in enumerate(FITTED) if a[:, j].any()]
+    if not used:
+        raise EnergyTableError(f"no activity record counts any of {', '.join(FITTED)}")
     if len(rows) < len(used):
         raise EnergyTableError(
             f"{len(rows)} measurements cannot determine {len(used)} energies "
             f"({', '.join(FITTED[j] for j in used)}): measure at least as many programs"
         )
     a_used = a[:, used]
-    if np.linalg.matrix_rank(a_used) < len(used):
+    # Relative residuals (rows / measured); columns differ by orders of magnitude (MACs vs
+    # bits vs cycles): scaled to unit norm for the solver, the rank and the condition.
+    weighted = a_used / b[:, None]
+    scale = np.linalg.norm(weighted, axis=0)
+    weighted = weighted / scale
+    if np.linalg.matrix_rank(weighted) < len(used):
         raise EnergyTableError(
             "the measured programs' activity mixes are not independent (one event count is a "
             "combination of others in every program): measure programs that differ more"
         )
-    # Columns differ by orders of magnitude (MACs vs bits vs cycles): scale for the solver.
-    scale = np.linalg.norm(a_used, axis=0)
-    x, _ = nnls(a_used / scale, b)
+    x, _ = nnls(weighted, np.ones(len(b)))
     x = x / scale
     entries = dict(prior.entries)
     per_j = {k: _TO_JOULES[ENTRY_UNITS[k]] for k in FITTED}
     residuals = b - a_used @ x
-    rel = float(np.sqrt(np.mean((residuals / np.where(b > 0, b, 1)) ** 2)))
+    rel = float(np.sqrt(np.mean((residuals / b) ** 2)))
+    spare = len(b) - len(used)
+    variance = np.sum((residuals / b) ** 2) / spare if spare else math.nan
+    se = np.sqrt(np.sum(np.linalg.pinv(weighted) ** 2, axis=1) * variance) / scale
     fitted = tuple(FITTED[j] for j in used)
     for col, k in enumerate(fitted):
         e = prior.entries[k]
         entries[k] = Entry(
             float(x[col] / per_j[k]),
             e.unit,
-            f"calibrated: NNLS fit to {len(b)} measured dynamic energies "
-            f"(relative rms residual {rel:.2%}); prior {e.value:g} {e.unit}: {e.source}",
+            f"calibrated: NNLS fit to {len(b)} measured dynamic energies (relative rms "
+            f"residual {rel:.2%}"
+            + (f", standard error {se[col] / per_j[k]:.3g} {e.unit}" if spare else "")
+            + f"); prior {e.value:g} {e.unit}: {e.source}",
         )
     if static_w is not None:
         entries["static"] = Entry(float(static_w), "W", "measured idle power above baseline")
@@ -689,4 +738,5 @@ def calibrate(
     table = EnergyTable(
         name or f"{prior.name}-calibrated", prior.title, True, prior.word_bits, entries
     )
-    return Calibration(table, fitted, kept, residuals, rel)
+    std = {k: float(se[col] / per_j[k]) for col, k in enumerate(fitted)}
+    return Calibration(table, fitted, kept, residuals, rel, std, float(np.linalg.cond(weighted)))

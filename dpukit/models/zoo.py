@@ -215,6 +215,33 @@ def resnet18(input_hw: int = 224, seed: int = 0) -> ModelAndShape:
     return g.model("resnet18", shape, x), shape
 
 
+def alexnet(input_hw: int = 227, seed: int = 0) -> ModelAndShape:
+    """AlexNet with CaffeNet's layer shapes (random weights), the ones seed 001 lists: conv
+    11x11 3->96 stride 4, 5x5 96->256 in 2 groups, 3x3 256->384, 3x3 384->384 and 384->256
+    in 2 groups, max pooling 3/2 after conv 1, 2 and 5, FC 9216->4096->4096->1000; no LRN
+    (it only rescales activations), no dropout (inference). 227x227 gives 55x55 after conv
+    1 and the 6x6x256 = 9216 the first FC reads."""
+    shape = (1, 3, input_hw, input_hw)
+    g = _GraphBuilder(seed)
+
+    def pool(x: str) -> str:
+        return g.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2])
+
+    x = pool(g.relu(g.conv("input", 3, 96, 11, stride=4, pads=[0, 0, 0, 0])))
+    x = pool(g.relu(g.conv(x, 96, 256, 5, group=2)))
+    x = g.relu(g.conv(x, 256, 384, 3))
+    x = g.relu(g.conv(x, 384, 384, 3, group=2))
+    x = pool(g.relu(g.conv(x, 384, 256, 3, group=2)))
+    side = ((input_hw - 11) // 4 + 1 - 3) // 2 + 1  # after conv 1 and pool 1
+    for _ in range(2):  # pool 2 and pool 5 (convs 2 to 5 keep the size)
+        side = (side - 3) // 2 + 1
+    x = g.node("Flatten", [x], axis=1)
+    x = g.relu(g.gemm(x, 256 * side * side, 4096))
+    x = g.relu(g.gemm(x, 4096, 4096))
+    x = g.gemm(x, 4096, 1000)
+    return g.model("alexnet", shape, x), shape
+
+
 def single_conv(
     in_hw: int, cin: int, cout: int, k: int, *, stride: int = 1, pad: int = 0, seed: int = 0
 ) -> ModelAndShape:
