@@ -500,7 +500,7 @@ def dpu_events(act, cfg, table: EnergyTable, weight_bits: int | None = None) -> 
         category = "sram_weights" if buf in ("wgt", "par") else "sram_activations"
         copies = ACC_COPIES if buf == "acc" else 1
         ev.add(category, "sram_read", act.buffer_reads.get(buf, 0) * bits)
-        ev.add(category, "sram_write", act.buffer_writes.get(buf, 0) * bits)
+        ev.add(category, "sram_write", act.buffer_writes.get(buf, 0) * bits * copies)
     bus = cfg.axi_data_bits
     dram = (act.dram_read_beats + act.dram_write_beats) * bus
     dram += sum(act.instructions.values()) * max(INSTR_BYTES * 8, bus)  # instruction fetch
