@@ -505,8 +505,10 @@ def dpu_events(act, cfg, table: EnergyTable, weight_bits: int | None = None) -> 
     dram = (act.dram_read_beats + act.dram_write_beats) * bus
     dram += sum(act.instructions.values()) * max(INSTR_BYTES * 8, bus)  # instruction fetch
     if wb != native:
-        weights = act.buffer_writes.get("wgt", 0) * lanes  # elements LOADed into WGT
-        dram += packed_bits(weights, wb, bus) - weights * native
+        # Weight elements LOADed into WGT, packed floor(bus / wb) to a bus word: counted per
+        # element (bus / floor(bus / wb) bits each), so layers add up to their program.
+        weights = act.buffer_writes.get("wgt", 0) * lanes
+        dram += weights * (bus / (bus // wb) - native)
     ev.add("dram", "dram", dram)
     ev.add("logic", "logic", act.cycles)
     ev.add("static", "static", act.cycles / (cfg.clock_mhz * 1e6))
@@ -564,7 +566,7 @@ def program_energy(
 ) -> EnergyReport:
     """Per-layer and total DPU-level energy of one inference of a Program (or .dpu path) on
     its hardware config; the table defaults to the config's part."""
-    from dpukit.compiler.golden import GoldenDPU
+    from dpukit.compiler.golden import stream_activity
     from dpukit.compiler.program import Program
 
     if not isinstance(program, Program):
@@ -574,20 +576,17 @@ def program_energy(
     if table is None:
         table = table_for_part(cfg.fpga_part)
     table = load_table(table) if isinstance(table, str | Path) else table
-    dpu = GoldenDPU(cfg)
     layers: list[LayerEnergy] = []
     cycles = 0
     for sg in program.subgraphs:
         if sg.device != "DPU":
             continue
-        whole = dpu.prepare(sg.payload, program.dram_size).activity
-        cycles += whole.cycles
         ranges = [(la["first_instr"], la["num_instrs"]) for la in sg.layers]
+        whole, per_layer = stream_activity(cfg, sg.payload, program.dram_size, ranges)
+        cycles += whole.cycles
         rest = Events()
         rest.merge(dpu_events(whole, cfg, table, weight_bits))
-        for la, act in zip(
-            sg.layers, dpu.layer_activity(sg.payload, program.dram_size, ranges), strict=True
-        ):
+        for la, act in zip(sg.layers, per_layer, strict=True):
             ev = dpu_events(act, cfg, table, weight_bits)
             for key, n in ev.counts.items():
                 rest.counts[key] = rest.counts.get(key, 0) - n

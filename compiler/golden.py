@@ -674,6 +674,16 @@ def _activity(
     return act
 
 
+def stream_activity(
+    cfg: HwConfig, stream: bytes, dram_size: int, ranges: list[tuple[int, int]]
+) -> tuple[Activity, list[Activity]]:
+    """A checked stream's whole activity and that of each (first instruction, count) range,
+    without planning its execution (what the energy model needs, not the data path)."""
+    col = isa.decode_array(stream)
+    sched = check.check_stream(cfg, col, dram_size)
+    return _activity(cfg, col, sched), [_activity(cfg, col, sched, a, a + n) for a, n in ranges]
+
+
 # -- errors ---------------------------------------------------------------------------------
 _OPCODES = frozenset(int(o) for o in Opcode)
 

@@ -92,7 +92,8 @@ def test_dpu_level_weight_memories_scale_with_packed_words(program: Program) -> 
     """pynq-z2 (16x16 int8 array, 64-bit bus), horowitz45 (32-bit words). From the cycle
     model's activity: a WGT entry holds 256 weights, 2048 bits at 8 bits and
     words(256, b, 32) x 32 bits at b bits; the nw = 256 x (WGT entries loaded) weights come
-    over the bus in words(nw, b, 64) beats instead of nw / 8. Everything else, MACs and
+    over the bus floor(64 / b) to a 64-bit word, 64 / floor(64 / b) bits each (counted per
+    element, so layers add up to their program) instead of 8. Everything else, MACs and
     activations included, stays."""
     cfg = program.hwconfig()
     (act,) = [
@@ -113,9 +114,8 @@ def test_dpu_level_weight_memories_scale_with_packed_words(program: Program) -> 
             wgt_entries * (wgt_bits - 2048) * sram_pj, rel=1e-12, abs=1e-20
         )
         assert wgt_bits / 2048 == energy.packed_words(256, b, 32) / energy.packed_words(256, 8, 32)
-        beats = energy.packed_words(nw, b, 64)
         assert e.dram - base.dram == pytest.approx(
-            (beats - nw // 8) * 64 * dram_pj, rel=1e-12, abs=1e-20
+            nw * (64 / (64 // b) - 8) * dram_pj, rel=1e-12, abs=1e-20
         )
         assert (e.mac, e.sram_activations, e.logic, e.static) == (
             base.mac,
