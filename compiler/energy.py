@@ -26,6 +26,7 @@ Calibration: given measured dynamic energies of programs with different activity
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
 from collections.abc import Iterable, Sequence
@@ -157,6 +158,14 @@ def table_for_part(fpga_part: str) -> str:
 
 def write_table(table: EnergyTable, path: str | Path) -> None:
     """Write a table as TOML that `load_table` reads back."""
+    try:
+        Path(path).write_text(table_toml(table), encoding="utf-8")
+    except OSError as exc:
+        raise EnergyTableError(f"{path}: cannot write the energy table: {exc.strerror}") from None
+
+
+def table_toml(table: EnergyTable) -> str:
+    """A table as TOML text that `load_table` reads back."""
     lines = [
         f"# Energy table {table.name}: written by dpukit"
         + (" (calibrated)" if table.calibrated else ""),
@@ -168,14 +177,12 @@ def write_table(table: EnergyTable, path: str | Path) -> None:
     for key, e in table.entries.items():
         lines += ["", f"[energy.{key}]", f"value = {e.value!r}", f"unit = {_toml_str(e.unit)}",
                   f"source = {_toml_str(e.source)}"]  # fmt: skip
-    try:
-        Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise EnergyTableError(f"{path}: cannot write the energy table: {exc.strerror}") from None
+    return "\n".join(lines) + "\n"
 
 
 def _toml_str(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    # A JSON string is a TOML basic string: the same escapes (\\, \", \n, \uXXXX).
+    return json.dumps(s, ensure_ascii=False)
 
 
 # -- counting ------------------------------------------------------------------------------

@@ -14,10 +14,21 @@ from rich.console import Console
 from rich.text import Text
 
 from dpukit import __version__
-from dpukit.cli import compile, configs, demo, energy, inspect, quantize, run, sensors, verify
+from dpukit.cli import (
+    calibrate,
+    compile,
+    configs,
+    demo,
+    energy,
+    inspect,
+    quantize,
+    run,
+    sensors,
+    verify,
+)
 from dpukit.errors import DpuKitError
 
-COMMANDS = (quantize, compile, run, energy, inspect, verify, demo, configs, sensors)
+COMMANDS = (quantize, compile, run, energy, calibrate, inspect, verify, demo, configs, sensors)
 
 
 def build_parser() -> argparse.ArgumentParser:
