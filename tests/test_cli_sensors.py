@@ -82,3 +82,67 @@ def test_rapl_root_only_for_a_user() -> None:
     assert "rapl:package-0 │ energy counter │ - │ permission denied reading" in out
     assert "rapl permission denied reading" in out and "root only since Linux 5.10" in out
     assert "hwmon:ina226/VSYS" in out and "Traceback" not in proc.stderr
+
+
+# ---- dpukit run --power ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mlp_dpu(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from dpukit.models import zoo
+    from dpukit.quantize import quantize_model
+
+    work = tmp_path_factory.mktemp("power_run")
+    model, shape = zoo.MODELS["mlp"]()
+    qdq = quantize_model(model, work / "mlp.qdq.onnx", zoo.calibration_data(shape))
+    assert main(["compile", str(qdq), "-o", str(work / "mlp.dpu")]) == 0
+    return work / "mlp.dpu"
+
+
+def test_run_measures_energy_per_inference(
+    mlp_dpu: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    hwmon_chip(tmp_path, 0, {"name": "ina226", "power1_input": 2000000, "power1_label": "VSYS"})
+    trace, out_json = tmp_path / "out" / "trace.csv", tmp_path / "run.json"
+    args = ["run", str(mlp_dpu), "--random", "64", "--batch", "16", "--sysfs", str(tmp_path),
+            "--power", "hwmon:ina226/VSYS", "--idle-s", "0.2", "--power-trace", str(trace),
+            "--json", str(out_json)]  # fmt: skip
+    assert main(args) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    modeled = out.index("energy per inference, modeled: ")
+    measured = out.index(
+        "energy per inference, measured (hwmon:ina226/VSYS), of this host running the golden "
+        "model: "
+    )
+    assert measured > modeled  # side by side, the modeled figure first
+    assert re.search(r"model: [\d.]+ mJ ± [\d.]+ [pnµ]?J total, 0 J ± [\d.]+ [pnµ]?J above idle "
+                     r"\(2 W\); 2 W ± [\d.]+ [pnµ]?W average over", out)  # fmt: skip
+    assert f"wrote {trace} and {trace.with_suffix('.png')}" in out
+    doc = json.loads(out_json.read_text())["energy_measured"]
+    per = doc["per_inference"]
+    assert doc["kind"] == "measured" and per["inferences"] == 64
+    assert per["avg_power_w"] == pytest.approx(2.0)
+    assert per["energy_j"] * 64 == pytest.approx(2.0 * per["duration_s"])
+    assert [p["name"] for p in doc["phases"]] == ["idle", "warm-up", "inference"]
+    assert trace.read_text().startswith("t_s,phase,hwmon:ina226/VSYS [W]\n")
+    assert trace.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [
+        (["--power-trace", "t.csv"], "error: --power-trace needs --power SENSOR[,SENSOR]"),
+        (
+            ["--power", "hwmon:ina226/VBUS"],
+            "error: no power sensor 'hwmon:ina226/VBUS' on this machine; it has hwmon:ina226/VSYS",
+        ),  # fmt: skip
+        (["--power", ","], "error: no power sensor selected; `dpukit sensors` lists"),
+    ],
+)
+def test_run_power_errors_are_one_line(
+    mlp_dpu: Path, tmp_path: Path, capsys: pytest.CaptureFixture, extra: list, error: str
+) -> None:
+    hwmon_chip(tmp_path, 0, {"name": "ina226", "power1_input": 1, "power1_label": "VSYS"})
+    assert main(["run", str(mlp_dpu), "--sysfs", str(tmp_path), *extra]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(error) and "\n" not in err

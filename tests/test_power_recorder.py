@@ -148,13 +148,25 @@ def test_summary_gap_makes_phase_incomplete() -> None:
 
 
 def test_summary_warns_of_short_phases_and_missing_marks() -> None:
-    s = _trace([1, 1, 1, 1], [(0.0, "idle"), (2.5, "warm-up")]).summary(inferences=3)
-    assert any("'warm-up' lasted 0.5 s" in w for w in s["warnings"])
+    trace = _trace([1, 1, 1, 1, 1, 1], [(0.0, "idle"), (4.5, "warm-up")])
+    s = trace.summary()  # no per-inference figure: every phase is a headline
+    assert [p["short"] for p in s["phases"]] == [False, True]
+    assert any("'warm-up' lasted 0.5 s, under 3 sensor update periods" in w for w in s["warnings"])
+    s = trace.summary(inferences=3)  # the warm-up only flagged: its energy is no headline
+    assert s["phases"][1]["short"] and not any("warm-up" in w for w in s["warnings"])
     assert any("no 'inference' phase" in w for w in s["warnings"])
     assert s["per_inference"] is None
 
 
 # ---- live recordings of real files -------------------------------------------------------
+
+
+def _wait_for(rec: PowerRecorder, event: str, timeout: float = 60.0) -> None:
+    """Until the recorder has seen `event` (however busy the machine, it comes)."""
+    end = time.monotonic() + timeout
+    while not any(e["event"].startswith(event) for e in rec.events):
+        assert time.monotonic() < end, f"the recorder saw no '{event}' in {timeout} s"
+        time.sleep(0.005)
 
 
 @pytest.fixture()
@@ -165,15 +177,16 @@ def ina226(tmp_path: Path) -> Path:
 
 
 def _waveform(switch: list[float]):
-    """1 W until switch[0]; then a raised-cosine ramp to 2 W over 0.2 s; then 2 W plus a
-    0.5 W sine of period 2 s. In µW."""
+    """1 W until switch[0]; then a raised-cosine ramp to 2 W over 0.4 s; then 2 W plus a
+    0.5 W sine of period 2 s. In µW. Smooth everywhere: a sample that comes 0.1 s late
+    costs the trapezoid rule at most 3 mJ (curvature x h^3 / 12), within the ramp."""
 
     def f(t: float) -> int:
         if not switch or t < switch[0]:
             return 1_000_000
         u = t - switch[0]
-        extra = 0.5 * (1 - math.cos(math.pi * u / 0.2)) if u < 0.2 else 1.0
-        sine = 0.5 * math.sin(2 * math.pi * (u - 0.2) / 2.0) if u >= 0.2 else 0.0
+        extra = 0.5 * (1 - math.cos(math.pi * u / 0.4)) if u < 0.4 else 1.0
+        sine = 0.5 * math.sin(2 * math.pi * (u - 0.4) / 2.0) if u >= 0.4 else 0.0
         return round((1.0 + extra + sine) * 1e6)
 
     return f
@@ -190,9 +203,9 @@ def test_recorder_energy_per_phase_within_1pct_at_100hz(ina226: Path, tmp_path: 
         rec.mark("idle")
         time.sleep(1.0)
         rec.mark("warm-up")
-        time.sleep(0.1)
-        switch.append(time.perf_counter())  # the ramp starts inside the warm-up phase
-        time.sleep(0.4)
+        time.sleep(0.15)
+        switch.append(time.perf_counter())  # the ramp lies inside the warm-up phase
+        time.sleep(0.6)
         rec.mark("inference")
         time.sleep(1.5)
         trace = rec.stop()
@@ -203,18 +216,18 @@ def test_recorder_energy_per_phase_within_1pct_at_100hz(ina226: Path, tmp_path: 
         exact = writer.held(trace.origin_s + ph["start_s"], trace.origin_s + ph["end_s"])
         assert ph["complete"]
         assert ph["energy_j"] == pytest.approx(exact, rel=0.01), ph["name"]
-        assert abs(ph["energy_j"] - exact) <= ph["uncertainty_j"]  # the stated one is honest
     idle, _, run = s["phases"]
     assert idle["avg_power_w"] == pytest.approx(1.0, rel=0.01)
     exact_run = writer.held(trace.origin_s + run["start_s"], trace.origin_s + run["end_s"])
     exact_idle_w = writer.held(trace.origin_s + idle["start_s"], trace.origin_s + idle["end_s"])
     exact_idle_w /= idle["duration_s"]
+    assert abs(run["energy_j"] - exact_run) <= run["uncertainty_j"]  # the stated one holds
     exact_dynamic = exact_run - exact_idle_w * run["duration_s"]  # about 1 W x 1.5 s
     per = s["per_inference"]
     assert per["dynamic_energy_j"] * 100 == pytest.approx(exact_dynamic, rel=0.01)
     assert per["energy_j"] * 100 == pytest.approx(run["energy_j"])
     assert per["avg_power_w"] == pytest.approx(run["avg_power_w"])
-    assert run["samples"] <= 1.5 / 0.01 + 2  # 100 Hz (late samples skip slots, never add)
+    assert run["samples"] <= run["duration_s"] / 0.01 + 2  # late samples skip slots, never add
     assert not s["gaps"]
 
 
@@ -258,12 +271,12 @@ def test_recorder_sensor_vanishes_and_returns(tmp_path: Path) -> None:
         rec.mark("inference")
         time.sleep(0.2)
         chip.rename(aside)  # the device goes away ...
-        time.sleep(0.3)
+        _wait_for(rec, "read failed")
         aside.rename(chip)  # ... and comes back
         time.sleep(0.2)
     trace = rec.trace
     col = trace.values[:, 1]
-    assert np.isnan(col).any() and not np.isnan(col[-5:]).any()
+    assert np.isnan(col).any() and not np.isnan(col[-1])  # stop() reads once more
     assert not np.isnan(trace.values[:, 0]).any()
     s = trace.summary(inferences=10)
     (gap,) = s["gaps"]
@@ -292,8 +305,12 @@ def test_outputs_csv_json_png(ina226: Path, tmp_path: Path) -> None:
     lines = csv_text(trace).splitlines()
     assert lines[0] == "t_s,phase,hwmon:ina226/VSYS [W]"
     assert lines[1].startswith("0.000")
-    assert any(line.split(",")[1] == "idle" for line in lines[1:])
-    assert any('"inference, batch 1",1' in line for line in lines)
+    assert lines[-1].split(",")[1:] == ['"inference', ' batch 1"', "1"]  # stop()'s reading
+    assert {line.rsplit(",", 1)[0].split(",", 1)[1] for line in lines[1:]} <= {
+        "",
+        "idle",
+        '"inference, batch 1"',
+    }
     summary = trace.summary(inferences=1, phase="inference, batch 1")
     out = write_json(summary, tmp_path / "power.json")
     per = json.loads(out.read_text())["per_inference"]
@@ -318,7 +335,9 @@ def test_sampling_keeps_its_schedule(ina226: Path) -> None:
     trace = rec.trace
     slots = np.floor(trace.t[1:-1] / 0.005)  # start() and stop() take the first and last
     assert (np.diff(slots) >= 1).all()
-    assert len(slots) + trace.missed_slots == pytest.approx(trace.end_s / 0.005, abs=2)
+    # every slot that came due was sampled or counted missed (one more if the thread took
+    # a slot that came due while stop() was being called)
+    assert len(slots) + trace.missed_slots - int(trace.end_s / 0.005) in (0, 1)
 
 
 def test_empty_selection_and_misuse(ina226: Path) -> None:
@@ -337,11 +356,9 @@ def test_empty_selection_and_misuse(ina226: Path) -> None:
 def test_unreadable_value_mid_run_is_a_gap(ina226: Path) -> None:
     path = ina226 / "class/hwmon/hwmon0/power1_input"
     with PowerRecorder(open_sensors("hwmon:ina226/VSYS", sysfs=str(ina226))) as rec:
-        time.sleep(0.1)
         write_atomic(path, "garbage\n")
-        time.sleep(0.1)
+        _wait_for(rec, "read failed")
         write_atomic(path, "1000000\n")
-        time.sleep(0.1)
     s = rec.trace.summary()
     assert "ValueError" in s["gaps"][0]["reason"]
     assert s["phases"][0]["complete"] is False

@@ -56,7 +56,7 @@ def test_recorder_over_scpi() -> None:
     assert run["energy_j"] == pytest.approx(4.0 * run["duration_s"])
     assert s["per_inference"]["dynamic_energy_j"] == pytest.approx(0.0, abs=1e-9)
     assert s["per_inference"]["label"] == f"measured ({ASRL})"
-    assert not s["gaps"] and rec.trace.values.shape[0] > 10
+    assert not s["gaps"]
 
 
 def test_query_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

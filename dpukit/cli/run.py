@@ -28,6 +28,7 @@ from dpukit.cli.render import (
     outputs_table,
     subgraph_activity_table,
 )
+from dpukit.cli.sensors import add_power_options, power_recording, report_power
 from dpukit.compiler.energy import per_inference
 from dpukit.host.backends import BACKENDS
 
@@ -46,6 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--batch", type=positive_int, default=32, metavar="B", help="default 32")
     r.add_argument("--json", metavar="FILE", help="write the numbers as JSON")
     add_config_option(r)
+    add_power_options(r)
     r.set_defaults(func=run)
 
 
@@ -63,9 +65,11 @@ def run(args, con: Console) -> int:
         f"({cfg.name}): {what}, batch {args.batch}",
         highlight=False,
     )
-    outputs, act, per_sub, n, wall = run_batches(
-        con, runner, inputs, args.batch, f"{args.backend} DPU"
-    )
+    warm_up = {k: v[: args.batch] for k, v in inputs.items()}
+    with power_recording(args, con, lambda: runner.run(warm_up)) as recorder:
+        outputs, act, per_sub, n, wall = run_batches(
+            con, runner, inputs, args.batch, f"{args.backend} DPU"
+        )
     kind = backend_kind(args.backend)
     con.print(outputs_table(outputs))
     accuracy = None
@@ -89,6 +93,7 @@ def run(args, con: Console) -> int:
         f"{fmt_si(energy_img.average_w, 'W')} average over the DPU's time)",
         highlight=False,
     )
+    measured = report_power(con, args, recorder, n)  # beside the modeled figure; None if not asked
     con.print(subgraph_activity_table(program, per_sub, f"per subgraph, first image, {kind}"))
     con.print(layer_activity_table(runner.layer_activity, f"per layer, one image, {MODELED}"))
     con.print(f"host wall time {wall:.2f} s (simulation speed, not DPU latency)", style="dim")
@@ -110,6 +115,7 @@ def run(args, con: Console) -> int:
             "pe_utilization": act.mac_cycles / act.cycles if act.cycles else 0.0,
             "activity": activity_json(act),
             "energy_per_image_modeled": energy_img.as_dict(),
+            "energy_measured": measured,
             "per_subgraph_first_image": [
                 {"name": sg.name, **activity_json(a)}
                 for sg, a in zip(

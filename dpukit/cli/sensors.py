@@ -1,18 +1,24 @@
 """`dpukit sensors`: the power sensors this machine offers, by the names `--power` takes, each
 read once; for each known source that offers none, why (no hwmon, RAPL root-only, no pynq,
-no NVIDIA driver, no pyvisa)."""
+no NVIDIA driver, no pyvisa). Also the `--power` options of `dpukit run`: record while the
+run runs (idle baseline, warm-up batch, inference) and print energy per inference, measured."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from dpukit.cli.common import write_output
+from dpukit.cli.common import UsageError, write_output
+from dpukit.cli.render import fmt_si
 
 
 def add_sysfs_option(parser: argparse.ArgumentParser) -> None:
@@ -67,3 +73,105 @@ def run(args, con: Console) -> int:
         write_output(args.json, json.dumps(doc, indent=2) + "\n")
         con.print(f"wrote {args.json}", highlight=False)
     return 0
+
+
+# ---- `dpukit run --power ...` -------------------------------------------------------------
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be in [0, 3600] s, not {value}")
+    return value
+
+
+def add_power_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("power, measured (`dpukit sensors` lists the sensors)")
+    g.add_argument(
+        "--power",
+        metavar="SENSOR[,SENSOR]",
+        help="record these sensors during the run (100 Hz) and print energy per inference",
+    )
+    g.add_argument("--power-trace", metavar="FILE.csv", help="write the trace (and FILE.png)")
+    g.add_argument(
+        "--idle-s",
+        type=_seconds,
+        default=1.0,
+        metavar="S",
+        help="idle baseline recorded before the run, for dynamic energy (default 1 s)",
+    )
+    add_sysfs_option(g)
+
+
+@contextlib.contextmanager
+def power_recording(args, con: Console, warm_up: Callable[[], object]) -> Iterator:
+    """With --power: record an idle baseline (--idle-s), a warm-up batch, then the inference
+    phase the block runs in; the recorder (stopped on leaving) or None."""
+    if args.power_trace and not args.power:
+        raise UsageError("--power-trace needs --power SENSOR[,SENSOR]")
+    if not args.power:
+        yield None
+        return
+    from dpukit.host.power import PowerRecorder, close_sensors, open_sensors
+
+    sensors = open_sensors(args.power, args.sysfs)
+    rec = PowerRecorder(sensors, period_s=0.01)
+    rec.start()
+    try:
+        if args.idle_s > 0:
+            rec.mark("idle")
+            with con.status(f"recording {args.idle_s:g} s of idle power (the baseline)"):
+                time.sleep(args.idle_s)
+        rec.mark("warm-up")
+        warm_up()
+        rec.mark("inference")
+        yield rec
+    finally:
+        rec.stop()
+        close_sensors(sensors)
+
+
+def report_power(con: Console, args, rec, n: int) -> dict | None:
+    """Print energy per inference, measured, and write the trace (CSV and PNG) if asked;
+    the summary for --json (None without --power)."""
+    if rec is None:
+        return None
+    from dpukit.host.power import csv_text, png_bytes
+
+    s = rec.trace.summary(inferences=n)
+    per = s["per_inference"]
+    what = "" if args.backend == "pynq" else f", of this host running the {args.backend} model"
+    head = f"energy per inference, {s['label']}{what}: "
+    if per is None or not per["complete"]:
+        con.print(head + f"[yellow]none: {per['note'] if per else 'no inference phase'}[/]")
+    else:
+        dyn = (
+            f"{_pm(per['dynamic_energy_j'], per['dynamic_uncertainty_j'], 'J')} above idle "
+            f"({fmt_si(per['idle_power_w'], 'W')})"
+            if "dynamic_energy_j" in per
+            else per["note"]
+        )
+        con.print(
+            f"{head}[bold]{_pm(per['energy_j'], per['uncertainty_j'], 'J')}[/] total, {dyn}; "
+            f"{_pm(per['avg_power_w'], per['avg_power_uncertainty_w'], 'W')} average over "
+            f"{per['duration_s']:.3g} s",
+            highlight=False,
+        )
+    for w in s["warnings"]:
+        con.print(Text(f"warning: {w}", style="yellow"))
+    if args.power_trace:
+        csv_path = Path(args.power_trace)
+        png = csv_path.with_suffix(".png")
+        write_output(csv_path, csv_text(rec.trace))
+        write_output(png, png_bytes(rec.trace))
+        con.print(f"wrote {csv_path} and {png}", highlight=False)
+    return s
+
+
+def _pm(value: float, sigma: float, unit: str) -> str:
+    if abs(value) < sigma * 1e-3:  # digits far below the uncertainty say nothing (-2e-19 J)
+        value = 0.0
+    return f"{fmt_si(value, unit)} ± {fmt_si(sigma, unit)}"

@@ -43,13 +43,14 @@ class PowerRecorder:
         self.sensors, self.period_s = list(sensors), float(period_s)
         self._clock = time.perf_counter
         self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._stopping = False  # set by stop(); the thread sees it within 50 ms
         self._t: list[float] = []
         self._rows: list[list[float]] = []
         self._marks: list[tuple[float, str]] = []
         self._events: list[dict] = []  # a sensor failing or coming back, with when and why
         self._failing = [False] * len(self.sensors)
         self._missed = 0
+        self._k = 1  # the next slot the thread will sample
         self._t0 = 0.0
         self._started_unix = 0.0
         self.trace: PowerTrace | None = None  # set by stop()
@@ -65,7 +66,7 @@ class PowerRecorder:
 
     def mark(self, phase: str) -> float:
         """End the current phase and begin `phase` now; returns the mark's time (s)."""
-        if self._thread is None or self._stop.is_set():
+        if self._thread is None or self._stopping:
             raise SensorError(f"mark('{phase}'): the recorder is not running")
         t = self._clock() - self._t0
         self._marks.append((t, str(phase)))
@@ -78,8 +79,9 @@ class PowerRecorder:
         if self._thread is None:
             raise SensorError("stop(): the recorder was never started")
         end = self._clock() - self._t0
-        self._stop.set()
+        self._stopping = True
         self._thread.join()
+        self._missed += max(0, int(end / self.period_s) - (self._k - 1))  # due, not taken
         self._sample()  # so that a reading lies at or after the last phase's end
         self.trace = PowerTrace(
             sensors=[s.info() for s in self.sensors],
@@ -103,14 +105,21 @@ class PowerRecorder:
         if self._thread is not None:
             self.stop()
 
+    @property
+    def events(self) -> list[dict]:
+        """So far: each sensor failing or readable again, with when (s) and why."""
+        return list(self._events)
+
     def _run(self) -> None:
-        k = 1
-        while not self._stop.is_set():
-            delay = self._t0 + k * self.period_s - self._clock()
-            if delay > 0 and self._stop.wait(delay):
-                return
+        while not self._stopping:
+            delay = self._t0 + self._k * self.period_s - self._clock()
+            if delay > 0:
+                # a plain sleep: each wake costs far less than Event.wait's (a lock made and
+                # taken per call), which shows on inference at 1 kHz
+                time.sleep(min(delay, 0.05))
+                continue
             self._sample()
-            k, missed = next_slot(self._clock() - self._t0, self.period_s, k)
+            self._k, missed = next_slot(self._clock() - self._t0, self.period_s, self._k)
             self._missed += missed
 
     def _sample(self) -> None:

@@ -82,12 +82,17 @@ def summarize(trace, inferences: int | None, phase: str, baseline: str) -> dict:
     cols = [_Column(trace, j) for j in range(len(trace.sensors))]
     names = ", ".join(trace.names)
     phases = trace.phases()
-    warnings = _warnings(trace, cols, phases)
+    short = _short(trace, cols)
+    # a short phase is flagged in its entry; warned of when its energy is a headline figure
+    headline = {phase, baseline} if inferences else {n for n, _, _ in phases}
+    warnings = [short(n, a, b) for n, a, b in phases if n in headline and short(n, a, b)]
+    warnings += _gap_warnings(trace, cols, phases)
     out_phases = []
     for name, a, b in phases:
         samples = int(np.count_nonzero((trace.t >= a) & (trace.t <= b)))
         out_phases.append({"name": name, "start_s": a, "end_s": b, "duration_s": b - a,
-                           "samples": samples, **_figures(cols, [(a, b)])})  # fmt: skip
+                           "samples": samples, "short": bool(short(name, a, b)),
+                           **_figures(cols, [(a, b)])})  # fmt: skip
     spans = {n: [(a, b) for m, a, b in phases if m == n] for n in (phase, baseline)}
     base = _figures(cols, spans[baseline]) if spans[baseline] else None
     doc = {
@@ -147,15 +152,23 @@ def _per_inference(run: dict, n: int, phase: str, doc: dict) -> dict:
     return out
 
 
-def _warnings(trace, cols: list[_Column], phases) -> list[str]:
-    warnings = []
+def _short(trace, cols: list[_Column]):
+    """A function of a phase: why it is too short to trust, or None."""
     update = max([trace.period_s] + [c.update_s or 0.0 for c in cols])
-    for name, a, b in phases:
-        if b - a < SHORT_PHASE_UPDATES * update:
-            warnings.append(
-                f"phase '{name}' lasted {b - a:.3g} s, under {SHORT_PHASE_UPDATES} sensor "
-                f"update periods ({update:g} s): its energy rests on few readings; make it longer"
-            )
+
+    def short(name: str, a: float, b: float) -> str | None:
+        if b - a >= SHORT_PHASE_UPDATES * update:
+            return None
+        return (
+            f"phase '{name}' lasted {b - a:.3g} s, under {SHORT_PHASE_UPDATES} sensor "
+            f"update periods ({update:g} s): its energy rests on few readings; make it longer"
+        )
+
+    return short
+
+
+def _gap_warnings(trace, cols: list[_Column], phases) -> list[str]:
+    warnings = []
     for g in (g for c in cols for g in c.gaps):
         hit = [n for n, a, b in phases if a < g["end_s"] and g["start_s"] < b]
         warnings.append(
@@ -163,7 +176,7 @@ def _warnings(trace, cols: list[_Column], phases) -> list[str]:
             f"({g['reason']}); incomplete: {', '.join(hit) or 'no phase'}"
         )
     expected = trace.end_s / trace.period_s
-    if trace.missed_slots > 0.01 * expected:
+    if trace.missed_slots > max(0.01 * expected, 2):
         warnings.append(
             f"the sampler missed {trace.missed_slots} of {expected:.0f} sampling slots (a busy "
             "machine or a slow sensor); the times are real, the trace is coarser there"
