@@ -17,8 +17,10 @@ with its unit and source):
 
 Sub-byte weights by bit-packing (seed 002, as its Timeloop extension counts them): b-bit
 elements are packed whole into w-bit words, floor(w / b) per word, so n of them take
-ceil(n / floor(w / b)) words at every memory level they are moved or stored in; MAC energy
-and energy per access are unchanged.
+ceil(n / floor(w / b)) words at every memory level they are moved or stored in (network
+level: each weight tensor in whole words; DPU level: each WGT entry in whole words, and the
+weights loaded over the bus at w / floor(w / b) bits each, so layers add up); MAC energy and
+energy per access are unchanged.
 
 Calibration: given measured dynamic energies of programs with different activity mixes,
 `calibrate` fits the per-event energies by non-negative least squares.
