@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +30,7 @@ from dpukit.host.power import (
     csv_text,
     open_sensors,
     plot_trace,
+    recorder,
     write_json,
 )
 from dpukit.host.power import integrate as ig
@@ -257,13 +262,15 @@ def test_recorder_rapl_counter_wraps(tmp_path: Path) -> None:
     assert np.nanmax(trace.values) < 3.0  # the raw readings did wrap
 
 
-def test_recorder_sensor_vanishes_and_returns(tmp_path: Path) -> None:
+@pytest.mark.parametrize("process", [True, False], ids=["process", "thread"])
+def test_recorder_sensor_vanishes_and_returns(tmp_path: Path, process: bool) -> None:
     hwmon_chip(tmp_path, 0, {"name": "ina226", "power1_input": 2_000_000, "power1_label": "VSYS"})
     chip = hwmon_chip(tmp_path, 1, {"name": "ina3221", "curr1_input": 500, "in1_input": 5000})
     sensors = open_sensors("hwmon:ina226/VSYS,hwmon:ina3221/curr1", sysfs=str(tmp_path))
     assert sensors[1].read() == pytest.approx(2.5)  # 500 mA x 5000 mV
     aside = tmp_path / "aside"
-    with PowerRecorder(sensors, period_s=0.01) as rec:
+    with PowerRecorder(sensors, period_s=0.01, process=process) as rec:
+        assert (rec.pid is not None) == process
         rec.mark("idle")
         time.sleep(0.3)
         rec.mark("warm-up")
@@ -326,17 +333,19 @@ def test_next_slot_skips_missed_slots() -> None:
     assert next_slot(0.0351, 0.01, 1) == (4, 2)  # a read that ran into slot 3: 2 and 3 missed
 
 
-def test_sampling_keeps_its_schedule(ina226: Path) -> None:
+@pytest.mark.parametrize("process", [True, False], ids=["process", "thread"])
+def test_sampling_keeps_its_schedule(ina226: Path, process: bool) -> None:
     """Live: each sample lies in its own slot of the grid t0 + k*period, and the samples and
     the missed slots add up to the time recorded (a drifting loop would fall behind)."""
     sensors = open_sensors("hwmon:ina226/VSYS", sysfs=str(ina226))
-    with PowerRecorder(sensors, period_s=0.005) as rec:
+    with PowerRecorder(sensors, period_s=0.005, process=process) as rec:
+        assert (rec.pid is not None) == process
         time.sleep(0.5)
     trace = rec.trace
     slots = np.floor(trace.t[1:-1] / 0.005)  # start() and stop() take the first and last
     assert (np.diff(slots) >= 1).all()
-    # every slot that came due was sampled or counted missed (one more if the thread took
-    # a slot that came due while stop() was being called)
+    # every slot that came due was sampled or counted missed (one more if the sampler
+    # counted as missed a slot that came due while its last read was running)
     assert len(slots) + trace.missed_slots - int(trace.end_s / 0.005) in (0, 1)
 
 
@@ -362,3 +371,113 @@ def test_unreadable_value_mid_run_is_a_gap(ina226: Path) -> None:
     s = rec.trace.summary()
     assert "ValueError" in s["gaps"][0]["reason"]
     assert s["phases"][0]["complete"] is False
+
+
+# ---- the sampling child process ----------------------------------------------------------
+
+
+def _wait_until(condition, what: str, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, f"not {what} after {timeout} s"
+        time.sleep(0.01)
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie counts: a container's init may never reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child sampler is Linux's")
+def test_sampler_process_killed_mid_run(ina226: Path, capfd: pytest.CaptureFixture) -> None:
+    """stop() returns (no hang, no traceback) and keeps what the child had sent; the trace
+    ends in a gap that says the sampler died."""
+    rec = PowerRecorder(open_sensors("hwmon:ina226/VSYS", sysfs=str(ina226)), period_s=0.005)
+    rec.start()
+    rec.mark("inference")
+    _wait_until(lambda: len(rec._sampler.t) > 10, "sampled")  # batches have arrived
+    os.kill(rec.pid, signal.SIGKILL)
+    trace = rec.stop()
+    assert len(trace.t) > 10 and np.isnan(trace.values[-1]).all()
+    assert not np.isnan(trace.values[:-1]).any()
+    assert trace.events[-1]["event"] == "the sampler process died (killed by SIGKILL)"
+    s = trace.summary(inferences=1)
+    assert s["per_inference"]["complete"] is False
+    assert any("the sampler process died" in w for w in s["warnings"])
+    assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child sampler is Linux's")
+def test_no_sampler_left_after_an_exception(ina226: Path) -> None:
+    with (
+        pytest.raises(RuntimeError),
+        PowerRecorder(open_sensors("hwmon:ina226/VSYS", sysfs=str(ina226)), period_s=0.001) as rec,
+    ):
+        pid = rec.pid
+        raise RuntimeError("inference failed")
+    assert pid is not None and rec.trace is not None
+    with pytest.raises(ChildProcessError):  # exited and reaped: no longer our child at all
+        os.waitpid(pid, os.WNOHANG)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child sampler is Linux's")
+def test_sampler_process_failing_is_a_gap_not_a_traceback(
+    ina226: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    def broken(self, stopping, send=None) -> None:
+        raise RuntimeError("a bug in the loop")
+
+    monkeypatch.setattr(recorder._Sampler, "run", broken)  # the child inherits the patch
+    with PowerRecorder(open_sensors("hwmon:ina226/VSYS", sysfs=str(ina226))) as rec:
+        assert rec.pid is not None
+        _wait_for(rec, "the sampler process failed")
+    assert (
+        rec.trace.events[-1]["event"]
+        == "the sampler process failed (RuntimeError: a bug in the loop)"
+    )
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_falls_back_to_a_thread(ina226: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child that never says it is ready (here: it exits at once) is not waited for: the
+    recorder samples on a thread instead."""
+    monkeypatch.setattr(recorder, "_child", lambda *args: None)
+    with PowerRecorder(open_sensors("hwmon:ina226/VSYS", sysfs=str(ina226))) as rec:
+        assert rec.pid is None
+        time.sleep(0.05)
+    assert not rec.trace.events and not np.isnan(rec.trace.values).any()
+
+
+ABANDON = """
+import sys, time
+from dpukit.host.power import PowerRecorder, open_sensors
+with PowerRecorder(open_sensors("hwmon:ina226/VSYS", sysfs=sys.argv[1]), period_s=0.001) as rec:
+    print(rec.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child sampler is Linux's")
+@pytest.mark.parametrize("how", ["ctrl-c", "parent-killed"])
+def test_no_orphan_sampler(ina226: Path, how: str) -> None:
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) stops the sampler
+    through the `with`; a parent killed outright leaves a sampler that notices and exits."""
+    proc = subprocess.Popen([sys.executable, "-c", ABANDON, str(ina226)], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)  # fmt: skip
+    try:
+        sampler = int(proc.stdout.readline())
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.kill()
+        err = proc.communicate(timeout=60)[1]
+        _wait_until(lambda: _gone(sampler), "exited")
+    finally:
+        proc.kill()
+    if how == "ctrl-c":
+        assert err.count("Traceback") == 1 and "KeyboardInterrupt" in err  # the parent's only

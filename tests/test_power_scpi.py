@@ -44,6 +44,7 @@ def test_recorder_over_scpi() -> None:
     sensors = open_sensors(ASRL)
     try:
         with PowerRecorder(sensors, period_s=0.01) as rec:
+            assert rec.pid is None  # an instrument session does not survive a fork: a thread
             rec.mark("idle")
             time.sleep(0.2)
             rec.mark("inference")

@@ -23,6 +23,7 @@ _CHANNEL = re.compile(r"(power|energy|curr|in)(\d+)_(input|average)$")
 
 class HwmonSensor(Sensor):
     source = "hwmon"
+    fork_safe = True  # read_int opens the file per read
     denied_hint = "hwmon attributes are normally world-readable; check the file's mode"
 
     def __init__(self, name: str, unit: str, paths: list[str], description: str, period):

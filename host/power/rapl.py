@@ -19,6 +19,7 @@ RAPL_UNIT_J = 2.0**-14
 
 class RaplSensor(Sensor):
     source = "rapl"
+    fork_safe = True  # read_int opens the file per read
     unit = "J"
     resolution = RAPL_UNIT_J
     update_period_s = 0.001  # the counters update about every millisecond

@@ -37,6 +37,9 @@ class Sensor:
     update_period_s: float | None = None  # how often the device refreshes, when it says
     wrap: float | None = None  # a counter returns to 0 after this value (None: never/unknown)
     denied_hint = "check the file's permissions"  # what to do when reading is not allowed
+    # read() works in a forked child process (the recorder samples there): true of a file
+    # opened per read, not of a library's session (VISA, NVML, pynq), which a fork breaks
+    fork_safe = False
 
     @property
     def counter(self) -> bool:
