@@ -231,8 +231,9 @@ def run(args, con: Console) -> int:
     (work / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
     con.print(
         f"numbers in {work / 'demo.json'}; demo took {time.perf_counter() - t_all:.1f} s. "
-        "The time and activity tables above are modeled (golden backend); step 6 measured "
-        "the RTL. PYNQ boards and measured power come next.",
+        "The time, activity and energy tables above are modeled (golden backend, energy "
+        "model); step 6 measured the RTL. Measured power needs a board or a sensor: "
+        "`dpukit sensors`, `dpukit run --power`.",
         highlight=False,
     )
     return 0
@@ -248,12 +249,13 @@ def _demo_energy(con: Console, float_path, qdq_path, dpu_path, act, n: int, cfg)
     dpu = energy.per_inference(act, n, cfg)
     table = Table(title="energy per image, modeled (no board: measured power needs one)",
                   title_justify="left", caption_justify="left")  # fmt: skip
-    for col in ("stage", "model", "table", "MAC", "SRAM", "DRAM", "logic+static", "total"):
-        table.add_column(col, justify="left" if col in ("stage", "model", "table") else "right")
+    for col in ("stage", "level", "table", "MAC", "SRAM", "DRAM", "logic+static", "total"):
+        left = col in ("stage", "level", "table")
+        table.add_column(col, justify="left" if left else "right", no_wrap=True)
     rows = (
-        ("float model", "network (seed 001)", net_float.table.label, net_float.total),
-        ("QDQ int8 model", "network (seed 001)", net_qdq.table.label, net_qdq.total),
-        (f"DPU program, {cfg.name}", "DPU (cycle model)", dpu.table.label,
+        ("float model", "network", net_float.table.label, net_float.total),
+        ("QDQ int8 model", "network", net_qdq.table.label, net_qdq.total),
+        (f"program on {cfg.name}", "DPU", dpu.table.label,
          dpu.total),
     )  # fmt: skip
     for stage, model, label, e in rows:
@@ -269,6 +271,9 @@ def _demo_energy(con: Console, float_path, qdq_path, dpu_path, act, n: int, cfg)
         )
     table.caption = (
         f"DPU: {fmt_si(dpu.average_w, 'W')} average over {fmt_si(dpu.seconds, 's')} per image. "
+        "The network level (seed 001) prices a model in 45 nm CMOS, hardware-independent; the "
+        "DPU level prices what the DPU does (cycle model activity) on the board's part: "
+        "compare stages within a level. "
         "`dpukit energy` breaks each down per layer (docs/energy.md)."
     )
     con.print(table)
