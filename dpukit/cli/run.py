@@ -89,7 +89,7 @@ def run(args, con: Console) -> int:
     energy_img = per_inference(act, n, cfg)
     con.print(
         f"energy per inference, modeled: [bold]{fmt_si(energy_img.total.total, 'J')}[/] "
-        f"(DPU level over {kind} activity, table {energy_img.table.label}; "
+        f"(DPU level, table {energy_img.table.label}, over the activity {kind}; "
         f"{fmt_si(energy_img.average_w, 'W')} average over the DPU's time)",
         highlight=False,
     )
