@@ -367,11 +367,15 @@ def network_energy(
             bits = packed_bits(n, weight_bits or graph.bits(name), w)
             ev.add("sram_weights", "sram_read", bits)
             ev.add("dram", "dram", bits)
-        if graph.stored(x) not in counted:
-            counted.add(graph.stored(x))
-            bits = packed_bits(graph.elements(x), xbits, w)
-            ev.add("sram_activations", "sram_write", bits)
-            ev.add("sram_activations", "sram_read", bits)
+        # Operands computed at run time (the data input; a MatMul's second operand, a
+        # weight fed as a graph input) are activations: written and read once in SRAM.
+        operands = [n for n in node.input[:2] if n and not graph.is_const(n)]
+        for name in operands:
+            if graph.stored(name) not in counted:
+                counted.add(graph.stored(name))
+                bits = packed_bits(graph.elements(name), activation_bits or graph.bits(name), w)
+                ev.add("sram_activations", "sram_write", bits)
+                ev.add("sram_activations", "sram_read", bits)
         layers.append(
             LayerEnergy(node.name or node.output[0], node.op_type, ev, ev.energy(table), macs)
         )
@@ -393,7 +397,20 @@ def network_energy(
         "network level (seed 001): weights read once from DRAM and SRAM, activations "
         "written and read once in SRAM, biases and non-weighted ops not charged"
     ]
+    unpriced = sorted({n.op_type for n in proto.graph.node if n.op_type in _UNPRICED})
+    if unpriced:
+        notes.append(
+            f"not charged: {', '.join(unpriced)} (multiply-accumulate ops this model does not "
+            "price; quantize to QDQ for a model it prices fully)"
+        )
     return _report("network", where, table, weight_bits, layers, notes=notes)
+
+
+# Ops that multiply and accumulate but that the network level does not price.
+_UNPRICED = frozenset(
+    ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "Einsum", "LSTM", "GRU",
+     "RNN", "Attention")
+)  # fmt: skip
 
 
 class _NetGraph:
@@ -712,10 +729,14 @@ def calibrate(
     a_used = a[:, used]
     # Relative residuals (rows / measured); columns differ by orders of magnitude (MACs vs
     # bits vs cycles): scaled to unit norm for the solver, the rank and the condition.
-    weighted = a_used / b[:, None]
-    scale = np.linalg.norm(weighted, axis=0)
-    weighted = weighted / scale
-    if np.linalg.matrix_rank(weighted) < len(used):
+    with np.errstate(all="ignore"):
+        weighted = a_used / b[:, None]
+        scale = np.linalg.norm(weighted, axis=0)
+        weighted = weighted / scale
+    if not np.all(np.isfinite(weighted)):  # counts of absurd magnitude (1e308 over 1e-300)
+        raise EnergyTableError("event counts / measured energies overflow: check the runs")
+    rank = np.linalg.matrix_rank(weighted)
+    if rank < len(used):
         raise EnergyTableError(
             "the measured programs' activity mixes are not independent (one event count is a "
             "combination of others in every program): measure programs that differ more"

@@ -49,6 +49,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
             "kind": "measured",
             "per_inference": {"dynamic_energy_j": dynamic},
         }
+        doc["backend"] = "pynq"  # as if run on the board
         out.write_text(json.dumps(doc))
         paths.append(out)
     return paths
@@ -85,6 +86,11 @@ def test_calibrate_recovers_the_table(runs: list[Path], tmp_path: Path, capsys) 
             "a sensor has a gap",
         ),
         (lambda d: d.pop("energy_per_image_modeled"), "not the --json of a `dpukit run`"),
+        (lambda d: d.update(backend="golden"), "measured the host that ran it, not the DPU"),
+        (
+            lambda d: d["energy_per_image_modeled"]["events_per_inference"].update(dram=True),
+            "events per inference must be numbers",
+        ),
     ],
 )
 def test_calibrate_refuses_runs_without_what_it_fits(

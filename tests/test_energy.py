@@ -368,8 +368,7 @@ def test_cli_energy_onnx_model_and_bits(tmp_path: Path, capsys) -> None:
     text = capsys.readouterr().out
     assert "288.3 µJ" in text and "275.5 µJ" in text and "49.74 nJ" in text
     assert (
-        main(["energy", str(path), "--weight-bits", "4", "--json", str(tmp_path / "e.json")])
-        == 0
+        main(["energy", str(path), "--weight-bits", "4", "--json", str(tmp_path / "e.json")]) == 0
     )
     doc = json.loads((tmp_path / "e.json").read_text())
     # 4-bit weights, 8 to a 32-bit word, each tensor in whole words: ceil(500 / 8) = 63,
@@ -429,3 +428,18 @@ def test_dpu_level_of_a_real_program_by_its_events(mlp_program: Path) -> None:
     beats = sum(a.dram_read_beats + a.dram_write_beats for a in acts)
     fetched = sum(sum(a.instructions.values()) for a in acts)
     assert r.total.dram == pytest.approx((beats * 64 + fetched * 256) * 20 * PJ)
+
+
+def test_network_level_operand_computed_at_run_time(tmp_path: Path) -> None:
+    """x @ transpose(x): no weights; both operands are activations, written and read once."""
+    t = _table(tmp_path, mac_fp32=2, sram_read=0.25, sram_write=0.5, dram=10)
+    n = helper.make_node
+    nodes = [n("Transpose", ["x"], ["xt"], perm=[0, 2, 1]), n("MatMul", ["x", "xt"], ["y"])]
+    r = energy.network_energy(_float_model(nodes, {}, [1, 2, 3], [1, 2, 2]), t)
+    matmul, out = r.layers
+    assert matmul.macs == 2 * 2 * 3  # 4 outputs of 3 products each
+    assert matmul.energy.mac == pytest.approx(12 * 2 * PJ)
+    assert matmul.energy.sram_weights == matmul.energy.dram == 0
+    # x and its transpose, 6 floats each: 12 x 32 bits written (0.5) and read (0.25)
+    assert matmul.energy.sram_activations == pytest.approx(12 * 32 * 0.75 * PJ)
+    assert out.energy.sram_activations == pytest.approx(4 * 32 * 0.75 * PJ)

@@ -58,16 +58,25 @@ def read_run(path: str) -> tuple[str, dict[str, float], float]:
         raise UsageError(f"{path}: not the --json of a `dpukit run` (no events per inference)")
     per = measured.get("per_inference") if isinstance(measured, dict) else None
     dynamic = per.get("dynamic_energy_j") if isinstance(per, dict) else None
-    if not isinstance(dynamic, int | float) or not math.isfinite(dynamic):
+    if not _is_number(dynamic):
         why = (per or {}).get("note") if isinstance(per, dict) else None
         raise UsageError(
             f"{path}: no measured dynamic energy per inference "
             f"({why or 'run it with --power SENSORS and an idle phase (--idle-s)'})"
         )
+    if doc.get("backend") != "pynq":
+        raise UsageError(
+            f"{path}: a run on the {doc.get('backend')} backend measured the host that ran it, "
+            "not the DPU: calibrate from runs on a board (--backend pynq)"
+        )
     events = modeled["events_per_inference"]
-    if not all(isinstance(v, int | float) for v in events.values()):
+    if not all(_is_number(v) for v in events.values()):
         raise UsageError(f"{path}: events per inference must be numbers")
     return str(modeled.get("table", "")), {str(k): float(v) for k, v in events.items()}, dynamic
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def run(args, con: Console) -> int:

@@ -19,6 +19,7 @@ from rich.text import Text
 
 from dpukit.cli.common import UsageError, write_output
 from dpukit.cli.render import fmt_si
+from dpukit.errors import DpuKitError
 
 
 def add_sysfs_option(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +113,14 @@ def power_recording(args, con: Console, warm_up: Callable[[], object]) -> Iterat
     phase the block runs in; the recorder (stopped on leaving) or None."""
     if args.power_trace and not args.power:
         raise UsageError("--power-trace needs --power SENSOR[,SENSOR]")
+    if args.power_trace:  # refused now, not after the run it would be the trace of
+        trace = Path(args.power_trace)
+        if trace.suffix.lower() == ".png":
+            raise UsageError(
+                f"--power-trace {trace}: give the CSV's name; the PNG is written beside it"
+            )
+        if trace.is_dir() or any(p.exists() and not p.is_dir() for p in trace.parents):
+            raise UsageError(f"--power-trace {trace}: not a file path that can be written")
     if not args.power:
         yield None
         return
@@ -165,9 +174,13 @@ def report_power(con: Console, args, rec, n: int) -> dict | None:
     if args.power_trace:
         csv_path = Path(args.power_trace)
         png = csv_path.with_suffix(".png")
-        write_output(csv_path, csv_text(rec.trace))
-        write_output(png, png_bytes(rec.trace))
-        con.print(f"wrote {csv_path} and {png}", highlight=False)
+        try:
+            write_output(csv_path, csv_text(rec.trace))
+            write_output(png, png_bytes(rec.trace))
+        except DpuKitError as exc:  # the run's figures above and in --json are kept
+            con.print(Text(f"warning: the power trace was not written: {exc}", style="yellow"))
+        else:
+            con.print(f"wrote {csv_path} and {png}", highlight=False)
     return s
 
 

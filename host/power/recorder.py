@@ -118,7 +118,10 @@ class PowerRecorder:
         if self._proc is not None:
             self._stop_process()
         self._thread.join()
-        s.missed += max(0, int(end / self.period_s) - (s.k - 1))  # due, not taken
+        # Missed: the slots due by `end` that hold no sample. Counted here from the samples
+        # themselves (all but start()'s), not summed as the sampler went: its last count
+        # took the time after a read, which can lie past `end`.
+        s.missed = max(0, int(end / self.period_s) - (len(s.t) - 1))
         if not s.died:
             s.sample()  # so that a reading lies at or after the last phase's end
         self.trace = PowerTrace(

@@ -58,7 +58,10 @@ class ScpiSensor(Sensor):
         m = _NUMBER.search(answer)  # "2.5", "+2.50000E+00" or "2.5W" alike
         if m is None:
             raise ValueError(f"{self.query} answered {answer.strip()!r}, not a number")
-        return float(m[0])
+        value = float(m[0])
+        if abs(value) >= 9.9e37:  # SCPI's overflow / not-a-number marker: no reading (a gap)
+            raise ValueError(f"{self.query} answered {answer.strip()!r}: out of range")
+        return value
 
     def close(self) -> None:
         inst, self._inst = self._inst, None

@@ -70,7 +70,7 @@ def read_int(path: str) -> int:
     open+read, and a vanished device then fails here (a gap), not with a stale value."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        data = os.read(fd, 64)
+        data = os.read(fd, 4096)  # an attribute is one page at most
     finally:
         os.close(fd)
     return int(data)
