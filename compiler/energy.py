@@ -426,17 +426,13 @@ class _NetGraph:
     def __init__(self, proto, where: str):
         import onnx
 
+        from dpukit.compiler.frontend import value_types
+
         self.where = where
         g = proto.graph
         self.producer = {o: n for n in g.node for o in n.output}
-        self.inits = {t.name: t for t in g.initializer}
-        self.types: dict[str, tuple[int, tuple]] = {}
-        for vi in [*g.input, *g.value_info, *g.output]:
-            tt = vi.type.tensor_type
-            dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
-            self.types[vi.name] = (tt.elem_type, dims)
-        for t in g.initializer:
-            self.types[t.name] = (t.data_type, tuple(t.dims))
+        self.inits = {t.name for t in g.initializer}
+        self.types = value_types(proto)
         self._name = onnx.TensorProto.DataType.Name
 
     def stored(self, name: str) -> str:

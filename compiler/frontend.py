@@ -195,7 +195,7 @@ class _Graph:
             for i in n.input:
                 self.consumers.setdefault(i, []).append(n)
         self.graph_outputs = {o.name for o in g.output}
-        self.types = _value_types(model)
+        self.types = value_types(model)
 
     def only_consumer(self, name: str) -> onnx.NodeProto | None:
         users = self.consumers.get(name, [])
@@ -308,13 +308,13 @@ def check_shapes(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
         )
     except Exception as exc:
         raise ModelError(f"{where}: invalid ONNX model: {onnx_message(exc)}") from None
-    types = _value_types(model)
+    types = value_types(model)
     _check_types(model, types, where)
     _check_sizes(model, types, where)
     return model
 
 
-def _value_types(model: onnx.ModelProto) -> dict[str, tuple[int, tuple[int | None, ...]]]:
+def value_types(model: onnx.ModelProto) -> dict[str, tuple[int, tuple[int | None, ...]]]:
     """Each value's element type and dims (None: a dim onnx cannot infer)."""
     g = model.graph
     types = {

@@ -244,8 +244,9 @@ def _demo_energy(con: Console, float_path, qdq_path, dpu_path, act, n: int, cfg)
     QDQ models (hardware-independent, 45 nm table), the DPU level for the program."""
     from dpukit.compiler import energy
 
-    net_float = energy.network_energy(float_path, energy.DEFAULT_TABLE)
-    net_qdq = energy.network_energy(qdq_path, energy.DEFAULT_TABLE)
+    tech = energy.load_table(energy.DEFAULT_TABLE)
+    net_float = energy.network_energy(float_path, tech)
+    net_qdq = energy.network_energy(qdq_path, tech)
     dpu = energy.per_inference(act, n, cfg)
     table = Table(title="energy per image, modeled (no board: measured power needs one)",
                   title_justify="left", caption_justify="left")  # fmt: skip
