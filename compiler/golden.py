@@ -172,6 +172,13 @@ class GoldenDPU:
         plan = self.prepare(stream, dram_size)
         return [_activity(self.cfg, plan.col, plan.sched, a, a + n) for a, n in ranges]
 
+    def data_window(self, nbytes: int) -> np.ndarray:
+        """A program's data window: host memory (a board backend gives its DPU's buffer)."""
+        return np.zeros(nbytes, np.uint8)
+
+    def close(self) -> None:
+        pass
+
     def run(self, stream: bytes, dram: np.ndarray) -> Activity:
         """Execute `stream` against `dram` (a uint8 array: the program's data window)."""
         plan = self.prepare(stream, dram.size)

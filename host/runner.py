@@ -3,17 +3,22 @@
 Shaped like Vitis AI's VART so DPU-PYNQ users feel at home:
 
     runner = create_runner(program, backend="golden")
-    job = runner.execute_async({"input": x})
+    job = runner.execute_async({"input": x})   # returns at once; the job runs meanwhile
     outputs = runner.wait(job)
 
-Backends share one contract (`run(stream, dram) -> Activity`): `golden` (the bit-exact
-model), `rtl` (the DPU's RTL in Verilator, host/rtl_backend.py), and `pynq` later.
+Backends share one contract (`run(stream, dram) -> Activity`, `data_window(size)`):
+`golden` (the bit-exact model), `rtl` (the board driver on the virtual board: the DPU's RTL
+in Verilator) and `pynq` (the same driver on a PYNQ board); host/backends.py makes them.
+Jobs run one after the other on the Runner's worker thread, so a caller can prepare the
+next batch while the DPU runs the current one.
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,13 +34,12 @@ from onnxruntime.capi.onnxruntime_pybind11_state import (
     RuntimeException,
 )
 
-from dpukit.compiler.golden import Activity, GoldenDPU
+from dpukit.compiler.golden import Activity
 from dpukit.compiler.hwconfig import HwConfig, load_config
 from dpukit.compiler.program import Program, Subgraph, TensorSpec, same_value_type
 from dpukit.errors import ExecutionError, IsaError, ProgramError
-from dpukit.host.backends import BACKENDS
+from dpukit.host.backends import create_dpu
 from dpukit.host.layout import from_dram, to_dram
-from dpukit.host.rtl_backend import RtlDPU
 
 # What onnxruntime raises (its own classes, not RuntimeError) for a model it cannot load
 # or run: for a CPU subgraph, a program error rather than a traceback.
@@ -62,14 +66,28 @@ class RunResult:
 
 
 class Runner:
-    def __init__(self, program: Program, backend: str, cfg: HwConfig):
+    """Runs a program on a backend: a name of host/backends.py, or a DPU object with the
+    backends' contract (e.g. `BoardDPU(VirtualBoard(cfg, interrupts=False), cfg)`)."""
+
+    def __init__(self, program: Program, backend, cfg: HwConfig, *, overlay=None):
         program.check_config(cfg)
-        if backend not in BACKENDS:
-            raise ExecutionError(f"unknown backend '{backend}'; available: {', '.join(BACKENDS)}")
         self.program, self.cfg = program, cfg
-        self.dpu = GoldenDPU(cfg) if backend == "golden" else RtlDPU(cfg)
+        self.dpu = (
+            create_dpu(backend, cfg, overlay=overlay) if isinstance(backend, str) else backend
+        )
         try:
-            self.dram = np.zeros(program.dram_size, np.uint8)
+            self._load(program)
+        except BaseException:
+            self.dpu.close()
+            raise
+        self._jobs: dict[int, Future] = {}
+        self._job_ids = itertools.count(1)  # never reused, though waited jobs leave _jobs
+        self._worker: ThreadPoolExecutor | None = None
+        self._worker_lock = threading.Lock()
+
+    def _load(self, program: Program) -> None:
+        try:
+            self.dram = self.dpu.data_window(program.dram_size)
         except (MemoryError, ValueError):  # numpy: more than this host can, or can address
             raise ExecutionError(
                 f"{program.label}: its data window of {program.dram_size} bytes does not fit "
@@ -120,8 +138,6 @@ class Runner:
                     LayerActivity(sg.name, layer["name"], layer["kind"], layer["macs"], act)
                     for layer, act in zip(sg.layers, acts, strict=True)
                 ]
-        self._jobs: dict[int, RunResult] = {}
-        self._job_ids = itertools.count(1)  # never reused, though waited jobs leave _jobs
 
     def get_input_tensors(self) -> list[TensorSpec]:
         return list(self.program.inputs)
@@ -130,20 +146,42 @@ class Runner:
         return list(self.program.outputs)
 
     def execute_async(self, inputs: Mapping[str, np.ndarray]) -> int:
-        """Run on a batch (leading dimension); returns a job id for `wait`."""
-        result = self.run(inputs)
+        """Start a batch (one array per input name, samples along the leading dimension) and
+        return at once with a job id for `wait`. The inputs are checked and copied here, so
+        the caller may reuse its arrays; jobs run in the order they were started."""
+        feeds, n = check_inputs(self.program.inputs, inputs)
+        with self._worker_lock:
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(1, thread_name_prefix="dpukit-runner")
+            future = self._worker.submit(self._run_batch, feeds, n)
         job = next(self._job_ids)
-        self._jobs[job] = result
+        self._jobs[job] = future
         return job
 
     def wait(self, job: int) -> RunResult:
-        if not isinstance(job, int) or job not in self._jobs:
-            raise ExecutionError(f"no job {job}")
-        return self._jobs.pop(job)
+        """The result of job `job` once it has run (its error, if it failed)."""
+        if not isinstance(job, int) or isinstance(job, bool) or job not in self._jobs:
+            raise ExecutionError(f"no job {job}: not started by this runner, or already waited")
+        return self._jobs.pop(job).result()
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> RunResult:
         """Run on a batch: one array per input name, samples along the leading dimension."""
-        feeds, n = check_inputs(self.program.inputs, inputs)
+        return self.wait(self.execute_async(inputs))
+
+    def close(self) -> None:
+        """Finish the started jobs and release the backend (a board's buffers and clock)."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
+        self.dpu.close()
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _run_batch(self, feeds: dict[str, np.ndarray], n: int) -> RunResult:
         total = Activity()
         per_sub: list[Activity] = []
         outs: dict[str, list[np.ndarray]] = {t.name: [] for t in self.program.outputs}
@@ -283,9 +321,14 @@ def _input_array(spec: TensorSpec, value: object) -> np.ndarray:
 
 
 def create_runner(
-    program: Program | str | Path, backend: str = "golden", config: str | HwConfig | None = None
+    program: Program | str | Path,
+    backend: str = "golden",
+    config: str | HwConfig | None = None,
+    *,
+    overlay: str | Path | None = None,
 ) -> Runner:
-    """Load a program (object or .dpu path) and bind it to a backend.
+    """Load a program (object or .dpu path) and bind it to a backend (`overlay`: the .bit
+    file for the pynq backend).
 
     The hardware config defaults to the one the program carries (so a program compiled for a
     custom .toml runs anywhere); giving another one (a name, a .toml path or a HwConfig) is a
@@ -294,4 +337,4 @@ def create_runner(
     if not isinstance(program, Program):
         program = Program.load(program)
     cfg = program.hwconfig() if config is None else load_config(config)
-    return Runner(program, backend, cfg)
+    return Runner(program, backend, cfg, overlay=overlay)

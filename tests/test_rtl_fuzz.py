@@ -30,7 +30,7 @@ from dpukit.compiler.hwconfig import load_config
 from dpukit.compiler.isa import AluOp, Buffer, Engine, Opcode
 from dpukit.errors import DpuKitError, ExecutionError
 from dpukit.host.regmap import ErrorCode
-from dpukit.host.rtl_backend import RtlDPU
+from dpukit.host.board_backend import rtl_dpu
 from dpukit.sim.rtl_harness import Run, run_programs
 
 CFG = load_config("sim-small")
@@ -186,11 +186,14 @@ def test_valid_programs_match_golden(body: list[isa.Instr], seed: int) -> None:
     except ExecutionError:
         assume(False)  # the generator made something the checker rejects
     want, got = _dram(seed), _dram(seed)
-    # Both sides start with zeroed buffers: the golden model's are, and every harness run is
+    # Both sides start with zeroed buffers: the golden model's are, and every virtual board is
     # a fresh Verilator model (--x-initial fast zero-initialises its memories).
     act = golden.run(stream, want)
-    rtl = RtlDPU(CFG, stall_pct=10, seed=seed % 1000)
-    rtl_act = rtl.run(stream, got)
+    rtl = rtl_dpu(CFG, stall_pct=10, seed=seed % 1000)
+    try:
+        rtl_act = rtl.run(stream, got)
+    finally:
+        rtl.close()
     np.testing.assert_array_equal(got, want)
     assert rtl_act.buffer_reads == act.buffer_reads
     assert rtl_act.buffer_writes == act.buffer_writes

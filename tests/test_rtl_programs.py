@@ -1,4 +1,4 @@
-"""Whole programs on the RTL (dpu_top in the Verilator-native harness) against the golden model.
+"""Whole programs through the board driver on the virtual board (the RTL) against the golden model.
 
 Models compiled by the real compiler run on both backends through the Runner with the same
 inputs. Acceptance (issue 3): every byte the DPU leaves in DRAM (outputs and every

@@ -1,39 +1,28 @@
-// Verilator-native whole-program harness for dpu_top: a DRAM model on the AXI4 master port
-// and a register driver on the AXI4-Lite slave, all in C++, so whole networks simulate at
-// full Verilator speed. Python (sim/rtl_harness.py) only writes the DRAM image and reads
-// the results.
+// The virtual board: dpu_top in Verilator with a DRAM model on its AXI4 master ports and an
+// AXI4-Lite access path to its registers, built as a shared library with a small C ABI
+// (below, `vb_*`). Python (sim/virtual_board.py) wraps it in PYNQ-shaped MMIO and allocate
+// objects and host/driver.py drives it register by register, as it drives a board: this
+// file holds the hardware around the DPU (clock, reset, DRAM, bus) and no driver.
 //
-//   dpu_harness MEM_IN MEM_OUT LATENCY MAX_CYCLES SEED STALL_PCT [OFFSET=VALUE ...]
-//               [-- [OFFSET=VALUE ...]] ...
+// DRAM model (one memory behind dpu_top's data port and its instruction port, at physical
+// addresses [base, base + size)): every AR/AW burst is accepted at once (unless stalled)
+// and its first beat is available LATENCY cycles later; beats of accepted bursts then
+// stream one per cycle, in request order (as an AXI slave may, across IDs). A write's B
+// response comes LATENCY cycles after its AW, and not before its last W beat. A beat
+// outside the memory, or inside the fault range set by vb_set_fault, answers SLVERR.
+// STALL_PCT > 0 makes every ready and valid the model drives drop randomly with that
+// probability (seeded by SEED): the protocol-level backpressure test.
 //
-// MEM_IN: the DRAM image, mapped at AXI address 0 (a read or write outside it answers
-// SLVERR). Each group of OFFSET=VALUE register writes (hex or decimal; groups separated by
-// "--") is one run on the same DPU and DRAM, without a reset between runs: the writes are
-// applied in order, IRQ_STATUS.done is cleared, then CTRL = irq_enable | start, and the
-// clock runs until irq_o (done) or MAX_CYCLES. Output on stdout, per run: "run K", then one
-// "key value" per line: "reg OFFSET VALUE" for every register of the map read back
-// afterwards (counters LO then HI), "cycles N" (clock cycles from start to done),
-// "wall_s S", "timeout 0|1". MEM_OUT receives the DRAM image after each run, one after the
-// other. A run that times out is the last: the core is still busy and ignores a start.
-//
-// DRAM model (one memory behind dpu_top's data port and its instruction port): every AR/AW
-// burst is accepted at once (unless stalled) and its first beat is available LATENCY cycles
-// later; beats of accepted bursts then stream one per cycle, in
-// request order (as an AXI slave may, across IDs). A write's B response comes LATENCY
-// cycles after its AW, and not before its last W beat. STALL_PCT > 0 makes every ready
-// and valid the model drives drop randomly with that probability (seeded by SEED): the
-// protocol-level backpressure test.
+// Thread use: one thread at a time per board (the Python side holds a lock around every
+// call), except vb_cycles, which any thread may read while the clock runs.
 
-#include <chrono>
+#include <atomic>
 #include <cstdint>
-#include <cstdio>
+#include <algorithm>
 #include <cstdlib>
 #include <deque>
-#include <fstream>
-#include <iterator>
 #include <memory>
 #include <random>
-#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -63,6 +52,23 @@ template <std::size_t N>
 uint8_t get_byte(const VlWide<N>& sig, int i) {
   return static_cast<uint8_t>(sig[i / 4] >> (8 * (i % 4)));
 }
+
+// The DRAM: physical addresses [base, base + size), zeroed pages from calloc (a page no one
+// touched costs no host memory, so a board-sized DRAM is cheap), and an address range that
+// answers SLVERR (fault injection).
+struct Memory {
+  uint64_t base = 0;
+  uint64_t size = 0;
+  uint8_t* bytes = nullptr;
+  uint64_t fault_lo = 0, fault_hi = 0;  // [lo, hi) answers SLVERR; empty when lo == hi
+
+  // The host pointer of a whole bus beat at `addr`, or nullptr: outside, or faulted.
+  uint8_t* beat(uint64_t addr) const {
+    if (addr < base || addr - base + kBusBytes > size) return nullptr;
+    if (addr + kBusBytes > fault_lo && addr < fault_hi) return nullptr;
+    return bytes + (addr - base);
+  }
+};
 
 struct Burst {
   uint64_t addr;
@@ -95,7 +101,7 @@ struct ReadPort {
   bool offer = false;
 
   // Before the edge: drive ready and the next beat.
-  void drive(uint64_t cycle, bool ar_stall, bool r_stall, const std::vector<uint8_t>& mem) {
+  void drive(uint64_t cycle, bool ar_stall, bool r_stall, const Memory& mem) {
     arready = !ar_stall;
     offer = !bursts.empty() && bursts.front().ready_cycle <= cycle && (held || !r_stall);
     rvalid = offer;
@@ -103,9 +109,9 @@ struct ReadPort {
       const Burst& b = bursts.front();
       uint64_t addr = b.addr + uint64_t(b.done) * kBusBytes;
       static const uint8_t zero[kBusBytes] = {};
-      bool ok = addr + kBusBytes <= mem.size();
-      put_bytes(rdata, ok ? &mem[addr] : zero);
-      rresp = ok ? 0 : 2;
+      const uint8_t* src = mem.beat(addr);
+      put_bytes(rdata, src ? src : zero);
+      rresp = src ? 0 : 2;
       rid = b.id;
       rlast = (b.done + 1 == b.beats);
     }
@@ -129,8 +135,8 @@ struct ReadPort {
 
 class Harness {
  public:
-  Harness(std::vector<uint8_t> mem, unsigned latency, unsigned stall_pct, unsigned seed)
-      : mem_(std::move(mem)), latency_(latency), stall_pct_(stall_pct), rng_(seed) {
+  Harness(Memory mem, unsigned latency, unsigned stall_pct, unsigned seed)
+      : mem_(mem), latency_(latency), stall_pct_(stall_pct), rng_(seed) {
     ctx_ = std::make_unique<VerilatedContext>();
     top_ = std::make_unique<Vdpu_top>(ctx_.get());
     Vdpu_top& t = *top_;
@@ -190,17 +196,16 @@ class Harness {
     return data;
   }
 
-  // Runs until irq_o; returns the cycles it took, or 0 on timeout.
-  uint64_t run_until_irq(uint64_t max_cycles) {
+  // Runs the clock until irq_o is high or `max_cycles` cycles passed; returns the cycles run.
+  uint64_t run(uint64_t max_cycles) {
     uint64_t start = cycle_;
-    while (!top_->irq_o) {
-      if (cycle_ - start >= max_cycles) return 0;
-      tick();
-    }
+    while (!top_->irq_o && cycle_ - start < max_cycles) tick();
     return cycle_ - start;
   }
 
-  const std::vector<uint8_t>& mem() const { return mem_; }
+  bool irq() const { return top_->irq_o; }
+  uint64_t cycles() const { return published_cycles_.load(std::memory_order_relaxed); }
+  Memory& mem() { return mem_; }
 
  private:
   bool stall() { return stall_pct_ && (rng_() % 100) < stall_pct_; }
@@ -220,7 +225,6 @@ class Harness {
     top_->m_axi_bvalid = 0;
   }
 
-  bool in_mem(uint64_t addr) const { return addr + kBusBytes <= mem_.size(); }
 
   // One clock cycle: drive the DRAM model's outputs from its state, settle, sample the
   // handshakes, clock edge, then update the model.
@@ -255,10 +259,10 @@ class Harness {
     if (w_fire) {
       Burst& b = aw_.front();
       uint64_t addr = b.addr + uint64_t(b.done) * kBusBytes;
-      bool ok = in_mem(addr);
-      if (ok) {
+      uint8_t* dst = mem_.beat(addr);
+      if (dst) {
         for (int i = 0; i < kBusBytes; ++i) {
-          if ((top_->m_axi_wstrb >> i) & 1) mem_[addr + i] = get_byte(top_->m_axi_wdata, i);
+          if ((top_->m_axi_wstrb >> i) & 1) dst[i] = get_byte(top_->m_axi_wdata, i);
         }
       } else {
         write_error_ = true;
@@ -276,13 +280,14 @@ class Harness {
     top_->clk_i = 1;
     top_->eval();
     ++cycle_;
+    published_cycles_.store(cycle_, std::memory_order_relaxed);  // a plain store on x86/ARM
     data_->advance(r_fire);
     instr_->advance(ri_fire);
     b_held_ = b_offer && !b_fire;
     if (b_fire) bresp_.pop_front();
   }
 
-  std::vector<uint8_t> mem_;
+  Memory mem_;
   unsigned latency_, stall_pct_;
   std::mt19937 rng_;
   std::unique_ptr<VerilatedContext> ctx_;
@@ -294,60 +299,56 @@ class Harness {
   bool write_error_ = false;
   bool b_held_ = false;
   uint64_t cycle_ = 0;
+  std::atomic<uint64_t> published_cycles_{0};  // cycle_, for threads other than the clock's
 };
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  if (argc < 7) {
-    std::fprintf(stderr,
-                 "usage: %s MEM_IN MEM_OUT LATENCY MAX_CYCLES SEED STALL_PCT [OFF=VAL ...]"
-                 " [-- [OFF=VAL ...]] ...\n",
-                 argv[0]);
-    return 2;
-  }
-  std::ifstream in(argv[1], std::ios::binary);
-  if (!in) {
-    std::fprintf(stderr, "cannot read %s\n", argv[1]);
-    return 2;
-  }
-  std::vector<uint8_t> mem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  unsigned latency = std::strtoul(argv[3], nullptr, 0);
-  uint64_t max_cycles = std::strtoull(argv[4], nullptr, 0);
-  unsigned seed = std::strtoul(argv[5], nullptr, 0);
-  unsigned stall_pct = std::strtoul(argv[6], nullptr, 0);
+// -- C ABI -------------------------------------------------------------------------------
 
-  Harness h(std::move(mem), latency, stall_pct, seed);
-  h.reset();
-  std::ofstream out(argv[2], std::ios::binary);
-  int arg = 7;
-  for (int run = 0; arg <= argc; ++run) {
-    for (; arg < argc && std::string(argv[arg]) != "--"; ++arg) {
-      std::string write = argv[arg];
-      auto eq = write.find('=');
-      if (eq == std::string::npos) {
-        std::fprintf(stderr, "bad register write %s (want OFFSET=VALUE)\n", argv[arg]);
-        return 2;
-      }
-      h.reg_write(std::strtoul(write.substr(0, eq).c_str(), nullptr, 0),
-                  std::strtoul(write.substr(eq + 1).c_str(), nullptr, 0));
-    }
-    ++arg;  // past "--", or past the end after the last run
-    h.reg_write(DPU_IRQ_STATUS_OFFSET, DPU_IRQ_STATUS_DONE);  // W1C: the last run's done
-    auto t0 = std::chrono::steady_clock::now();
-    h.reg_write(DPU_CTRL_OFFSET, DPU_CTRL_START | DPU_CTRL_IRQ_ENABLE);
-    uint64_t cycles = h.run_until_irq(max_cycles);
-    double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+extern "C" {
 
-    std::printf("run %d\n", run);
-    for (uint32_t off = 0; off <= DPU_LAST_REG_OFFSET; off += 4) {
-      std::printf("reg %u %u\n", off, h.reg_read(off));
-    }
-    std::printf("cycles %llu\n", static_cast<unsigned long long>(cycles));
-    std::printf("wall_s %.6f\n", wall);
-    std::printf("timeout %d\n", cycles == 0 ? 1 : 0);
-    out.write(reinterpret_cast<const char*>(h.mem().data()), std::streamsize(h.mem().size()));
-    if (cycles == 0) break;
-  }
-  return out ? 0 : 2;
+// A board with `size` bytes of DRAM at physical address `base`, out of reset; NULL if the
+// host cannot reserve the memory.
+void* vb_create(uint64_t base, uint64_t size, unsigned latency, unsigned stall_pct,
+                unsigned seed) {
+  Memory mem;
+  mem.base = base;
+  mem.size = size;
+  mem.bytes = static_cast<uint8_t*>(std::calloc(size ? size : 1, 1));
+  if (!mem.bytes) return nullptr;
+  auto* h = new Harness(mem, latency, stall_pct, seed);
+  h->reset();
+  return h;
 }
+
+// Frees the model; the DRAM stays until vb_free_memory, for buffers that outlive it.
+void vb_destroy(void* vb) { delete static_cast<Harness*>(vb); }
+
+void vb_free_memory(uint8_t* memory) { std::free(memory); }
+
+uint8_t* vb_memory(void* vb) { return static_cast<Harness*>(vb)->mem().bytes; }
+
+void vb_set_fault(void* vb, uint64_t lo, uint64_t hi) {
+  Memory& m = static_cast<Harness*>(vb)->mem();
+  m.fault_lo = lo;
+  m.fault_hi = hi;
+}
+
+uint32_t vb_reg_read(void* vb, uint32_t offset) {
+  return static_cast<Harness*>(vb)->reg_read(offset);
+}
+
+void vb_reg_write(void* vb, uint32_t offset, uint32_t value) {
+  static_cast<Harness*>(vb)->reg_write(offset, value);
+}
+
+uint64_t vb_run(void* vb, uint64_t max_cycles) { return static_cast<Harness*>(vb)->run(max_cycles); }
+
+int vb_irq(void* vb) { return static_cast<Harness*>(vb)->irq() ? 1 : 0; }
+
+uint64_t vb_cycles(void* vb) { return static_cast<Harness*>(vb)->cycles(); }
+
+int vb_bus_bytes(void) { return kBusBytes; }
+
+}  // extern "C"
