@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tomllib
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -136,6 +135,13 @@ def load_config(name_or_path: str | Path = DEFAULT_CONFIG) -> HwConfig:
             f"hardware config '{name_or_path}' not found; "
             f"available: {', '.join(available_configs())} (or give a path to a .toml file)"
         )
+    try:
+        import tomllib  # Python 3.11 on; a board's 3.10 runs programs, which carry their config
+    except ModuleNotFoundError:
+        raise ConfigError(
+            f"{path}: reading a .toml config needs Python 3.11 or newer (tomllib); on this "
+            "Python, run programs with the config they carry (no --config)"
+        ) from None
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:

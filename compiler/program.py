@@ -3,14 +3,19 @@
 Layout: MAGIC (8 bytes) | format version (u32) | header length (u32) | JSON header |
 payload sections | SHA-256 of everything before it (32 bytes). The header lists the
 config (and its fingerprint), graph inputs/outputs, every DPU tensor (shape, layout, scale,
-zero point, DRAM offset), the subgraphs in execution order, and where each payload section
-(constant DRAM image, instruction streams, CPU subgraphs as ONNX) lies in the payload.
+zero point, DRAM offset), the subgraphs in execution order with their kind and ops, the
+preprocessing a board script applies to images (or null), and where each payload section
+lies in the payload: the constant DRAM image, and per subgraph its instruction stream
+(kind "dpu"), its graph for the numpy executor (kind "numpy", host/cpu_ops.py), or, for a
+CPU part with an op that executor lacks, its ONNX model (kind "onnx", for onnxruntime).
 
 The checksum detects corruption, not nonsense: `Program.load` also checks every header
 field's type and range and the header's consistency (tensors inside the data window, the
 window inside the address space, sections tiling the payload, every name a subgraph reads
-provided before it), so a file that passes runs as compiled. CPU subgraphs are checked
-when the Runner loads them into onnxruntime (importing onnx here would slow every run).
+provided before it, numpy graphs well formed), so a file that passes runs as compiled.
+What a CPU subgraph declares it reads and makes is checked against the header when it is
+loaded to run (host/cpu.py); an ONNX one only then (importing onnx here would slow every
+run, and a board has no onnx). Runs on a board's Python 3.10 without onnx.
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ from dpukit.compiler.hwconfig import HwConfig, config_from_dict
 from dpukit.compiler.ir import QTensor
 from dpukit.compiler.isa import INSTR_BYTES
 from dpukit.errors import ConfigError, ProgramError
+from dpukit.host import cpu_ops
 
 MAGIC = b"DPUKIT\x00\x01"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _FIXED = struct.Struct("<8sII")
 _DIGEST = 32  # SHA-256
 _RECOMPILE = "the file is damaged or was not written by dpukit: recompile the model"
@@ -47,8 +53,13 @@ class Subgraph:
     device: str  # "DPU" or "CPU"
     inputs: list[str]
     outputs: list[str]
-    payload: bytes = field(repr=False)  # DPU: instruction stream; CPU: an ONNX model
+    payload: bytes = field(repr=False)  # what `kind` says
     layers: list[dict] = field(default_factory=list)  # DPU: per-layer statistics
+    # "dpu": an instruction stream; "numpy": a host/cpu_ops.py graph; "onnx": an ONNX model
+    kind: str = field(kw_only=True)
+    ops: list[str] = field(default_factory=list, kw_only=True)  # CPU: its ONNX op types
+    # "onnx": why the numpy executor cannot run it, one line per node (a board names them)
+    unsupported: list[str] = field(default_factory=list, kw_only=True)
 
 
 @dataclass
@@ -72,6 +83,8 @@ class Program:
     const_base: int  # the constants follow the tensors in the data window
     const: bytes = field(repr=False)
     subgraphs: list[Subgraph] = field(default_factory=list)
+    # how a board script prepares images for the input (keys: board_scripts/), or None
+    preprocess: dict | None = None
     origin: str | None = field(default=None, compare=False, repr=False)  # the file it came from
 
     @property
@@ -123,6 +136,9 @@ class Program:
                 {
                     "name": sg.name,
                     "device": sg.device,
+                    "kind": sg.kind,
+                    "ops": sg.ops,
+                    "unsupported": sg.unsupported,
                     "inputs": sg.inputs,
                     "outputs": sg.outputs,
                     "layers": sg.layers,
@@ -141,6 +157,7 @@ class Program:
             "const_base": self.const_base,
             "subgraphs": subs,
             "sections": sections,
+            "preprocess": self.preprocess,
         }
         head = json.dumps(header, sort_keys=True).encode()
         body = _FIXED.pack(MAGIC, FORMAT_VERSION, len(head)) + head + bytes(payload)
@@ -224,11 +241,14 @@ def _tensor_json(t: QTensor) -> dict:
 
 _HEADER_KEYS = (
     "format_version", "config", "fingerprint", "source", "inputs", "outputs", "tensors",
-    "dram_offsets", "const_base", "subgraphs", "sections",
+    "dram_offsets", "const_base", "subgraphs", "sections", "preprocess",
 )  # fmt: skip
 _TENSOR_KEYS = ("shape", "scale", "zero_point", "onnx_dtype", "hwc", "flatten_of", "layout")
 _SPEC_KEYS = tuple(f.name for f in fields(TensorSpec))
-_SUBGRAPH_KEYS = ("name", "device", "inputs", "outputs", "layers", "section")
+_SUBGRAPH_KEYS = (
+    "name", "device", "kind", "ops", "unsupported", "inputs", "outputs", "layers", "section"
+)  # fmt: skip
+_KINDS = {"DPU": ("dpu",), "CPU": ("numpy", "onnx")}
 # a DPU layer's statistics are codegen's LayerStats, as `asdict` writes them
 _LAYER_TYPES = typing.get_type_hints(LayerStats)
 # A value as a subgraph or the user sees it: numpy dtype name, and shape (None: unknown).
@@ -246,12 +266,14 @@ class _Header:
         raise ProgramError(f"{self.where}: {problem}; {_RECOMPILE}")
 
     # -- typed fields --------------------------------------------------------------------
-    def table(self, value: object, name: str, keys: tuple[str, ...]) -> dict:
-        """A JSON object with exactly `keys`."""
+    def table(
+        self, value: object, name: str, keys: tuple[str, ...], optional: tuple[str, ...] = ()
+    ) -> dict:
+        """A JSON object with exactly `keys`, of which `optional` may be left out."""
         what = "the header" if name == "header" else f"header field '{name}'"
         if not isinstance(value, dict):
             self.fail(f"{what} must be an object")
-        missing = [k for k in keys if k not in value]
+        missing = [k for k in keys if k not in value and k not in optional]
         if missing:
             self.fail(f"{what} lacks {', '.join(missing)}")
         unknown = sorted(value.keys() - set(keys))
@@ -384,8 +406,29 @@ class _Header:
         d = self.table(value, name, _SUBGRAPH_KEYS)
         sg_name = self.text(d["name"], f"{name}.name")
         device = d["device"]
-        if device not in ("DPU", "CPU"):
+        if device not in _KINDS:
             self.fail(f"header field '{name}.device' must be DPU or CPU")
+        kind = d["kind"]
+        if kind not in _KINDS[device]:
+            kinds = " or ".join(_KINDS[device])
+            self.fail(f"header field '{name}.kind' of a {device} subgraph must be {kinds}")
+        ops = [
+            self.text(v, f"{name}.ops[{i}]")
+            for i, v in enumerate(self.items(d["ops"], f"{name}.ops"))
+        ]
+        if len(set(ops)) != len(ops):
+            self.fail(f"header field '{name}.ops' lists an op twice")
+        unsupported = [
+            self.text(v, f"{name}.unsupported[{i}]")
+            for i, v in enumerate(self.items(d["unsupported"], f"{name}.unsupported"))
+        ]
+        if bool(ops) != (device == "CPU"):
+            self.fail(f"header field '{name}.ops' must list the ops of a CPU subgraph only")
+        if bool(unsupported) != (kind == "onnx"):
+            self.fail(
+                f"header field '{name}.unsupported' must say why the numpy executor cannot run "
+                "an onnx subgraph, and only that"
+            )
         section = self.text(d["section"], f"{name}.section")
         if section not in payloads:
             self.fail(
@@ -408,11 +451,34 @@ class _Header:
             if self.items(d["layers"], f"{name}.layers"):
                 self.fail(f"CPU subgraph '{sg_name}' lists DPU layers")
             layers = []
-        return Subgraph(sg_name, device, inputs, outputs, payload, layers)
+        if kind == "numpy":
+            self.numpy_graph(sg_name, payload, ops)
+        return Subgraph(
+            sg_name, device, inputs, outputs, payload, layers,
+            kind=kind, ops=ops, unsupported=unsupported,
+        )  # fmt: skip
+
+    def numpy_graph(self, sg_name: str, payload: bytes, ops: list[str]) -> None:
+        """A numpy subgraph's payload is a well-formed graph of the ops the header lists."""
+        try:
+            graph = cpu_ops.decode(payload)
+        except cpu_ops.FormatError as exc:
+            self.fail(f"CPU subgraph '{sg_name}': its numpy graph is damaged: {exc}")
+        if graph.ops() != ops:
+            self.fail(
+                f"CPU subgraph '{sg_name}': the header lists ops {', '.join(ops)}; its graph "
+                f"holds {', '.join(graph.ops())}"
+            )
+
+    def preprocess(self, value: object) -> dict | None:
+        problem = preprocess_problem(value)
+        if problem:
+            self.fail(f"header field 'preprocess' {problem}")
+        return value
 
     # -- the whole program ---------------------------------------------------------------
     def program(self, header: object, payload: bytes) -> Program:
-        h = self.table(header, "header", _HEADER_KEYS)
+        h = self.table(header, "header", _HEADER_KEYS, optional=("preprocess",))
         self.count(h["format_version"], "format_version", FORMAT_VERSION, FORMAT_VERSION)
         cfg = _carried_config(h["config"], h["fingerprint"], self.where)
         inputs = [
@@ -457,6 +523,7 @@ class _Header:
             const_base=const_base,
             const=const,
             subgraphs=subgraphs,
+            preprocess=self.preprocess(h.get("preprocess")),
         )
         self.dataflow(program)
         return program
@@ -513,6 +580,28 @@ class _Header:
                     f"graph input/output '{s.name}' is declared {s.dtype} {s.shape} but its "
                     f"DPU tensor is {t.onnx_dtype} {list(t.shape)}"
                 )
+
+
+def preprocess_problem(value: object) -> str | None:
+    """What is wrong with a preprocessing description (None if nothing): it is null or an
+    object whose values are JSON scalars (finite numbers) or lists of them."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return "must be an object (or null)"
+    for key, item in value.items():
+        if not isinstance(key, str) or not key:
+            return "must have non-empty strings as keys"
+        for v in item if isinstance(item, list) else [item]:
+            if not (
+                v is None
+                or isinstance(v, str | bool | int)
+                or (isinstance(v, float) and math.isfinite(v))
+            ):
+                return (
+                    f"'{key}' must be a string, finite number, boolean or null, or a list of them"
+                )
+    return None
 
 
 def same_value_type(a: ValueType, b: ValueType) -> bool:

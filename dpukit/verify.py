@@ -42,6 +42,7 @@ from dpukit.compiler.frontend import check_onnx, read_onnx
 from dpukit.compiler.hwconfig import DEFAULT_CONFIG, HwConfig
 from dpukit.compiler.program import Program
 from dpukit.errors import DpuKitError, ModelError
+from dpukit.host.cpu import cpu_graph_nodes
 from dpukit.host.layout import from_dram
 from dpukit.host.runner import Runner, create_runner
 
@@ -627,8 +628,8 @@ def _layer_checks(g: _Graph, program: Program, values: _Values, where: str):
     host_subgraph = {}
     for sg in program.subgraphs:
         if sg.device == "CPU":
-            for node in onnx.load_from_string(sg.payload).graph.node:
-                host_subgraph.update(dict.fromkeys(node.output, sg.name))
+            for node in cpu_graph_nodes(sg):
+                host_subgraph.update(dict.fromkeys(node.outputs, sg.name))
     types = values.types()
     checks, covered = [], set()
     for r in _regions(g, values.known):

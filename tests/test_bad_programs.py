@@ -9,6 +9,7 @@ header's validation can catch them; others replace a subgraph's payload through 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,13 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from bad_inputs import assert_user_error, cli
 
 from dpukit.compiler.compile import compile_model
 from dpukit.compiler.hwconfig import HwConfig
 from dpukit.compiler.program import FORMAT_VERSION, MAGIC, Program
+from dpukit.host import cpu_ops
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +155,7 @@ def _reads_later_output(h: dict) -> None:
 
 
 def _swap_sections(h: dict) -> None:
-    """The DPU subgraph gets the CPU subgraph's ONNX bytes as its instruction stream."""
+    """The CPU and DPU subgraphs swap payloads: the CPU one reads instructions as its graph."""
     cpu, dpu = h["subgraphs"][0], _dpu(h)
     cpu["section"], dpu["section"] = dpu["section"], cpu["section"]
 
@@ -206,7 +207,14 @@ HEADER_CASES: list[tuple[str, Callable[[dict], None], tuple[str, ...]]] = [
     ("spec-dtype-object", _set("inputs.0.dtype", "object"), ("inputs[0].dtype",)),
     ("spec-dtype-garbage", _set("inputs.0.dtype", "float99"), ("inputs[0].dtype",)),
     ("unknown-key", _unknown_key, ("strides",)),
-    ("format-version", _set("format_version", 2), ("format_version",)),
+    ("format-version", _set("format_version", 3), ("format_version",)),
+    ("kind-unknown", _set("subgraphs.0.kind", "tflite"), ("subgraphs[0].kind",)),
+    ("kind-of-the-other-device", _set("subgraphs.1.kind", "numpy"), ("subgraphs[1].kind",)),
+    ("cpu-ops-empty", _set("subgraphs.0.ops", []), ("subgraphs[0].ops",)),
+    ("cpu-ops-not-its-graphs", _set("subgraphs.2.ops", ["Softmax"]), ("subgraph_2_cpu", "Softmax")),
+    ("numpy-kind-unsupported", _set("subgraphs.0.unsupported", ["Erf"]), ("unsupported",)),
+    ("preprocess-a-list", _set("preprocess", [0.5]), ("preprocess",)),
+    ("preprocess-nested", _set("preprocess", {"mean": [[0.5]]}), ("preprocess", "mean")),
     # negative or huge numbers
     ("const-base-negative", _set("const_base", -64), ("const_base",)),
     ("const-base-huge", _set("const_base", 1 << 40), ("const_base",)),
@@ -229,7 +237,7 @@ HEADER_CASES: list[tuple[str, Callable[[dict], None], tuple[str, ...]]] = [
     ("window-past-address-space", _window_past_address_space, ("data window", "32-bit")),
     ("window-of-exabytes", _window_of_exabytes, ("data window", "does not fit")),
     ("overlapping-sections", _overlapping_sections, ("overlaps",)),
-    ("swapped-sections", _swap_sections, ("subgraph_1_dpu", "bytes of instructions")),
+    ("swapped-sections", _swap_sections, ("subgraph_0_cpu", "numpy graph")),
     ("shared-section", _shared_section, ("subgraph_2_cpu", "section")),
     ("reads-unknown-tensor", _reads_unknown, ("no_such_tensor",)),
     ("reads-a-later-output", _reads_later_output, ("subgraph_1_dpu", "gemm_13")),
@@ -309,8 +317,8 @@ def test_header_length_field(blob: bytes, tmp_path: Path, head_len: int) -> None
 # --- valid files whose subgraph payloads are wrong ----------------------------------------
 
 
-def _cpu_model(program: Program, k: int) -> onnx.ModelProto:
-    return onnx.load_from_string(program.subgraphs[k].payload)
+def _cpu_graph(program: Program, k: int) -> cpu_ops.CpuGraph:
+    return cpu_ops.decode(program.subgraphs[k].payload)
 
 
 def _garbage(program: Program, k: int) -> bytes:
@@ -318,42 +326,42 @@ def _garbage(program: Program, k: int) -> bytes:
 
 
 def _unknown_op(program: Program, k: int) -> bytes:
-    model = _cpu_model(program, k)
-    model.graph.node[0].op_type = "FooBar"
-    return model.SerializeToString()
+    graph = _cpu_graph(program, k)
+    graph.nodes[0].op_type = "FooBar"
+    return cpu_ops.encode(graph)
 
 
 def _renamed_input(program: Program, k: int) -> bytes:
-    model = _cpu_model(program, k)
-    model.graph.input[0].name = "image"
-    model.graph.node[0].input[0] = "image"
-    return model.SerializeToString()
+    graph = _cpu_graph(program, k)
+    graph.inputs[0] = dataclasses.replace(graph.inputs[0], name="image")
+    graph.nodes[0].inputs[0] = "image"
+    return cpu_ops.encode(graph)
 
 
 def _uint8_output(program: Program, k: int) -> bytes:
     """QuantizeLinear to uint8, where the DPU tensor it feeds is int8."""
-    model = _cpu_model(program, k)
-    zp = next(t for t in model.graph.initializer if t.name.endswith("zero_point"))
-    zp.data_type = onnx.TensorProto.UINT8
-    model.graph.output[0].type.tensor_type.elem_type = onnx.TensorProto.UINT8
-    return model.SerializeToString()
+    graph = _cpu_graph(program, k)
+    zp = next(name for name in graph.constants if name.endswith("zero_point"))
+    graph.constants[zp] = graph.constants[zp].astype(np.uint8)
+    graph.outputs[0] = dataclasses.replace(graph.outputs[0], dtype="uint8")
+    return cpu_ops.encode(graph)
 
 
 def _gather_out_of_range(program: Program, k: int) -> bytes:
     """Loads and type-checks, but fails on every run: it gathers column 1000 of 64."""
-    model = _cpu_model(program, k)
-    x = model.graph.input[0].name
+    graph = _cpu_graph(program, k)
+    x = graph.inputs[0].name
     idx = np.arange(64)
     idx[5] = 1000
-    model.graph.initializer.append(onnx.numpy_helper.from_array(idx, "idx"))
-    for node in model.graph.node:
-        node.input[:] = ["gathered" if i == x else i for i in node.input]
-    model.graph.node.insert(0, onnx.helper.make_node("Gather", [x, "idx"], ["gathered"], axis=1))
-    return model.SerializeToString()
+    graph.constants["idx"] = idx
+    for node in graph.nodes:
+        node.inputs[:] = ["gathered" if i == x else i for i in node.inputs]
+    graph.nodes.insert(0, cpu_ops.Node("Gather", "gather", [x, "idx"], ["gathered"], {"axis": 1}))
+    return cpu_ops.encode(graph)
 
 
 PAYLOADS: list[tuple[str, int, Callable[[Program, int], bytes], tuple[str, ...]]] = [
-    ("cpu-garbage", 0, _garbage, ("subgraph_0_cpu", "onnxruntime")),
+    ("cpu-garbage", 0, _garbage, ("subgraph_0_cpu", "numpy graph")),
     ("cpu-unknown-op", 0, _unknown_op, ("subgraph_0_cpu", "FooBar")),
     ("cpu-other-input-name", 0, _renamed_input, ("subgraph_0_cpu", "image")),
     ("cpu-other-output-dtype", 0, _uint8_output, ("subgraph_0_cpu", "uint8", "int8")),
@@ -375,17 +383,34 @@ def test_wrong_subgraph_payload(
 ) -> None:
     bad_program = copy.deepcopy(program)
     bad_program.subgraphs[k].payload = payload(program, k)
+    if payload is _gather_out_of_range:
+        bad_program.subgraphs[k].ops.insert(0, "Gather")
     bad = tmp_path / "payload.dpu"
     bad_program.save(bad)
     assert_user_error(cli("run", bad), bad, *mentions)
 
 
-def test_inspect_of_a_cpu_subgraph_that_is_no_onnx(program: Program, tmp_path: Path) -> None:
+def test_inspect_of_a_cpu_subgraph_that_is_damaged(program: Program, tmp_path: Path) -> None:
     bad_program = copy.deepcopy(program)
     bad_program.subgraphs[0].payload = _garbage(program, 0)
     bad = tmp_path / "garbage_cpu.dpu"
     bad_program.save(bad)
-    assert_user_error(cli("inspect", bad), bad, "subgraph_0_cpu", "not an ONNX model")
+    assert_user_error(cli("inspect", bad), bad, "subgraph_0_cpu", "numpy graph")
+
+
+def _as_onnx_kind(program: Program, k: int, payload: bytes) -> Program:
+    """The program with CPU subgraph k kept as ONNX (an op the executor lacks)."""
+    crafted = copy.deepcopy(program)
+    sg = crafted.subgraphs[k]
+    sg.kind, sg.payload, sg.unsupported = "onnx", payload, ["Erf: an op the executor lacks"]
+    return crafted
+
+
+@pytest.mark.parametrize("command, mention", [("run", "onnxruntime"), ("inspect", "not an ONNX")])
+def test_onnx_subgraph_that_is_no_onnx(program: Program, tmp_path: Path, command, mention) -> None:
+    bad = tmp_path / "garbage_onnx.dpu"
+    _as_onnx_kind(program, 2, _garbage(program, 2)).save(bad)
+    assert_user_error(cli(command, bad), bad, "subgraph_2_cpu", mention)
 
 
 # --- the file itself ----------------------------------------------------------------------
@@ -475,7 +500,8 @@ def test_cpu_subgraph_whose_output_shape_depends_on_the_data(
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    last.payload = model.SerializeToString()
+    crafted = _as_onnx_kind(crafted, len(crafted.subgraphs) - 1, model.SerializeToString())
+    crafted.subgraphs[-1].ops = list(dict.fromkeys(n.op_type for n in nodes))
     path = tmp_path / "data_dependent.dpu"
     crafted.save(path)
     assert_user_error(cli("run", path, "--random", "2"), path, last.name, y)

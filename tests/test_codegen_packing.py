@@ -29,6 +29,7 @@ from dpukit.compiler.hwconfig import load_config
 from dpukit.compiler.ir import QConv
 from dpukit.compiler.isa import Buffer, Engine, Opcode
 from dpukit.compiler.timing import token_queues
+from dpukit.host import cpu_ops
 from dpukit.models import zoo
 from dpukit.quantize import quantize_model
 
@@ -51,7 +52,7 @@ def _cpu_ops(program) -> list[str]:
         n.op_type
         for sg in program.subgraphs
         if sg.device == "CPU"
-        for n in onnx.load_from_string(sg.payload).graph.node
+        for n in cpu_ops.decode(sg.payload).nodes
     ]
 
 

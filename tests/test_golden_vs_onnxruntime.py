@@ -28,6 +28,7 @@ from onnx import numpy_helper
 from verified import assert_verified
 
 from dpukit.compiler.compile import compile_model
+from dpukit.host import cpu_ops
 from dpukit.host.runner import create_runner
 from dpukit.models import zoo
 from dpukit.models.digits import load_digits_split
@@ -171,9 +172,7 @@ def test_softmax_runs_on_the_cpu_after_the_dpu(digits_float: Path, tmp_path: Pat
     program = compile_model(path, "pynq-z2")
     devices = [sg.device for sg in program.subgraphs]
     assert "DPU" in devices and devices[-1] == "CPU", devices
-    last_cpu_ops = [
-        n.op_type for n in onnx.load_from_string(program.subgraphs[-1].payload).graph.node
-    ]
+    last_cpu_ops = program.subgraphs[-1].ops
     assert "Softmax" in last_cpu_ops, last_cpu_ops
     dpu_layers = [
         layer["kind"] for sg in program.subgraphs if sg.device == "DPU" for layer in sg.layers
@@ -185,16 +184,16 @@ def test_softmax_runs_on_the_cpu_after_the_dpu(digits_float: Path, tmp_path: Pat
     # The CPU's softmax, against numpy on the golden model's own logits: its input is the
     # quantized logits the DPU wrote, its output quantized as the model says.
     runner = create_runner(program)
-    cpu = onnx.load_from_string(program.subgraphs[-1].payload).graph
-    inits = {i.name: numpy_helper.to_array(i) for i in cpu.initializer}
-    dq = next(n for n in cpu.node if n.op_type == "DequantizeLinear")
-    q = next(n for n in cpu.node if n.op_type == "QuantizeLinear")
+    cpu = cpu_ops.decode(program.subgraphs[-1].payload)
+    inits = cpu.constants
+    dq = next(n for n in cpu.nodes if n.op_type == "DequantizeLinear")
+    q = next(n for n in cpu.nodes if n.op_type == "QuantizeLinear")
     for b in range(len(x)):
         probs = runner.run({"input": x[b : b + 1]}).outputs["probs"]
-        logits_q = dpu_tensors(runner, program)[dq.input[0]].astype(np.float64)
-        logits = (logits_q - inits[dq.input[2]]) * inits[dq.input[1]]
+        logits_q = dpu_tensors(runner, program)[dq.inputs[0]].astype(np.float64)
+        logits = (logits_q - inits[dq.inputs[2]]) * inits[dq.inputs[1]]
         e = np.exp(logits - logits.max())
-        scale, zp = float(inits[q.input[1]]), inits[q.input[2]]
+        scale, zp = float(inits[q.inputs[1]]), inits[q.inputs[2]]
         info = np.iinfo(zp.dtype)
         want_q = np.clip(np.rint(e / e.sum() / scale) + int(zp), info.min, info.max)
         got_q = np.rint(probs / scale) + int(zp)

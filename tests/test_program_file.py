@@ -19,7 +19,7 @@ from dpukit.cli import main
 from dpukit.compiler.compile import compile_model
 from dpukit.compiler.hwconfig import config_dir, load_config
 from dpukit.compiler.program import Program
-from dpukit.errors import ProgramError
+from dpukit.errors import CompileError, ProgramError
 from dpukit.host.runner import create_runner
 from dpukit.models import zoo
 
@@ -60,6 +60,26 @@ def test_round_trip_preserves_everything(program: Program, saved: Path) -> None:
     assert loaded.inputs == program.inputs and loaded.outputs == program.outputs
     assert loaded.source == program.source
     assert loaded == program  # and nothing else was forgotten
+
+
+def test_preprocess_is_stored_as_given(quantized_zoo, tmp_path: Path) -> None:
+    """What a board script does to images travels with the program (tuples as lists)."""
+    preprocess = {"size": (16, 16), "mean": [0.5, 0.25, 0.0], "bgr": False, "note": None}
+    program = compile_model(quantized_zoo("mlp"), "sim-small", preprocess=preprocess)
+    path = tmp_path / "preprocess.dpu"
+    program.save(path)
+    loaded = Program.load(path)
+    assert loaded.preprocess == {**preprocess, "size": [16, 16]} and loaded == program
+
+
+@pytest.mark.parametrize(
+    "preprocess, mention",
+    [([0.5], "object"), ({"mean": [[0.5]]}, "'mean'"), ({"scale": float("nan")}, "'scale'")],
+)
+def test_preprocess_that_is_no_json_object_is_refused(quantized_zoo, preprocess, mention):
+    with pytest.raises(CompileError) as exc:
+        compile_model(quantized_zoo("mlp"), "sim-small", preprocess=preprocess)
+    assert "preprocess" in str(exc.value) and mention in str(exc.value), exc.value
 
 
 def test_loaded_program_runs_like_the_original(program: Program, saved: Path) -> None:

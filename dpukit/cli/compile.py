@@ -24,7 +24,43 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"hardware config name or .toml path (default {DEFAULT_CONFIG}; see `dpukit configs`)",
     )
     add_input_shape_option(c)
+    c.add_argument(
+        "--board",
+        action="store_true",
+        help="for a PYNQ board: refuse a CPU op the board's numpy executor lacks (a board has "
+        "no onnxruntime), naming it",
+    )
+    c.add_argument(
+        "--preprocess",
+        metavar="JSON|FILE.json",
+        help="the image preprocessing the board scripts apply, stored with the program, e.g. "
+        '\'{"size": [224, 224], "color": "rgb", "scale": 0.00392, "mean": [0.485, 0.456, '
+        '0.406], "std": [0.229, 0.224, 0.225], "labels": ["cat", "dog"]}\' '
+        "(keys: docs/board_scripts.md)",
+    )
     c.set_defaults(func=run)
+
+
+def _preprocess(text: str | None) -> dict | None:
+    """--preprocess: JSON given inline, or the path of a JSON file."""
+    import json
+
+    from dpukit.cli.common import UsageError
+
+    if text is None:
+        return None
+    source = "--preprocess"
+    if not text.lstrip().startswith("{"):
+        path = Path(text)
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--preprocess {path}: cannot read it ({exc})") from None
+        source = str(path)
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{source}: not valid JSON ({exc})") from None
 
 
 def _default_dpu_path(model: Path) -> Path:
@@ -66,6 +102,13 @@ def _compile_summary(con: Console, program, out: Path, elapsed: float) -> None:
         f"{fmt_bytes(len(program.const))} constants)",
         highlight=False,
     )
+    for sg in program.subgraphs:
+        if sg.kind == "onnx":  # a board has no onnxruntime
+            con.print(
+                f"note: {sg.name} runs on onnxruntime, so on a laptop only: the board's numpy "
+                f"executor lacks {'; '.join(sg.unsupported)} (`--board` refuses such a model)",
+                highlight=False,
+            )
 
 
 def run(args, con: Console) -> int:
@@ -75,7 +118,8 @@ def run(args, con: Console) -> int:
     cfg = load_config(args.config)
     shapes = model_input_shapes(args.input_shape, args.model)
     start = time.perf_counter()
-    program = compile_model(args.model, cfg, shapes)
+    preprocess = _preprocess(args.preprocess)
+    program = compile_model(args.model, cfg, shapes, preprocess=preprocess, board=args.board)
     elapsed = time.perf_counter() - start
     out = Path(args.output) if args.output else _default_dpu_path(Path(args.model))
     write_output(out, program.to_bytes())

@@ -54,13 +54,13 @@ def run(args, con: Console) -> int:
 
 
 def _check_cpu_models(program) -> None:
-    """The CPU subgraphs parse as ONNX, as the subgraph tables need (Program.load leaves them
-    to onnxruntime, which `inspect` does not start)."""
+    """The ONNX CPU subgraphs parse, as the subgraph tables need (Program.load checks the
+    numpy ones, and leaves ONNX ones to onnxruntime, which `inspect` does not start)."""
     import onnx
     from google.protobuf.message import DecodeError
 
     for sg in program.subgraphs:
-        if sg.device == "CPU":
+        if sg.kind == "onnx":
             try:
                 onnx.load_model_from_string(sg.payload)
             except DecodeError as exc:

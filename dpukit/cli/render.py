@@ -81,9 +81,9 @@ def progress(con: Console) -> Progress:
 
 
 def cpu_nodes(sg) -> list:
-    import onnx
+    from dpukit.host.cpu import cpu_graph_nodes
 
-    return list(onnx.load_from_string(sg.payload).graph.node)
+    return cpu_graph_nodes(sg)
 
 
 def instr_count(sg) -> int:
@@ -143,8 +143,9 @@ def print_subgraphs(con: Console, program) -> None:
             con.print(layer_table(sg))
         else:
             nodes = cpu_nodes(sg)
-            ops = ", ".join(f"{n.op_type} ({n.name or n.output[0]})" for n in nodes)
-            con.print(f"  host CPU (onnxruntime), {len(nodes)} node(s): {ops}")
+            ops = ", ".join(f"{n.op_type} ({n.name})" for n in nodes)
+            runs_on = "numpy executor" if sg.kind == "numpy" else "onnxruntime"
+            con.print(f"  host CPU ({runs_on}), {len(nodes)} node(s): {ops}")
 
 
 def activity_table(act, images: int, cfg, model_macs: int, title: str) -> Table:
