@@ -178,8 +178,9 @@ def _under_a_file(tmp: Path) -> Path:
 
 
 OUTPUTS: list[tuple[str, Callable[[Path], Path], str]] = [
-    ("a-directory", _output_dir, "Is a directory"),
-    ("under-a-file", _under_a_file, "report.txt is not a directory"),
+    # refused before the run (dpukit/outfiles.py), in these words
+    ("a-directory", _output_dir, "is a folder"),
+    ("under-a-file", _under_a_file, "report.txt is not a folder"),
     ("full-device", lambda tmp: Path("/dev/full"), "No space left on device"),
 ]
 

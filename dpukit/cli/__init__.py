@@ -10,6 +10,13 @@ import argparse
 import os
 import sys
 
+# A board's Python 3.10 installs dpukit without the laptop's libraries (pyproject.toml).
+if sys.version_info < (3, 11):  # noqa: UP036 (ruff lints as 3.11; this runs on 3.10)
+    raise SystemExit(
+        "the dpukit command line needs Python >= 3.11; on a board (Python 3.10) run the board "
+        "script: python3 -m dpukit.board_scripts.run_images --help"
+    )
+
 from rich.console import Console
 from rich.text import Text
 
@@ -19,6 +26,7 @@ from dpukit.cli import (
     compile,
     configs,
     demo,
+    deploy,
     energy,
     inspect,
     quantize,
@@ -28,7 +36,9 @@ from dpukit.cli import (
 )
 from dpukit.errors import DpuKitError
 
-COMMANDS = (quantize, compile, run, energy, calibrate, inspect, verify, demo, configs, sensors)
+COMMANDS = (
+    quantize, compile, run, energy, calibrate, inspect, verify, demo, configs, sensors, deploy
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

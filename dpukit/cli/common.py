@@ -18,22 +18,13 @@ from rich.console import Console
 
 from dpukit.cli.render import fmt_shape, progress
 from dpukit.errors import DpuKitError
+from dpukit.options import positive_int  # noqa: F401 (the commands')
 
 DIGITS_SHAPE = [1, 8, 8]  # one digits image, without the batch dim
 
 
 class UsageError(DpuKitError):
     """A command-line option does not fit the model, program or file it is applied to."""
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
-    return value
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -222,7 +213,7 @@ def build_simulator(con: Console, backend: str, cfg) -> None:
     harness prints one line itself."""
     if backend != "rtl":
         return
-    from dpukit.sim.rtl_harness import build
+    from dpukit.sim.virtual_board import build
 
     with con.status(f"building the RTL simulator for {cfg.name} (Verilator; minutes on first use)"):
         build(cfg)

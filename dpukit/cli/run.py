@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import zipfile
+from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 
 from dpukit.cli.common import (
+    UsageError,
     add_config_option,
     add_input_options,
     build_simulator,
@@ -28,9 +33,11 @@ from dpukit.cli.render import (
     outputs_table,
     subgraph_activity_table,
 )
-from dpukit.cli.sensors import add_power_options, power_recording, report_power
+from dpukit.cli.sensors import power_recording, report_power
 from dpukit.compiler.energy import per_inference
 from dpukit.host.backends import BACKENDS
+from dpukit.options import add_power_options
+from dpukit.outfiles import why_unwritable
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,11 +48,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=BACKENDS,
         default="golden",
         help="golden: the bit-exact model (modeled cycles); rtl: the DPU's RTL in Verilator "
-        "(measured cycles; builds the simulator on first use, minutes)",
+        "behind the board driver (measured cycles; builds the simulator on first use, "
+        "minutes); pynq: the overlay's DPU on a PYNQ board (--overlay)",
+    )
+    r.add_argument(
+        "--overlay", metavar="FILE.bit", help="pynq: the overlay's .bit (its .hwh beside it)"
     )
     add_input_options(r)
     r.add_argument("--batch", type=positive_int, default=32, metavar="B", help="default 32")
     r.add_argument("--json", metavar="FILE", help="write the numbers as JSON")
+    r.add_argument(
+        "--output",
+        metavar="FILE.npz",
+        help="save the outputs, one array per output name (numpy.load reads them)",
+    )
     add_config_option(r)
     add_power_options(r)
     r.set_defaults(func=run)
@@ -55,8 +71,15 @@ def run(args, con: Console) -> int:
     from dpukit.compiler.program import Program
     from dpukit.host.runner import create_runner
 
+    _refuse_unwritable(args)
     program = Program.load(args.program)
-    runner = create_runner(program, backend=args.backend, config=args.config)
+    with create_runner(
+        program, backend=args.backend, config=args.config, overlay=args.overlay
+    ) as runner:
+        return _run(args, con, program, runner)
+
+
+def _run(args, con: Console, program, runner) -> int:
     build_simulator(con, args.backend, runner.cfg)
     cfg = runner.cfg
     inputs, labels, what = inputs_for(args, program)
@@ -143,4 +166,31 @@ def run(args, con: Console) -> int:
         }
         write_output(args.json, json.dumps(doc, indent=2) + "\n")
         con.print(f"wrote {args.json}", highlight=False)
+    if args.output:
+        write_output(args.output, npz_bytes(outputs))
+        con.print(f"wrote {args.output} ({', '.join(outputs)})", highlight=False)
     return 0
+
+
+def _refuse_unwritable(args) -> None:
+    """The run's output files are checked before it runs, not after."""
+    if args.output and Path(args.output).suffix.lower() != ".npz":
+        raise UsageError(
+            f"--output {args.output}: the outputs are saved as .npz (one array per output "
+            "name); give a FILE.npz"
+        )
+    for option, path in (("--output", args.output), ("--json", args.json)):
+        why = path and why_unwritable(path)
+        if why:
+            raise UsageError(f"{option} {path}: cannot write it there ({why}); choose another path")
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """`arrays` as an .npz file, by name, as numpy.savez writes it (which would take a name
+    such as "file" for its own parameter)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+        for name, array in arrays.items():
+            with z.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
+    return buf.getvalue()

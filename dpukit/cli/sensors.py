@@ -20,14 +20,8 @@ from rich.text import Text
 from dpukit.cli.common import UsageError, write_output
 from dpukit.cli.render import fmt_si
 from dpukit.errors import DpuKitError
-
-
-def add_sysfs_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--sysfs",
-        metavar="DIR",
-        help="where sysfs is mounted (default: $DPUKIT_SYSFS, else /sys)",
-    )
+from dpukit.options import add_sysfs_option
+from dpukit.outfiles import why_unwritable
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -79,34 +73,6 @@ def run(args, con: Console) -> int:
 # ---- `dpukit run --power ...` -------------------------------------------------------------
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"must be in [0, 3600] s, not {value}")
-    return value
-
-
-def add_power_options(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("power, measured (`dpukit sensors` lists the sensors)")
-    g.add_argument(
-        "--power",
-        metavar="SENSOR[,SENSOR]",
-        help="record these sensors during the run (100 Hz) and print energy per inference",
-    )
-    g.add_argument("--power-trace", metavar="FILE.csv", help="write the trace (and FILE.png)")
-    g.add_argument(
-        "--idle-s",
-        type=_seconds,
-        default=1.0,
-        metavar="S",
-        help="idle baseline recorded before the run, for dynamic energy (default 1 s)",
-    )
-    add_sysfs_option(g)
-
-
 @contextlib.contextmanager
 def power_recording(args, con: Console, warm_up: Callable[[], object]) -> Iterator:
     """With --power: record an idle baseline (--idle-s), a warm-up batch, then the inference
@@ -119,27 +85,23 @@ def power_recording(args, con: Console, warm_up: Callable[[], object]) -> Iterat
             raise UsageError(
                 f"--power-trace {trace}: give the CSV's name; the PNG is written beside it"
             )
-        if trace.is_dir() or any(p.exists() and not p.is_dir() for p in trace.parents):
-            raise UsageError(f"--power-trace {trace}: not a file path that can be written")
+        why = why_unwritable(trace)
+        if why:
+            raise UsageError(f"--power-trace {trace}: not a file path that can be written ({why})")
     if not args.power:
         yield None
         return
-    from dpukit.host.power import PowerRecorder, close_sensors, open_sensors
+    from dpukit.host.power import close_sensors, open_sensors, recording_phases
+
+    def wait_idle(seconds: float) -> None:
+        with con.status(f"recording {seconds:g} s of idle power (the baseline)"):
+            time.sleep(seconds)
 
     sensors = open_sensors(args.power, args.sysfs)
-    rec = PowerRecorder(sensors, period_s=0.01)
-    rec.start()
     try:
-        if args.idle_s > 0:
-            rec.mark("idle")
-            with con.status(f"recording {args.idle_s:g} s of idle power (the baseline)"):
-                time.sleep(args.idle_s)
-        rec.mark("warm-up")
-        warm_up()
-        rec.mark("inference")
-        yield rec
+        with recording_phases(sensors, args.idle_s, warm_up, wait_idle) as rec:
+            yield rec
     finally:
-        rec.stop()
         close_sensors(sensors)
 
 

@@ -14,7 +14,14 @@ Runs on the boards' Python 3.10 with numpy < 2; optional libraries load on first
 from dpukit.errors import SensorError
 from dpukit.host.power.integrate import UNCERTAINTY_METHOD
 from dpukit.host.power.plot import plot_trace, png_bytes
-from dpukit.host.power.recorder import PowerRecorder, PowerTrace, csv_text, write_csv, write_json
+from dpukit.host.power.recorder import (
+    PowerRecorder,
+    PowerTrace,
+    csv_text,
+    recording_phases,
+    write_csv,
+    write_json,
+)
 from dpukit.host.power.sensor import (
     MEASURED,
     Offer,
@@ -39,6 +46,7 @@ __all__ = [
     "open_sensors",
     "plot_trace",
     "png_bytes",
+    "recording_phases",
     "sysfs_root",
     "write_csv",
     "write_json",

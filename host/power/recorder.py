@@ -40,7 +40,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -391,6 +391,30 @@ class PowerTrace:
         from dpukit.host.power.summary import summarize
 
         return summarize(self, inferences, phase, baseline)
+
+
+@contextlib.contextmanager
+def recording_phases(
+    sensors: Sequence[Sensor],
+    idle_s: float,
+    warm_up: Callable[[], object],
+    wait_idle: Callable[[float], None] = time.sleep,
+) -> Iterator[PowerRecorder]:
+    """Record `sensors` (100 Hz): an idle baseline (`wait_idle(idle_s)`, skipped for 0), then
+    `warm_up()`, then the "inference" phase the block runs in; the recorder, stopped on
+    leaving. The phases `dpukit run --power` and the board scripts measure."""
+    rec = PowerRecorder(sensors, period_s=0.01)
+    rec.start()
+    try:
+        if idle_s > 0:
+            rec.mark("idle")
+            wait_idle(idle_s)
+        rec.mark("warm-up")
+        warm_up()
+        rec.mark("inference")
+        yield rec
+    finally:
+        rec.stop()
 
 
 def csv_text(trace: PowerTrace) -> str:
