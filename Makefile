@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint overlay clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -24,6 +24,12 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The board's PYNQ overlay (.bit + .hwh) with Vivado; without Vivado, the Tcl flow's folder
+# and how to build it elsewhere. BOARD: pynq-z2 or ultra96v2.
+BOARD ?= pynq-z2
+overlay: $(STAMP)
+	$(PY) -m dpukit.hw.overlay $(BOARD) --out build/overlay/$(BOARD)
 
 clean:
 	rm -rf $(VENV) build *.egg-info sim_build .pytest_cache bench/results.json
