@@ -30,6 +30,11 @@ class ExecutionError(DpuKitError):
     board) stopped with an error: bad address, illegal op, hang."""
 
 
+class BoardError(ExecutionError):
+    """A board backend cannot open its board: no pynq, not root, not a PYNQ board, or an
+    overlay that is missing, incomplete (.bit without its .hwh) or has no dpukit DPU."""
+
+
 class EnergyTableError(DpuKitError):
     """An energy table is missing, malformed, or lacks an energy the model needs."""
 
