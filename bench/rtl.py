@@ -1,12 +1,19 @@
-"""RTL benchmarks (issue 3): whole networks on the DPU's RTL in the Verilator-native harness.
+"""RTL benchmarks (issues 3, 10): whole networks on the DPU's RTL, through the board driver on
+the virtual board (the `rtl` backend).
 
 - RTL simulation speed (simulated cycles per wall second of the harness run) and wall time
   for the digits CNN and for the ResNet-18-shaped set of layers;
 - measured cycles (the DPU's CYCLES counter) against the cycle model's;
 - PE utilization per layer: ideal MAC cycles (layer MACs / (rows*cols)) / measured cycles;
 - measured cycles / SCALE-Sim's for the same layer shape, array size and dataflow.
+- the same layers on the C++ harness the virtual board replaced, rebuilt from git in the
+  same run (bench/old_harness.py): simulated cycles per second, old beside new;
+- the driver's host overhead per inference on the digits CNN: the time outside the DPU's
+  own run (inputs and outputs through the data window, flush/invalidate, register writes
+  and reads), per phase.
 Targets: utilization >= 80 % on layers whose channels fill the array, measured / SCALE-Sim
-<= 1.2, >= 200k simulated cycles per second on pynq-z2.
+<= 1.2, >= 200k simulated cycles per second on pynq-z2, and the virtual board not slower
+than the old harness.
 """
 
 from __future__ import annotations
@@ -15,26 +22,32 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+from old_harness import OLD_COMMIT, load_old_harness
 from resnet18_layers import ConvLayer, build_layer_model, resnet18_layers
 from scalesim_peer import scalesim_cycles
 
 from dpukit.compiler.compile import compile_model
 from dpukit.compiler.hwconfig import HwConfig, load_config
+from dpukit.host.layout import from_dram, to_dram
 from dpukit.host.runner import Runner
 from dpukit.models import zoo
 from dpukit.models.digits import digits_model, load_digits_split
 from dpukit.quantize import quantize_model
-from dpukit.sim.rtl_harness import build
+from dpukit.sim.virtual_board import build
 
 
-def _run_both(program, cfg: HwConfig, feed: dict) -> dict:
-    """One inference on the RTL and on the golden model; the RTL's counters and timing."""
-    golden = Runner(program, "golden", cfg).run(feed)
-    rtl_runner = Runner(program, "rtl", cfg)
-    t = time.perf_counter()
-    result = rtl_runner.run(feed)
-    wall = time.perf_counter() - t
-    sim = rtl_runner.dpu.simulated
+def _run_both(program, cfg: HwConfig, feed: dict, old=None) -> dict:
+    """One inference on the RTL and on the golden model; the RTL's counters and timing, and,
+    given the old harness module, the same DPU runs on it."""
+    golden_runner = Runner(program, "golden", cfg)
+    golden = golden_runner.run(feed)
+    old_runs = _old_harness_runs(old, program, cfg, golden_runner.dram) if old else {}
+    with Runner(program, "rtl", cfg) as rtl_runner:
+        t = time.perf_counter()
+        result = rtl_runner.run(feed)
+        wall = time.perf_counter() - t
+        sim = rtl_runner.dpu.timing
     return {
         "outputs_equal_golden": all(
             (result.outputs[k] == golden.outputs[k]).all() for k in golden.outputs
@@ -45,8 +58,21 @@ def _run_both(program, cfg: HwConfig, feed: dict) -> dict:
         "mac_cycles": result.activity.mac_cycles,
         "sim_wall_s": round(sim["wall_s"], 3),
         "sim_cycles_per_s": round(sim["cycles"] / sim["wall_s"]),
-        "run_wall_s": round(wall, 3),  # includes writing/reading the DRAM image
+        "run_wall_s": round(wall, 3),  # the whole Runner.run
+        **old_runs,
     }
+
+
+def _old_harness_runs(old, program, cfg: HwConfig, dram: np.ndarray) -> dict:
+    """The program's DPU streams on the old harness, over the data window the golden model
+    left (the same bytes the DPU reads; only the time matters here)."""
+    cycles, wall = 0, 0.0
+    for sg in program.subgraphs:
+        if sg.device == "DPU":
+            res = old.run_program(cfg, sg.payload, dram.copy())
+            cycles += res.cycles
+            wall += res.wall_s
+    return {"old_harness_cycles": cycles, "old_harness_sim_wall_s": round(wall, 3)}
 
 
 def bench_digits(config: str, workdir: Path) -> dict:
@@ -80,17 +106,19 @@ def _dram_floor_cycles(layer: ConvLayer, cfg: HwConfig) -> int:
     return -(-(weights + tensors) // cfg.bus_bytes)
 
 
-def bench_resnet_layers(config: str, workdir: Path, input_hw: int) -> dict:
+def bench_resnet_layers(config: str, workdir: Path, input_hw: int, old=None) -> dict:
     cfg = load_config(config)
     layers = resnet18_layers(input_hw)
     peer = scalesim_cycles(layers, cfg.rows, cfg.cols)
-    rows, sim_cycles, sim_wall = [], 0, 0.0
+    rows, sim_cycles, sim_wall, old_cycles, old_wall = [], 0, 0.0, 0, 0.0
     for layer in layers:
         program = compile_model(build_layer_model(layer, workdir), config)
         x = zoo.calibration_data((1, layer.cin, layer.in_h, layer.in_w), n=1, seed=1)
-        r = _run_both(program, cfg, {program.inputs[0].name: x})
+        r = _run_both(program, cfg, {program.inputs[0].name: x}, old)
         sim_cycles += r["rtl_cycles"]
         sim_wall += r["sim_wall_s"]
+        old_cycles += r.get("old_harness_cycles", 0)
+        old_wall += r.get("old_harness_sim_wall_s", 0.0)
         ideal = layer.macs / (cfg.rows * cfg.cols)
         floor = _dram_floor_cycles(layer, cfg)
         s = peer[layer.name]["total_cycles"]
@@ -120,6 +148,16 @@ def bench_resnet_layers(config: str, workdir: Path, input_hw: int) -> dict:
         "total_rtl_cycles": sim_cycles,
         "total_sim_wall_s": round(sim_wall, 2),
         "sim_cycles_per_s": round(sim_cycles / sim_wall),
+        "old_harness": (
+            {
+                "commit": OLD_COMMIT,
+                "total_sim_wall_s": round(old_wall, 2),
+                "sim_cycles_per_s": round(old_cycles / old_wall),
+                "virtual_board_over_old": round(sim_cycles / sim_wall / (old_cycles / old_wall), 3),
+            }
+            if old
+            else "not measured (no git history)"
+        ),
         "min_utilization_filled": min(r["pe_utilization"] for r in filled),
         # layers whose channels fill the array and whose bytes the data bus can move in less
         # time than 80 % utilization takes (all but the FC)
@@ -135,15 +173,63 @@ def bench_resnet_layers(config: str, workdir: Path, input_hw: int) -> dict:
     }
 
 
+def bench_driver_overhead(config: str, workdir: Path, images: int = 30) -> dict:
+    """Per inference of the digits CNN on the rtl backend, one image at a time: the whole
+    Runner.run, the DPU's run (start to done), the driver around it (placing the run:
+    window flush, register writes, start; reading back: registers, invalidate), and the
+    Runner's own part (input/output layout through the window, the CPU subgraphs)."""
+    x_train, _, x_test, _ = load_digits_split()
+    qdq = quantize_model(
+        digits_model(workdir), workdir / "digits_ovh.qdq.onnx", x_train, per_channel=True
+    )
+    program = compile_model(qdq, config)
+    cfg = load_config(config)
+    name = program.inputs[0].name
+    with Runner(program, "rtl", cfg) as runner:
+        runner.run({name: x_test[:1]})  # warm: streams placed, plans made
+        before = dict(runner.dpu.timing)
+        t = time.perf_counter()
+        for k in range(images):
+            runner.run({name: x_test[k : k + 1]})
+        total = (time.perf_counter() - t) / images
+        after = runner.dpu.timing
+    dpu = (after["wall_s"] - before["wall_s"]) / images
+    driver = (after["driver_s"] - before["driver_s"]) / images
+    # the layout conversions alone, for scale (what the Runner does around the driver)
+    t_in = program.tensors[next(sg for sg in program.subgraphs if sg.device == "DPU").inputs[0]]
+    value = np.zeros(t_in.shape, t_in.onnx_dtype)
+    t = time.perf_counter()
+    for _ in range(images):
+        from_dram(t_in, to_dram(t_in, value))
+    layout = (time.perf_counter() - t) / images
+    return {
+        "model": "digits CNN (8x8), one image per run",
+        "images": images,
+        "per_inference_ms": round(1e3 * total, 3),
+        "dpu_run_ms": round(1e3 * dpu, 3),
+        "driver_host_ms": round(1e3 * driver, 3),
+        "runner_rest_ms": round(1e3 * (total - dpu - driver), 3),
+        "input_layout_round_trip_ms": round(1e3 * layout, 4),
+        "driver_share": round(driver / total, 3),
+    }
+
+
 def bench_rtl(config: str, input_hw: int = 224) -> dict:
     t = time.perf_counter()
     build(load_config(config))  # outside the timed runs
     build_s = time.perf_counter() - t
     with tempfile.TemporaryDirectory(prefix="dpukit-bench-rtl-") as tmp:
         work = Path(tmp)
+        old = load_old_harness(work)
+        if isinstance(old, str):
+            print(f"old harness left out: {old}")
+            old = None
+        else:
+            old.build(load_config(config))  # outside the timed runs too
         return {
             "config": config,
-            "harness_build_s": round(build_s, 1),
+            "virtual_board_build_s": round(build_s, 1),
             "digits": bench_digits(config, work),
-            "resnet18_layers": bench_resnet_layers(config, work, input_hw),
+            "resnet18_layers": bench_resnet_layers(config, work, input_hw, old),
+            "driver_overhead": bench_driver_overhead(config, work),
         }

@@ -8,9 +8,11 @@ far from x.5 they lay; the time to reject a model whose input (1x3x100000x100000
 can address, which the compiler used to tile until it was killed (target < 1 s).
 Power (issue 9): the PowerRecorder's cost, golden digits inference with and without sampling
 at 1 kHz (target <= 2 %) and at 100 Hz, beside what a thread that only wakes at 1 kHz costs.
-RTL (issue 3, bench/rtl.py): simulation speed and wall time of whole-network RTL runs (digits
-CNN, the ResNet-18 layer shapes), measured cycles vs the cycle model, PE utilization per
-layer, and measured cycles / SCALE-Sim's (bench/scalesim_peer.py).
+RTL (issues 3, 10; bench/rtl.py): simulation speed and wall time of whole-network runs through
+the board driver on the virtual board (digits CNN, the ResNet-18 layer shapes) beside the old
+C++ harness rebuilt from git, measured cycles vs the cycle model, PE utilization per layer,
+measured cycles / SCALE-Sim's (bench/scalesim_peer.py), and the driver's host overhead per
+inference.
 Energy (issue 9, bench/energy_sweep.py): the energy model's time on the ResNet-18 program
 (target < 50 ms, without the cycle model's counting; program_energy end to end beside it),
 and seed 002's bit-packing sweep on AlexNet (2 to 16-bit weights), modeled.
@@ -335,6 +337,19 @@ def main() -> None:
         "RTL ResNet-18 layers: simulation wall (s)", f"{layers['total_sim_wall_s']:.1f}", ""
     )
     table.add_row("RTL simulated cycles/s", f"{layers['sim_cycles_per_s']:,}", ">= 200,000")
+    if isinstance(layers["old_harness"], dict):
+        old = layers["old_harness"]
+        table.add_row(
+            f"  old C++ harness ({old['commit']}), same layers, same run",
+            f"{old['sim_cycles_per_s']:,} ({old['virtual_board_over_old']:.2f}x)",
+            "virtual board >= 1.0x",
+        )
+    ovh = rtl["driver_overhead"]
+    table.add_row(
+        "RTL digits CNN per image: total / DPU run / driver (ms)",
+        f"{ovh['per_inference_ms']:.2f} / {ovh['dpu_run_ms']:.2f} / {ovh['driver_host_ms']:.2f}",
+        "",
+    )
     table.add_row(
         "min PE utilization, layers that fill the array",
         f"{layers['min_utilization_filled_compute_bound']:.1%}",

@@ -47,9 +47,16 @@ class BoardDPU:
         """`owns_board`: `close` closes the board too (it was made for this backend)."""
         self.cfg, self.board, self.owns_board = cfg, board, owns_board
         self._plans = GoldenDPU(cfg)  # checks programs and knows their static activity
-        self.driver = DpuDriver(board, cfg)
-        # totals over this backend's runs: cycles and the wall time from start to done
-        self.simulated = {"cycles": 0, "wall_s": 0.0}
+        try:
+            self.driver = DpuDriver(board, cfg)  # a wrong overlay stops here
+        except BaseException:
+            if owns_board:
+                board.close()
+            raise
+        # Totals over this backend's runs: the DPU's cycles (its counter), the wall time from
+        # its start to its done (on the virtual board: the simulation's), and the driver's own
+        # time around it (placing the run; reading the registers and the window back).
+        self.timing = {"cycles": 0, "wall_s": 0.0, "driver_s": 0.0, "runs": 0}
 
     def prepare(self, stream: bytes, dram_size: int):
         plan = self._plans.prepare(stream, dram_size)
@@ -65,11 +72,26 @@ class BoardDPU:
 
     def run(self, stream: bytes, dram: np.ndarray) -> Activity:
         plan = self.prepare(stream, dram.size)
-        t = time.perf_counter()
-        counters = self.driver.execute(stream, dram, plan.activity.cycles)
-        self.simulated["wall_s"] += time.perf_counter() - t
-        self.simulated["cycles"] += counters["CYCLES"]
+        t0 = time.perf_counter()
+        self.driver.start_stream(stream, dram, plan.activity.cycles)
+        t1 = time.perf_counter()
+        try:
+            done = self.driver.wait_done()
+            t2 = time.perf_counter()
+            counters = self.driver.check(self.driver.finished(done))
+        finally:
+            self.driver.collect(dram)
+        t3 = time.perf_counter()
+        totals = self.timing
+        totals["wall_s"] += t2 - t1
+        totals["driver_s"] += (t1 - t0) + (t3 - t2)
+        totals["cycles"] += counters["CYCLES"]
+        totals["runs"] += 1
         return activity_from_counters(self.cfg, counters, plan.activity)
+
+    def abort(self) -> None:
+        """Stop a running program (from another thread): its wait ends as a timeout."""
+        self.driver.soft_reset()
 
     def close(self) -> None:
         self.driver.close()

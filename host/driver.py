@@ -40,14 +40,12 @@ SOFT_RESET = _CTRL.field("soft_reset").mask
 IRQ_ENABLE = _CTRL.field("irq_enable").mask
 DONE = _STATUS.field("done").mask
 ERROR = _STATUS.field("error").mask
-BUSY = _STATUS.field("busy").mask
 
 # The timeout: the cycle model's count, with room for a slower DRAM than the model's, and a
 # floor for tiny programs (its count is within a few % of the RTL's; bench/rtl.py).
 TIMEOUT_FACTOR = 20
 TIMEOUT_FLOOR_CYCLES = 100_000
 POLL_S = 0.0005  # between STATUS reads when the board has no interrupt
-WINDOW_ALIGN = 4096
 
 
 class DpuTimeout(ExecutionError):
@@ -57,7 +55,7 @@ class DpuTimeout(ExecutionError):
 class DpuFault(ExecutionError):
     """The DPU stopped on an error (ERROR_CODE); the driver soft-reset it."""
 
-    def __init__(self, message: str, code: regmap.ErrorCode):
+    def __init__(self, message: str, code: regmap.ErrorCode | int):
         super().__init__(message)
         self.code = code
 
@@ -74,8 +72,10 @@ class Finished:
         return self.registers["CYCLES"]
 
     @property
-    def error_code(self) -> regmap.ErrorCode:
-        return regmap.ErrorCode(self.registers["ERROR_CODE"])
+    def error_code(self) -> regmap.ErrorCode | int:
+        """ERROR_CODE as the map names it (the raw value if the map has no such code)."""
+        code = self.registers["ERROR_CODE"]
+        return regmap.ErrorCode(code) if code in regmap.ErrorCode._value2member_map_ else code
 
     @property
     def done(self) -> bool:
@@ -132,7 +132,8 @@ class DpuDriver:
             raise ExecutionError(
                 f"{self.board.name}: the {what} ({nbytes} bytes) got address "
                 f"{buf.physical_address:#x}, beyond the DPU's {self.cfg.axi_addr_bits}-bit "
-                "bus: free memory below 4 GiB or use a smaller model"
+                f"bus (which ends at {1 << self.cfg.axi_addr_bits:#x}): free memory below it, "
+                "or use a smaller model"
             )
         return buf
 
@@ -189,11 +190,16 @@ class DpuDriver:
             raise ExecutionError("wait without a started run")
         deadline, self._deadline = self._deadline, None
         if self.board.has_interrupt:
-            done = self.board.wait_interrupt(max(0.0, deadline - self.board.now()))
-            return done or bool(self.mmio.read(_STATUS.offset) & DONE)
+            # STATUS confirms each interrupt, as PYNQ's own DMA driver does: an interrupt
+            # controller may hold the last run's line, so a wait can return early
+            while not self.mmio.read(_STATUS.offset) & DONE:
+                left = deadline - self.board.now()
+                if left <= 0 or not self.board.wait_interrupt(left):
+                    return bool(self.mmio.read(_STATUS.offset) & DONE)
+            return True
         while not self.mmio.read(_STATUS.offset) & DONE:
-            if self.board.now() >= deadline:
-                return False
+            if self.board.now() >= deadline:  # one last look: it may have ended meanwhile
+                return bool(self.mmio.read(_STATUS.offset) & DONE)
             time.sleep(POLL_S)
         return True
 
@@ -212,7 +218,10 @@ class DpuDriver:
 
     def finish(self) -> Finished:
         """Wait for the started run and read what it left, as it left it (no recovery)."""
-        done = self.wait_done()
+        return self.finished(self.wait_done())
+
+    def finished(self, done: bool) -> Finished:
+        """What a run left, read once `wait_done` said whether it is `done`."""
         regs = self.read_registers()
         if done:
             self.mmio.write(regmap.offset("IRQ_STATUS"), _IRQ_DONE)  # lower the line
@@ -221,7 +230,10 @@ class DpuDriver:
     def wait(self) -> dict[str, int]:
         """Wait for the started run; its registers. On a timeout or an error the core is
         soft-reset (so the next run can start) and DpuTimeout or DpuFault says why."""
-        end = self.finish()
+        return self.check(self.finish())
+
+    def check(self, end: Finished) -> dict[str, int]:
+        """The registers of a finished run, or, after a soft reset, the error it met."""
         if end.timed_out:
             self.soft_reset()
             raise DpuTimeout(
@@ -232,10 +244,15 @@ class DpuDriver:
         if end.error:
             code = end.error_code
             self.soft_reset()
+            what = (
+                f"{code.value} {code.name}: {regmap.ERROR_DOCS[code]}"
+                if isinstance(code, regmap.ErrorCode)
+                else f"code {code}, which this driver's register map does not know (a DPU "
+                "built from a newer dpukit?)"
+            )
             raise DpuFault(
-                f"{self.board.name}: the DPU stopped with error {code.value} {code.name}: "
-                f"{regmap.ERROR_DOCS[code]} (after {end.cycles} cycles); it was soft-reset and "
-                "takes the next program",
+                f"{self.board.name}: the DPU stopped with error {what} (after {end.cycles} "
+                "cycles); it was soft-reset and takes the next program",
                 code,
             )
         return end.registers

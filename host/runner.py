@@ -23,29 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
-from onnxruntime.capi.onnxruntime_pybind11_state import (
-    EPFail,
-    Fail,
-    InvalidArgument,
-    InvalidGraph,
-    InvalidProtobuf,
-    NotImplemented,
-    RuntimeException,
-)
 
 from dpukit.compiler.golden import Activity
 from dpukit.compiler.hwconfig import HwConfig, load_config
-from dpukit.compiler.program import Program, Subgraph, TensorSpec, same_value_type
+from dpukit.compiler.program import Program, TensorSpec
 from dpukit.errors import ExecutionError, IsaError, ProgramError
 from dpukit.host.backends import create_dpu
+from dpukit.host.cpu import CpuSubgraph, load_cpu_subgraph
 from dpukit.host.layout import from_dram, to_dram
-
-# What onnxruntime raises (its own classes, not RuntimeError) for a model it cannot load
-# or run: for a CPU subgraph, a program error rather than a traceback.
-_ORT_ERRORS = (
-    EPFail, Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NotImplemented, RuntimeException
-)  # fmt: skip
 
 
 @dataclass
@@ -94,32 +79,10 @@ class Runner:
                 "in this host's memory"
             ) from None
         self.dram[program.const_base :] = np.frombuffer(program.const, np.uint8)
-        self.cpu: dict[int, ort.InferenceSession] = {}
-        # Fatal messages only: onnxruntime raises every error it logs, and we report it once.
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 4
-        self._quiet = ort.RunOptions()
-        self._quiet.log_severity_level = 4
-        # CPU subgraphs are small; a thread pool would spin after each run and steal the
-        # cores the DPU backend is about to use.
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        # The host computes what the QDQ model means, node by node in float32, as the
-        # reference does: fused into onnxruntime's integer kernels (QLinearConv, ...) its
-        # int16 sums may saturate on x86 CPUs without VNNI (onnxruntime issue #14642).
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        self.cpu: dict[int, CpuSubgraph] = {}
         for k, sg in enumerate(program.subgraphs):
             if sg.device == "CPU":
-                try:
-                    self.cpu[k] = ort.InferenceSession(
-                        sg.payload, opts, providers=["CPUExecutionProvider"]
-                    )
-                except _ORT_ERRORS as exc:
-                    raise ProgramError(
-                        f"{program.label}: CPU subgraph '{sg.name}': onnxruntime cannot load "
-                        f"it ({exc}); recompile the model"
-                    ) from None
-                _check_cpu_io(program, sg, self.cpu[k])
+                self.cpu[k] = load_cpu_subgraph(program, sg)
             else:
                 try:
                     self.dpu.prepare(sg.payload, self.dram.size)
@@ -168,9 +131,16 @@ class Runner:
         """Run on a batch: one array per input name, samples along the leading dimension."""
         return self.wait(self.execute_async(inputs))
 
-    def close(self) -> None:
-        """Finish the started jobs and release the backend (a board's buffers and clock)."""
+    def close(self, cancel: bool = False) -> None:
+        """Finish the started jobs and release the backend (a board's buffers and clock).
+        `cancel`: drop the jobs not started yet and stop the running one (its wait ends as a
+        timeout), e.g. on Ctrl-C, rather than wait for a DPU that may take minutes."""
         if self._worker is not None:
+            if cancel:
+                self._worker.shutdown(wait=False, cancel_futures=True)
+                abort = getattr(self.dpu, "abort", None)
+                if abort is not None:
+                    abort()
             self._worker.shutdown(wait=True)
             self._worker = None
         self.dpu.close()
@@ -178,8 +148,8 @@ class Runner:
     def __enter__(self) -> Runner:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, exc, tb) -> None:
+        self.close(cancel=kind is not None)
 
     def _run_batch(self, feeds: dict[str, np.ndarray], n: int) -> RunResult:
         total = Activity()
@@ -189,7 +159,7 @@ class Runner:
             env = {k: v[b : b + 1] for k, v in feeds.items()}
             for k, sg in enumerate(self.program.subgraphs):
                 if sg.device == "CPU":
-                    env.update(zip(sg.outputs, self._run_cpu(k, sg, env), strict=True))
+                    env.update(zip(sg.outputs, self.cpu[k].run(env), strict=True))
                 else:
                     act = self._run_dpu(sg, env)
                     total.add(act)
@@ -199,26 +169,6 @@ class Runner:
                 outs[name].append(env[name])
         outputs = {k: np.concatenate(v) for k, v in outs.items()}
         return RunResult(outputs, total, per_sub, list(self.layer_activity))
-
-    def _run_cpu(self, k: int, sg: Subgraph, env: dict[str, np.ndarray]) -> list[np.ndarray]:
-        try:
-            results = self.cpu[k].run(sg.outputs, {i: env[i] for i in sg.inputs}, self._quiet)
-        except _ORT_ERRORS as exc:
-            raise ExecutionError(
-                f"{self.program.label}: CPU subgraph '{sg.name}' failed in onnxruntime: {exc}"
-            ) from None
-        # What a subgraph's model makes may depend on the data (a dim onnxruntime did not
-        # know when it loaded it): each value must be what the header says, or the next
-        # subgraph reads the wrong bytes.
-        for name, value in zip(sg.outputs, results, strict=True):
-            want = self.program.value_type(name)
-            if want and not same_value_type((value.dtype.name, value.shape), want):
-                raise ExecutionError(
-                    f"{self.program.label}: CPU subgraph '{sg.name}' made '{name}' "
-                    f"{value.dtype.name} {list(value.shape)}; the program header says "
-                    f"{want[0]} {list(want[1] or [])}: recompile the model"
-                )
-        return results
 
     def _run_dpu(self, sg, env) -> Activity:
         p = self.program
@@ -230,31 +180,6 @@ class Runner:
             t, off = p.tensors[name], p.dram_offsets[name]
             env[name] = from_dram(t, self.dram[off : off + t.nbytes])
         return act
-
-
-def _check_cpu_io(program: Program, sg: Subgraph, session: ort.InferenceSession) -> None:
-    """A CPU subgraph's ONNX model maps the names the header lists, with the types the header
-    gives them (the graph's inputs and outputs, the DPU tensors)."""
-    ins = {v.name: v for v in session.get_inputs()}
-    outs = {v.name: v for v in session.get_outputs()}
-    if set(ins) != set(sg.inputs) or not set(sg.outputs) <= set(outs):
-        raise ProgramError(
-            f"{program.label}: CPU subgraph '{sg.name}': its ONNX model maps {sorted(ins)} to "
-            f"{sorted(outs)}, the header says {sg.inputs} to {sg.outputs}; recompile the model"
-        )
-    for v in [*(ins[n] for n in sg.inputs), *(outs[n] for n in sg.outputs)]:
-        want = program.value_type(v.name)
-        # ort types read "tensor(float)"; a dim it does not know is a string or None, and a
-        # value without shape information has the shape []
-        elem = v.type.removeprefix("tensor(").removesuffix(")")
-        dtype = {"float": "float32", "double": "float64"}.get(elem, elem)
-        shape = tuple(d if isinstance(d, int) else None for d in v.shape) or None
-        if want and not same_value_type((dtype, shape), want):
-            raise ProgramError(
-                f"{program.label}: CPU subgraph '{sg.name}': '{v.name}' is {dtype} "
-                f"{list(shape or [])} in its ONNX model, {want[0]} {list(want[1] or [])} in the "
-                "program header; recompile the model"
-            )
 
 
 def check_inputs(
@@ -309,7 +234,8 @@ def _input_array(spec: TensorSpec, value: object) -> np.ndarray:
         )
     given = a.dtype
     with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused below
-        a = np.ascontiguousarray(a, dtype=want)
+        # a copy, always: the caller may refill its array while an async job reads this one
+        a = np.array(a, dtype=want, order="C", copy=True)
     if want.kind == "f" and not np.isfinite(a).all():
         at = [int(i) for i in np.argwhere(~np.isfinite(a))[0]]
         raise ExecutionError(

@@ -26,6 +26,7 @@ environment without Verilator, e.g. the Python 3.10 board environment of the tes
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import hashlib
@@ -35,6 +36,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +53,9 @@ LIB_ENV = "DPUKIT_VBOARD_LIB"
 # cycles per second than -O2 (bench/rtl.py, pynq-z2), for a few more seconds of build
 MAKE_OPT = "OPT_FAST=-O3 OPT_SLOW=-O1 OPT_GLOBAL=-O2"
 CXX_OPT = "-O3"
+# A shared library's calls between its own files go through the PLT unless its symbols are
+# hidden (only the C ABI is exported): the model is split into many files.
+VISIBILITY = "-fvisibility=hidden -fvisibility-inlines-hidden -fno-semantic-interposition"
 NAME_CHARS = 40  # of the config name in a build directory's name
 LIB_NAME = "libdpu_vboard.so"
 
@@ -64,6 +70,7 @@ SLICE_CYCLES = 20_000
 
 _CTRL = regmap.register("CTRL")
 _START = _CTRL.field("start").mask
+_SOFT_RESET = _CTRL.field("soft_reset").mask
 _BUSY = regmap.register("STATUS").field("busy").mask
 _STATUS = regmap.offset("STATUS")
 
@@ -168,7 +175,7 @@ def build(cfg: HwConfig) -> Path:
         digest.update(p.name.encode() + p.read_bytes())
     digest.update(repr(sorted(params.items())).encode())
     digest.update(verilator_bin().resolve().as_posix().encode())
-    digest.update(f"{MAKE_OPT} {CXX_OPT}".encode())
+    digest.update(f"{MAKE_OPT} {CXX_OPT} {VISIBILITY}".encode())
     out_dir = build_dir(cfg, digest.hexdigest()[:12])
     lib = out_dir / LIB_NAME
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -212,7 +219,7 @@ def build(cfg: HwConfig) -> Path:
             str(partial),
             *(f"-G{k}={v}" for k, v in params.items()),
             "-CFLAGS",
-            f"{CXX_OPT} -fPIC -DDPU_AXI_DATA_BITS={cfg.axi_data_bits}",
+            f"{CXX_OPT} -fPIC {VISIBILITY} -DDPU_AXI_DATA_BITS={cfg.axi_data_bits}",
             "-LDFLAGS",
             "-shared",
             *map(str, sources),
@@ -271,7 +278,12 @@ class VirtualBuffer(np.ndarray):
     _board: VirtualBoard | None
 
     def __array_finalize__(self, obj) -> None:
-        self.physical_address = getattr(obj, "physical_address", 0)
+        # a slice starts where its first byte is
+        base = getattr(obj, "physical_address", None)
+        if base is not None and isinstance(obj, np.ndarray):
+            self.physical_address = base + (self.ctypes.data - obj.ctypes.data)
+        else:
+            self.physical_address = 0
         self._board = getattr(obj, "_board", None)
 
     @property
@@ -293,17 +305,23 @@ class _Mmio:
     """`pynq.MMIO`-shaped access to the DPU's registers (32-bit words at byte offsets)."""
 
     def __init__(self, board: VirtualBoard):
-        self._board = board
+        self._board = weakref.ref(board)  # no cycle: an unclosed board is freed at once
+
+    def _live(self) -> VirtualBoard:
+        board = self._board()
+        if board is None:
+            raise ExecutionError("the virtual board of this MMIO is gone")
+        return board
 
     def read(self, offset: int, length: int = 4) -> int:
         if length != 4 or offset % 4:
             raise ExecutionError(f"MMIO read of {length} bytes at {offset:#x}: 4-byte words only")
-        return self._board._call("vb_reg_read", offset)
+        return self._live()._register_read(offset)
 
     def write(self, offset: int, value: int) -> None:
         if offset % 4:
             raise ExecutionError(f"MMIO write at {offset:#x}: offsets are 4-byte aligned")
-        self._board._register_write(offset, int(value) & 0xFFFF_FFFF)
+        self._live()._register_write(offset, int(value) & 0xFFFF_FFFF)
 
 
 class VirtualBoard:
@@ -346,13 +364,18 @@ class VirtualBoard:
         self._handle = handle
         self._memory_ptr = self._lib.vb_memory(handle)  # freed when no buffer can see it
         self._lock = threading.Lock()  # one call into the model at a time
+        self._life_lock = threading.Lock()  # the model exists (cycles() reads it lock-free)
         self._memory = np.ctypeslib.as_array(
             ctypes.cast(self._memory_ptr, ctypes.POINTER(ctypes.c_uint8)),
             shape=(memory_bytes,),
         )
         self._allocated: dict[int, int] = {}  # physical address -> bytes, in use
+        # The clock thread and its state, all changed under _lock: started by a start write
+        # when none runs, ended by the thread itself once the core is idle.
         self._clock: threading.Thread | None = None
+        self._clock_running = False
         self._clock_error: BaseException | None = None
+        self._waiting = 0  # threads waiting for _lock: the clock thread lets them in
         self._done = threading.Event()  # the interrupt line rose since the last start
         self.irq_cycle: int | None = None  # when it rose (cycles since reset)
         self.mmio = _Mmio(self)
@@ -391,7 +414,9 @@ class VirtualBoard:
         off = address - self.base
         if off < 0 or off + nbytes > self.memory_bytes:
             raise ExecutionError(f"{self.name}: [{address:#x}, +{nbytes}) is not in its DRAM")
-        return self._memory[off : off + nbytes]
+        view = self._memory[off : off + nbytes].view(VirtualBuffer)
+        view.physical_address, view._board = address, self  # keeps the DRAM alive
+        return view
 
     def set_fault(self, address: int, nbytes: int) -> None:
         """Make [address, address + nbytes) answer every AXI access with SLVERR (fault
@@ -399,27 +424,37 @@ class VirtualBoard:
         self._call("vb_set_fault", address, address + nbytes)
 
     # -- registers and the clock -------------------------------------------------------
-    def _call(self, name: str, *args):
+    @contextlib.contextmanager
+    def _model(self):
+        """The model's handle, held alone (the clock thread steps aside between its slices
+        for a caller waiting here: `_waiting` is a hint, exact enough under the GIL)."""
+        self._waiting += 1
         with self._lock:
+            self._waiting -= 1
             if not self._handle:
                 raise ExecutionError(f"{self.name} is closed")
-            return getattr(self._lib, name)(self._handle, *args)
+            yield self._handle
+
+    def _call(self, name: str, *args):
+        with self._model() as handle:
+            return getattr(self._lib, name)(handle, *args)
+
+    def _register_read(self, offset: int) -> int:
+        return self._call("vb_reg_read", offset)
 
     def _register_write(self, offset: int, value: int) -> None:
-        self._call("vb_reg_write", offset, value)
-        if offset == _CTRL.offset and value & _START:
-            self._start_clock()
-
-    def _start_clock(self) -> None:
-        if self._clock is not None and self._clock.is_alive():
-            return  # still running (a start while busy is ignored by the core)
-        self._done.clear()
-        self._clock_error = None
-        self.irq_cycle = None
-        self._clock = threading.Thread(
-            target=self._run_clock, args=(self._handle,), name="vboard-clock", daemon=True
-        )
-        self._clock.start()
+        with self._model() as handle:
+            self._lib.vb_reg_write(handle, offset, value)
+            if offset == _CTRL.offset and value & _START and not self._clock_running:
+                # under the lock: a clock thread that is ending has said so already
+                self._clock_running = True
+                self._done.clear()
+                self._clock_error = None
+                self.irq_cycle = None
+                self._clock = threading.Thread(
+                    target=self._run_clock, args=(handle,), name="vboard-clock", daemon=True
+                )
+                self._clock.start()
 
     def _run_clock(self, handle: int) -> None:
         """Run the clock in slices until the core is idle (done, stopped on an error, or
@@ -433,20 +468,26 @@ class VirtualBoard:
                     if irq and self.irq_cycle is None:
                         self.irq_cycle = int(lib.vb_cycles(handle))
                     busy = lib.vb_reg_read(handle, _STATUS) & _BUSY
-                if irq and self.has_interrupt:
-                    self._done.set()
-                if not busy:
-                    return
+                    if irq and self.has_interrupt:
+                        self._done.set()
+                    if not busy:
+                        self._clock_running = False
+                        return
+                if self._waiting:
+                    time.sleep(0.0001)  # a register access is waiting: let it in
         except BaseException as exc:  # reported to whoever waits
-            self._clock_error = exc
+            with self._lock:
+                self._clock_error = exc
+                self._clock_running = False
             self._done.set()
 
     def cycles(self) -> int:
-        """Clock cycles since the board came out of reset."""
-        handle = self._handle
-        if not handle:
-            raise ExecutionError(f"{self.name} is closed")
-        return int(self._lib.vb_cycles(handle))
+        """Clock cycles since the board came out of reset (read without waiting for the
+        clock thread's slice; _life_lock keeps the model alive meanwhile)."""
+        with self._life_lock:
+            if not self._handle:
+                raise ExecutionError(f"{self.name} is closed")
+            return int(self._lib.vb_cycles(self._handle))
 
     def now(self) -> float:
         """Seconds on the board's clock: simulated time."""
@@ -454,7 +495,7 @@ class VirtualBoard:
 
     def idle(self) -> bool:
         """The clock has stopped: the core is not running a program."""
-        return self._clock is None or not self._clock.is_alive()
+        return not self._clock_running
 
     def wait_interrupt(self, timeout_s: float) -> bool:
         """Block until the done interrupt (True) or `timeout_s` simulated seconds (False)."""
@@ -462,7 +503,7 @@ class VirtualBoard:
             raise ExecutionError(f"{self.name}: its interrupt is not wired; poll STATUS")
         deadline = self.now() + timeout_s
         while not self._done.wait(0.005):
-            if self.now() >= deadline or self.idle() and not self._done.is_set():
+            if self.now() >= deadline or self.idle():
                 break
         if self._clock_error is not None:
             raise ExecutionError(f"{self.name}: the simulation failed: {self._clock_error!r}")
@@ -471,15 +512,18 @@ class VirtualBoard:
     def close(self) -> None:
         """Stop the clock and release the model. Its DRAM lives on while buffers (which
         hold the board) may still be read; the garbage collector frees it."""
-        handle, self._handle = getattr(self, "_handle", None), None
-        if not handle:
+        if not getattr(self, "_handle", None):
             return
-        if self._clock is not None:
-            # a running program: hold the core in soft reset so the clock thread ends
-            with self._lock:
-                self._lib.vb_reg_write(handle, _CTRL.offset, _CTRL.field("soft_reset").mask)
-            self._clock.join()
-        self._lib.vb_destroy(handle)
+        with self._lock:
+            if self._clock_running:  # hold the core in soft reset so the clock thread ends
+                self._lib.vb_reg_write(self._handle, _CTRL.offset, _SOFT_RESET)
+            clock = self._clock
+        if clock is not None:
+            clock.join()
+        with self._lock, self._life_lock:
+            handle, self._handle = self._handle, None
+            if handle:
+                self._lib.vb_destroy(handle)
 
     def __del__(self) -> None:
         try:

@@ -29,8 +29,8 @@ from dpukit.compiler.golden import GoldenDPU, first_error
 from dpukit.compiler.hwconfig import load_config
 from dpukit.compiler.isa import AluOp, Buffer, Engine, Opcode
 from dpukit.errors import DpuKitError, ExecutionError
-from dpukit.host.regmap import ErrorCode
 from dpukit.host.board_backend import rtl_dpu
+from dpukit.host.regmap import ErrorCode
 from dpukit.sim.rtl_harness import Run, run_programs
 
 CFG = load_config("sim-small")

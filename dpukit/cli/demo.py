@@ -294,7 +294,7 @@ def _demo_rtl(con: Console, dpu_path: Path, program, x: np.ndarray, golden, mode
     build_simulator(con, "rtl", runner.cfg)
     outputs, act, _, n, _ = run_batches(con, runner, {program.inputs[0].name: x}, 8, "6 rtl")
     got = outputs[program.outputs[0].name]
-    sim = runner.dpu.simulated
+    sim = runner.dpu.timing
     return {
         "images": n,
         "bit_identical": int(np.all(got == golden[:n], axis=1).sum()),

@@ -306,11 +306,15 @@ class Harness {
 
 // -- C ABI -------------------------------------------------------------------------------
 
+// The library is built with hidden visibility (no symbol interposition, so the model's
+// calls between its files are direct): only these functions are exported.
+#define VB_API __attribute__((visibility("default")))
+
 extern "C" {
 
 // A board with `size` bytes of DRAM at physical address `base`, out of reset; NULL if the
 // host cannot reserve the memory.
-void* vb_create(uint64_t base, uint64_t size, unsigned latency, unsigned stall_pct,
+VB_API void* vb_create(uint64_t base, uint64_t size, unsigned latency, unsigned stall_pct,
                 unsigned seed) {
   Memory mem;
   mem.base = base;
@@ -323,32 +327,34 @@ void* vb_create(uint64_t base, uint64_t size, unsigned latency, unsigned stall_p
 }
 
 // Frees the model; the DRAM stays until vb_free_memory, for buffers that outlive it.
-void vb_destroy(void* vb) { delete static_cast<Harness*>(vb); }
+VB_API void vb_destroy(void* vb) { delete static_cast<Harness*>(vb); }
 
-void vb_free_memory(uint8_t* memory) { std::free(memory); }
+VB_API void vb_free_memory(uint8_t* memory) { std::free(memory); }
 
-uint8_t* vb_memory(void* vb) { return static_cast<Harness*>(vb)->mem().bytes; }
+VB_API uint8_t* vb_memory(void* vb) { return static_cast<Harness*>(vb)->mem().bytes; }
 
-void vb_set_fault(void* vb, uint64_t lo, uint64_t hi) {
+VB_API void vb_set_fault(void* vb, uint64_t lo, uint64_t hi) {
   Memory& m = static_cast<Harness*>(vb)->mem();
   m.fault_lo = lo;
   m.fault_hi = hi;
 }
 
-uint32_t vb_reg_read(void* vb, uint32_t offset) {
+VB_API uint32_t vb_reg_read(void* vb, uint32_t offset) {
   return static_cast<Harness*>(vb)->reg_read(offset);
 }
 
-void vb_reg_write(void* vb, uint32_t offset, uint32_t value) {
+VB_API void vb_reg_write(void* vb, uint32_t offset, uint32_t value) {
   static_cast<Harness*>(vb)->reg_write(offset, value);
 }
 
-uint64_t vb_run(void* vb, uint64_t max_cycles) { return static_cast<Harness*>(vb)->run(max_cycles); }
+VB_API uint64_t vb_run(void* vb, uint64_t max_cycles) {
+  return static_cast<Harness*>(vb)->run(max_cycles);
+}
 
-int vb_irq(void* vb) { return static_cast<Harness*>(vb)->irq() ? 1 : 0; }
+VB_API int vb_irq(void* vb) { return static_cast<Harness*>(vb)->irq() ? 1 : 0; }
 
-uint64_t vb_cycles(void* vb) { return static_cast<Harness*>(vb)->cycles(); }
+VB_API uint64_t vb_cycles(void* vb) { return static_cast<Harness*>(vb)->cycles(); }
 
-int vb_bus_bytes(void) { return kBusBytes; }
+VB_API int vb_bus_bytes(void) { return kBusBytes; }
 
 }  // extern "C"
