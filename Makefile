@@ -32,4 +32,4 @@ overlay: $(STAMP)
 	$(PY) -m dpukit.hw.overlay $(BOARD) --out build/overlay/$(BOARD)
 
 clean:
-	rm -rf $(VENV) build *.egg-info sim_build .pytest_cache bench/results.json
+	rm -rf $(VENV) .venv-board build *.egg-info sim_build .pytest_cache bench/results.json

@@ -518,8 +518,8 @@ class VirtualBoard:
             if self._clock_running:  # hold the core in soft reset so the clock thread ends
                 self._lib.vb_reg_write(self._handle, _CTRL.offset, _SOFT_RESET)
             clock = self._clock
-        if clock is not None:
-            clock.join()
+        if clock is not None and clock is not threading.current_thread():  # (the GC may
+            clock.join()  # run this in the clock thread, after its last slice)
         with self._lock, self._life_lock:
             handle, self._handle = self._handle, None
             if handle:

@@ -145,3 +145,19 @@ def test_jobs_run_in_order_and_wait_in_any_order(digits) -> None:
                 runner.wait(job)
     for out, value in want.outputs.items():
         np.testing.assert_array_equal(np.concatenate([r.outputs[out] for r in results]), value)
+
+
+def test_a_started_job_keeps_its_inputs_when_the_caller_refills_them(digits) -> None:
+    """execute_async copies: the next batch may be written into the same array while the
+    current one runs (the overlap the asynchronous API is for)."""
+    program, feed, want = digits
+    ((name, x),) = feed.items()
+    batch = x.copy()
+    with Runner(program, "golden", CFG) as runner:
+        busy = runner.execute_async({name: np.repeat(x, 50, axis=0)})  # keeps the worker busy
+        job = runner.execute_async({name: batch})
+        batch[:] = 0  # the caller's next batch
+        runner.wait(busy)
+        got = runner.wait(job)
+    for out, value in want.outputs.items():
+        np.testing.assert_array_equal(got.outputs[out], value)
