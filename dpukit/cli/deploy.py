@@ -88,8 +88,8 @@ def run(args, con: Console) -> int:
     con.print(
         f"on {escape(board.where)}, {report['backend']} backend: {report['images']} images"
         + (f", top-1 [bold]{fmt_pct(accuracy)}[/]" if accuracy is not None else "")
-        + f", {latency:.4g} ms per image, {report['throughput_images_per_s']:.4g} images/s; "
-        f"report in {escape(str(args.output))}",
+        + f", {latency:.4g} ms per image, {report['throughput_images_per_s']:.4g} images/s "
+        f"({escape(report['latency_kind'])}); report in {escape(str(args.output))}",
         highlight=False,
     )
     return 0
