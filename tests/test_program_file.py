@@ -64,7 +64,7 @@ def test_round_trip_preserves_everything(program: Program, saved: Path) -> None:
 
 def test_preprocess_is_stored_as_given(quantized_zoo, tmp_path: Path) -> None:
     """What a board script does to images travels with the program (tuples as lists)."""
-    preprocess = {"size": (16, 16), "mean": [0.5, 0.25, 0.0], "bgr": False, "note": None}
+    preprocess = {"size": (16, 16), "mean": [0.5, 0.25, 0.0], "color": "bgr", "labels": ["a"]}
     program = compile_model(quantized_zoo("mlp"), "sim-small", preprocess=preprocess)
     path = tmp_path / "preprocess.dpu"
     program.save(path)
