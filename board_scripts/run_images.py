@@ -143,7 +143,7 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict:
             folder.images = folder.images[: args.limit]
         labels = _labels_option(args.labels) if args.labels else spec.labels
         classes = class_order(folder, list(labels) if labels else None, scores)
-        _check_memory(len(folder.images), spec)
+        check_memory(len(folder.images), spec)
         if labels is None and len(classes) < scores:
             say(
                 f"warning: {len(classes)} class(es) in {folder.root} but the program scores "
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict:
         cfg = runner.cfg
         start = time.perf_counter()
         if folder is not None:
-            x, names, truth, unreadable = _load_images(folder, spec, classes)
+            x, names, truth, unreadable = load_images(folder, spec, classes)
         else:
             x = _random_inputs(args.random, spec)
             names, unreadable = [f"random {i}" for i in range(len(x))], []
@@ -207,7 +207,7 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict:
     return report
 
 
-def _load_images(folder: ImageFolder, spec: Preprocess, classes: list[str]):
+def load_images(folder: ImageFolder, spec: Preprocess, classes: list[str]):
     """Every image decoded and preprocessed into one array; the names, class indices (-1:
     none) of those that could be read, and the names of those that could not."""
     index = {name: k for k, name in enumerate(classes)}
@@ -410,7 +410,7 @@ def _labels_option(text: str) -> list[str]:
     return names
 
 
-def _check_memory(images: int, spec: Preprocess) -> None:
+def check_memory(images: int, spec: Preprocess) -> None:
     """Refuse to preload more images than fit in a share of the available memory."""
     sample = spec.size[0] * spec.size[1] * spec.channels * np.dtype(spec.dtype).itemsize
     available = _available_memory()

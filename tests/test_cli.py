@@ -231,3 +231,10 @@ def test_demo(digits_float: Path, tmp_path: Path, capsys: pytest.CaptureFixture)
     assert e["qdq_network_level"]["dram"] == pytest.approx(
         e["float_network_level"]["dram"] / 4, rel=0.01
     )
+    # step 7: a short optimization flow, its report where it says
+    assert "7 flow: " in text
+    flow_doc = json.loads((work / "flow" / "report.json").read_text())
+    assert flow_doc["table"][-1]["stage"] == "dpu"
+    # the golden DPU is bit-exact to onnxruntime's QDQ reference: the same accuracy
+    assert flow_doc["table"][-1]["accuracy_pct"] == flow_doc["table"][-2]["accuracy_pct"]
+    assert (work / "flow" / "report.html").is_file()

@@ -28,6 +28,7 @@ from dpukit.cli import (
     demo,
     deploy,
     energy,
+    flow,
     inspect,
     quantize,
     run,
@@ -37,7 +38,8 @@ from dpukit.cli import (
 from dpukit.errors import DpuKitError
 
 COMMANDS = (
-    quantize, compile, run, energy, calibrate, inspect, verify, demo, configs, sensors, deploy
+    quantize, compile, run, energy, calibrate, inspect, verify, demo, configs, sensors, deploy,
+    flow,
 )  # fmt: skip
 
 

@@ -229,6 +229,7 @@ def run(args, con: Console) -> int:
         "rtl": rtl,
     }
     (work / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _demo_flow(con, float_path, work / "flow", cfg)
     con.print(
         f"numbers in {work / 'demo.json'}; demo took {time.perf_counter() - t_all:.1f} s. "
         "The time, activity and energy tables above are modeled (golden backend, energy "
@@ -284,6 +285,34 @@ def _demo_energy(con: Console, float_path, qdq_path, dpu_path, act, n: int, cfg)
         "qdq_network_level": net_qdq.as_dict()["total"],
         "dpu": dpu.as_dict(),
     }
+
+
+def _demo_flow(con: Console, float_path: Path, report_dir: Path, cfg) -> None:
+    """A short optimization flow (`dpukit flow` runs the whole one): the CNN's PyTorch twin
+    holding the weights trained above, pruned in 2 steps of 10 % with fine-tuning, then
+    quantized and run on the golden DPU. Without torch (the `train` extra), neuron
+    elimination shrinks the ONNX model instead."""
+    import importlib.util
+
+    from dpukit.cli.flow import run_flow
+    from dpukit.optimize.flow import Flow, FlowOptions
+
+    if importlib.util.find_spec("torch") and importlib.util.find_spec("torch_pruning"):
+        from dpukit.models.digits_torch import digits_torch_from_onnx
+
+        model = digits_torch_from_onnx(float_path)
+        options = FlowOptions(prune_steps=2)
+        what = "2 pruning steps with fine-tuning, quantized, on the golden DPU"
+    else:
+        model, options = float_path, FlowOptions(eliminate=(("conv3", 16),))
+        what = (
+            "conv3 cut to 16 channels by neuron elimination (no torch to prune: "
+            "pip install 'dpukit[train]')"
+        )
+    con.print()
+    con.rule(f"7 flow: {what}")
+    with Flow(model, "digits", cfg, "golden", report_dir=report_dir, options=options) as flow:
+        run_flow(con, flow)
 
 
 def _demo_rtl(con: Console, dpu_path: Path, program, x: np.ndarray, golden, model_cycles) -> dict:
