@@ -234,7 +234,7 @@ def _lenet_300_100():
     # one BLAS thread: the same float64 sums on every run (and no contention on 2 cores)
     with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore", ConvergenceWarning)
-        mlp.fit(x_train, y_train)
+        mlp.fit(x_train.astype(np.float64), y_train)  # sklearn trains in the input's dtype
     nodes, inits, x = [], {}, "x"
     for i, (w, b) in enumerate(zip(mlp.coefs_, mlp.intercepts_, strict=True), start=1):
         nodes.append(

@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import cv2
@@ -18,6 +19,7 @@ import pytest
 from board_images import digits_pictures, write_folder
 from onnx import TensorProto, helper, numpy_helper
 from power_trees import hwmon_chip
+from verified import assert_dpu_stage_within_ties
 
 from dpukit.cli import main
 from dpukit.compiler.program import Program
@@ -72,8 +74,8 @@ def test_stages_and_their_figures(eliminated, digits_float: Path) -> None:
     # accuracy: onnxruntime on each stage's model; the DPU's equal to the quantized model's
     for r in (float_, cut, quantized):
         assert r["accuracy"] == _reference_top1(out / r["model"], test)
-    assert dpu["accuracy"] == quantized["accuracy"]
-    assert dpu["agreement_with_quantized"]["predictions_equal"] == 1.0
+    # the DPU's within what rounding ties allow of the quantized model's (DESIGN principle 2)
+    assert_dpu_stage_within_ties(out, quantized, dpu, test)
     # MACs from the weights' shapes; conv3 16 of 32 channels halves it and the fc's inputs
     assert float_["macs"] == _digits_macs(digits_float) == 456_704
     assert cut["macs"] == _digits_macs(out / cut["model"]) == 456_704 - 73_728 - 2_560
@@ -140,9 +142,11 @@ def test_every_figure_says_modeled_or_measured(eliminated) -> None:
 
 
 def test_second_run_recomputes_nothing_and_a_changed_option_only_what_follows(
-    eliminated, digits_float: Path
+    eliminated, digits_float: Path, tmp_path: Path
 ) -> None:
-    flow, results, out = eliminated
+    flow, results, shared = eliminated
+    out = tmp_path / "report"  # a copy: the module's report stays as the other tests read it
+    shutil.copytree(shared, out)
     entries = {p.name: json.loads(p.read_text()) for p in (out / "cache").glob("*.json")}
     again = Flow(digits_float, "digits", report_dir=out, options=flow.options)
     assert [r["computed_unix"] for r in again.run()] == [
@@ -301,9 +305,15 @@ def test_bad_input_is_one_error_line(
 def _digits_mlp() -> onnx.ModelProto:
     """A 64-32-16-10 MLP trained on the digits (sklearn), as Gemm-Relu-Gemm-Relu-Gemm."""
     from sklearn.neural_network import MLPClassifier
+    from threadpoolctl import threadpool_limits
 
     data = load_dataset("digits", input_shape=("N", 64))
-    mlp = MLPClassifier((32, 16), random_state=0, max_iter=300).fit(data.train.x, data.train.y)
+    # float64 and one BLAS thread: the same weights on any CPU and run (sklearn trains in
+    # the input's dtype)
+    with threadpool_limits(limits=1):
+        mlp = MLPClassifier((32, 16), random_state=0, max_iter=300).fit(
+            data.train.x.astype(np.float64), data.train.y
+        )
     nodes, inits, x = [], [], "input"
     for k, (w, b) in enumerate(zip(mlp.coefs_, mlp.intercepts_, strict=True)):
         name = f"fc{k + 1}"
@@ -341,7 +351,7 @@ def test_elimination_stages_on_an_mlp_shrink_macs_and_energy(tmp_path: Path) -> 
     dpu_energy = [r["dpu_modeled"]["energy"]["total"] for r in results[:3]]
     assert dpu_energy[0] > dpu_energy[1] > dpu_energy[2]
     assert set(flow.curves) == {"fc1", "fc2"}  # every eliminable layer (fc3 is the output)
-    assert results[-1]["accuracy"] == results[-2]["accuracy"]
+    assert_dpu_stage_within_ties(tmp_path, results[-2], results[-1], flow.data.test)
     assert results[0]["accuracy"] > 0.9  # a trained model, so the curves mean something
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4
@@ -371,7 +381,7 @@ def test_prune_flow_on_the_digits_torch_twin(digits_float: Path, tmp_path: Path)
     assert results[0]["accuracy"] == pytest.approx(
         _reference_top1(digits_float, test), abs=1.5 / len(test)
     )
-    assert results[-1]["accuracy"] == results[-2]["accuracy"]
+    assert_dpu_stage_within_ties(tmp_path, results[-2], results[-1], test)
     again = Flow(twin, "digits", report_dir=tmp_path, options=options)
     again.run()
     assert again.computed == []

@@ -40,3 +40,17 @@ def assert_verified(
                 f"{report.samples} samples; ties could change it on {o.top1_at_risk}"
             )
     return report
+
+
+def assert_dpu_stage_within_ties(report_dir: Path, quantized: dict, dpu: dict, test) -> None:
+    """A flow's DPU stage against its quantized stage (stage dicts of report.json's
+    "stages", models relative to `report_dir`) on the test split it scored: the program
+    verified against the quantized model by the rule above, and the two accuracies apart
+    by no more than the samples whose top class ties could change."""
+    program = Program.load(report_dir / dpu["model"])
+    x = {program.inputs[0].name: test.x}
+    report = assert_verified(report_dir / quantized["model"], x, program=program)
+    at_risk = max((o.top1_at_risk or 0) for o in report.outputs)
+    n = len(test.y)
+    apart = abs(round(dpu["accuracy"] * n) - round(quantized["accuracy"] * n))
+    assert apart <= at_risk, f"{apart} samples apart, ties reach {at_risk}"

@@ -155,6 +155,8 @@ def flow_options(args):
             f"--prune-steps {args.prune_steps} x --prune-ratio {args.prune_ratio} removes every "
             "channel; take fewer steps or a smaller ratio"
         )
+    if args.seed < 0:
+        raise UsageError(f"--seed {args.seed}: give 0 or more")
     if args.importance not in IMPORTANCES:
         raise UsageError(f"--importance {args.importance}: one of {', '.join(IMPORTANCES)}")
     return FlowOptions(

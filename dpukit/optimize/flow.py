@@ -86,6 +86,8 @@ class FlowOptions:
         for layer, keep in self.eliminate:
             if not layer or int(keep) < 1:
                 raise ValueError(f"elimination ({layer!r}, {keep!r}): a layer name and keep >= 1")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, not {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,13 @@ class Flow:
             steps = DEFAULT_PRUNE_STEPS if self.source.kind == "torch" else 0
             options = replace(options, prune_steps=steps)
         self.options = options
+        if options.prune_steps * options.prune_ratio >= 1:
+            raise ModelError(
+                f"{options.prune_steps} pruning steps of {options.prune_ratio:g} remove every "
+                "channel; take fewer steps or a smaller ratio"
+            )
+        if self.source.kind == "onnx":  # now, not after the float stage has run
+            self._check_eliminations(onnx.load_from_string(self.source.onnx_bytes))
         if self.options.prune_steps and self.source.kind != "torch":
             raise ModelError(
                 f"{self.source.label}: pruning with fine-tuning needs a PyTorch model (.pt, .py "
@@ -333,7 +342,11 @@ class Flow:
         return self._pruned_model
 
     def _calibration(self) -> np.ndarray:
-        return self.data.train.x[: self.options.calibration_images]
+        """Calibration images drawn from the whole training split (a folder's split is in
+        file order, so its first images would be one class)."""
+        train = self.data.train
+        pick = np.random.default_rng(self.options.seed).permutation(len(train.y))
+        return train.x[np.sort(pick[: self.options.calibration_images])]
 
     def _quantized(self, float_model: Path) -> Path:
         """The float model quantized (QDQ), cached by its bytes and the quantizer's inputs."""
@@ -557,15 +570,17 @@ class Flow:
 
     # -- elimination -----------------------------------------------------------------------
 
-    def _check_eliminations(self, float_model: Path) -> None:
+    def _check_eliminations(self, float_model: Path | onnx.ModelProto) -> None:
         """Every --eliminate layer must be one the float model can shrink: checked before
-        any pruning or elimination runs."""
+        any pruning or elimination runs (for an ONNX model, when the Flow is made)."""
         if not self.options.eliminate and not self.options.sweep_all:
             return
         from dpukit.optimize.eliminate import eliminable_layers
 
-        layers = eliminable_layers(float_model)
-        nodes = {n.name or n.output[0] for n in onnx.load(str(float_model)).graph.node}
+        proto = float_model if isinstance(float_model, onnx.ModelProto) else None
+        proto = proto or onnx.load(str(float_model))
+        layers = eliminable_layers(proto)
+        nodes = {n.name or n.output[0] for n in proto.graph.node}
         for layer, _ in self.options.eliminate:
             if layer not in layers:
                 what = (

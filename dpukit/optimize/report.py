@@ -201,12 +201,14 @@ def _pareto_energy_name(table: list[dict]) -> str:
 
 def pareto_front(table: list[dict]) -> list[str]:
     """The stages no other stage beats: none has less or equal energy per inference and at
-    least the accuracy, one of the two strictly."""
+    least the accuracy, one of the two strictly. Only energies of one kind are compared: those
+    of the last stage's (the DPU's) level; a stage priced at another level is left out."""
+    kind = table[-1]["energy_kind"] if table else None
     # rounded: one energy summed in two orders differs in its last bits, and is not less
     points = [
         (float(f"{r['energy_per_inference_j']:.9e}"), r["accuracy_pct"], r["stage"])
         for r in table
-        if r["energy_per_inference_j"] is not None
+        if r["energy_per_inference_j"] is not None and r["energy_kind"] == kind
     ]
     return [
         name
