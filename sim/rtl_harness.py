@@ -7,7 +7,7 @@ and read every register and byte afterwards. The Runner's `rtl` backend is the d
 the same board, without this bench.
 
     result = run_program(cfg, stream, dram)      # dram is updated in place
-    result.registers["CYCLES"], result.cycles, result.wall_s
+    result.error_code, result.cycles (the CYCLES counter), result.wall_s
     first, then = run_programs(cfg, [Run(bad, dram_a), Run(good, dram_b)])  # one DPU
 """
 
@@ -23,7 +23,7 @@ from dpukit.compiler.hwconfig import HwConfig
 from dpukit.compiler.isa import INSTR_BYTES
 from dpukit.errors import ExecutionError
 from dpukit.host import regmap
-from dpukit.host.driver import DpuDriver
+from dpukit.host.driver import DpuDriver, Finished
 from dpukit.sim.virtual_board import VirtualBoard, build
 
 PAGE = 4096
@@ -31,27 +31,12 @@ __all__ = ["PAGE", "HarnessResult", "Run", "build", "run_program", "run_programs
 
 
 @dataclass
-class HarnessResult:
-    registers: dict[str, int]  # every register of the map; counters as full 64-bit values
-    cycles: int  # clock cycles from the start write to the done interrupt
-    wall_s: float  # wall time of the simulated run
-    timed_out: bool
-    outside_writes: int  # bytes outside the run's data window the run changed (must be 0)
+class HarnessResult(Finished):
+    """What the driver read after a run (registers, `cycles`, `done`, `error`,
+    `error_code`), and what this bench adds."""
 
-    @property
-    def error_code(self) -> regmap.ErrorCode:
-        return regmap.ErrorCode(self.registers["ERROR_CODE"])
-
-    @property
-    def error(self) -> bool:
-        return self._status("error")
-
-    @property
-    def done(self) -> bool:
-        return self._status("done")
-
-    def _status(self, name: str) -> bool:
-        return bool(self.registers["STATUS"] & regmap.register("STATUS").field(name).mask)
+    wall_s: float = 0.0  # wall time of the simulated run
+    outside_writes: int = 0  # bytes outside the run's data window the run changed (must be 0)
 
 
 @dataclass
@@ -115,7 +100,6 @@ def run_programs(
             driver.program(instr_base, len(run.stream) // INSTR_BYTES, data_base, run.dram.size)
             for name, value in run.registers.items():
                 board.mmio.write(regmap.offset(name), value)
-            start_cycle = board.cycles()
             t = time.perf_counter()
             driver.start(0, budget_cycles=max_cycles)
             end_state = driver.finish()
@@ -126,10 +110,9 @@ def run_programs(
             changed[window] = False
             results.append(
                 HarnessResult(
-                    registers=end_state.registers,
-                    cycles=0 if end_state.timed_out else (board.irq_cycle or 0) - start_cycle,
+                    end_state.registers,
+                    end_state.timed_out,
                     wall_s=wall,
-                    timed_out=end_state.timed_out,
                     outside_writes=int(changed.sum()),
                 )
             )

@@ -377,7 +377,6 @@ class VirtualBoard:
         self._clock_error: BaseException | None = None
         self._waiting = 0  # threads waiting for _lock: the clock thread lets them in
         self._done = threading.Event()  # the interrupt line rose since the last start
-        self.irq_cycle: int | None = None  # when it rose (cycles since reset)
         self.mmio = _Mmio(self)
 
     # -- memory ------------------------------------------------------------------------
@@ -450,7 +449,6 @@ class VirtualBoard:
                 self._clock_running = True
                 self._done.clear()
                 self._clock_error = None
-                self.irq_cycle = None
                 self._clock = threading.Thread(
                     target=self._run_clock, args=(handle,), name="vboard-clock", daemon=True
                 )
@@ -465,8 +463,6 @@ class VirtualBoard:
                 with self._lock:
                     lib.vb_run(handle, SLICE_CYCLES)  # returns early when the line rises
                     irq = lib.vb_irq(handle)
-                    if irq and self.irq_cycle is None:
-                        self.irq_cycle = int(lib.vb_cycles(handle))
                     busy = lib.vb_reg_read(handle, _STATUS) & _BUSY
                     if irq and self.has_interrupt:
                         self._done.set()

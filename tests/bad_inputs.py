@@ -141,3 +141,14 @@ def assert_user_error(outcome: Outcome, *mentions: str | Path) -> str:
         assert str(m) in line, f"the error does not name {str(m)!r}:\n{outcome.describe()}"
     assert outcome.peak_rss_mb < PEAK_RSS_MB, outcome.describe()
     return line
+
+
+def error_line(capsys) -> str:
+    """The same contract for a command run in-process (`dpukit.cli.main` under pytest's
+    capsys): the one line it printed to stderr."""
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("error: "), captured
+    assert "\n" not in err, err
+    assert "Traceback" not in captured.err + captured.out
+    return err

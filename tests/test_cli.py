@@ -9,6 +9,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+from bad_inputs import error_line
 from verified import assert_dpu_stage_within_ties
 
 from dpukit.cli import main
@@ -44,16 +45,6 @@ def mlp_dpu(mlp_qdq: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cli_dpu") / "mlp.dpu"
     assert main(["compile", str(mlp_qdq), "-o", str(out)]) == 0
     return out
-
-
-def _error_line(capsys: pytest.CaptureFixture) -> str:
-    """The one line a failing command prints (to stderr), checked for the contract."""
-    captured = capsys.readouterr()
-    err = captured.err.strip()
-    assert err.startswith("error: "), captured
-    assert "\n" not in err, err
-    assert "Traceback" not in captured.err + captured.out
-    return err
 
 
 def test_compile_summary(mlp_qdq: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -143,7 +134,7 @@ def test_configs_lists_shipped(capsys: pytest.CaptureFixture) -> None:
 @pytest.mark.parametrize("command", ["run", "inspect"])
 def test_missing_program(command: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main([command, str(tmp_path / "nope.dpu")]) == 1
-    assert "nope.dpu" in _error_line(capsys)
+    assert "nope.dpu" in error_line(capsys)
 
 
 @pytest.mark.parametrize("command", ["run", "inspect"])
@@ -151,24 +142,24 @@ def test_garbage_program(command: str, tmp_path: Path, capsys: pytest.CaptureFix
     bad = tmp_path / "bad.dpu"
     bad.write_bytes(b"this is not a program\n" * 10)
     assert main([command, str(bad)]) == 1
-    assert "not a dpukit program" in _error_line(capsys)
+    assert "not a dpukit program" in error_line(capsys)
 
 
 def test_truncated_program(mlp_dpu: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bad = tmp_path / "cut.dpu"
     bad.write_bytes(mlp_dpu.read_bytes()[:-100])
     assert main(["run", str(bad)]) == 1
-    assert "checksum" in _error_line(capsys)
+    assert "checksum" in error_line(capsys)
 
 
 def test_compile_float_model(mlp_float: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["compile", str(mlp_float)]) == 1
-    assert "not quantized" in _error_line(capsys)
+    assert "not quantized" in error_line(capsys)
 
 
 def test_compile_unknown_config(mlp_qdq: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["compile", str(mlp_qdq), "--config", "no-such-board"]) == 1
-    err = _error_line(capsys)
+    err = error_line(capsys)
     assert "no-such-board" in err and "pynq-z2" in err  # names the available ones
 
 
@@ -176,14 +167,14 @@ def test_digits_options_on_wrong_model(
     mlp_float: Path, mlp_dpu: Path, capsys: pytest.CaptureFixture
 ) -> None:
     assert main(["quantize", str(mlp_float), "--calib-digits"]) == 1
-    assert "--calib-digits" in _error_line(capsys)
+    assert "--calib-digits" in error_line(capsys)
     assert main(["run", str(mlp_dpu), "--digits"]) == 1
-    assert "--digits" in _error_line(capsys)
+    assert "--digits" in error_line(capsys)
 
 
 def test_missing_input_file(mlp_dpu: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["run", str(mlp_dpu), "--input", str(tmp_path / "x.npy")]) == 1
-    _error_line(capsys)
+    error_line(capsys)
 
 
 @pytest.mark.parametrize(

@@ -8,17 +8,12 @@ from pathlib import Path
 
 import onnx
 import pytest
+from bad_inputs import error_line
 from onnx import helper
 from test_cpu_ops import _conv_model
 
 from dpukit.cli import main
 from dpukit.compiler.program import Program
-
-
-def _error(capsys: pytest.CaptureFixture) -> str:
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err, err
-    return err
 
 
 def test_preprocess_is_stored_from_json_or_a_file(
@@ -62,7 +57,7 @@ def test_bad_preprocess_is_one_error(
 ) -> None:
     out = tmp_path / "p.dpu"
     assert main(["compile", str(digits_qdq), "-o", str(out), "--preprocess", text]) == status
-    assert why in _error(capsys)
+    assert why in error_line(capsys)
     assert not out.exists()
 
 
@@ -75,7 +70,7 @@ def test_board_refuses_a_cpu_op_the_executor_lacks(
     )
     out = tmp_path / "erf.dpu"
     assert main(["compile", str(model), "--config", "sim-small", "-o", str(out), "--board"]) == 1
-    err = _error(capsys)
+    err = error_line(capsys)
     assert "Erf" in err and "'erf'" in err and not out.exists()
     # without --board the program is written: it runs where onnxruntime is (a laptop)
     assert main(["compile", str(model), "--config", "sim-small", "-o", str(out)]) == 0

@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from bad_inputs import error_line
 from board_images import compile_digits, digits_pictures, write_folder
 from power_trees import hwmon_chip
 
@@ -125,15 +126,6 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _error_line(capsys: pytest.CaptureFixture) -> str:
-    captured = capsys.readouterr()
-    err = captured.err.strip()
-    assert err.startswith("error: "), captured
-    assert "\n" not in err, err
-    assert "Traceback" not in captured.err + captured.out
-    return err
-
-
 def test_deploy_runs_on_the_board_and_brings_the_report_back(
     board, digits_dpu, images, tmp_path, capsys
 ) -> None:
@@ -207,14 +199,14 @@ def test_unreachable_board(digits_dpu, images, tmp_path, capsys) -> None:
         argv = [digits_dpu, "--images", images, "--backend", "golden", "-o", tmp_path / "r"]
         argv += ["--board", "xilinx@127.0.0.1", "--port", port]
         assert main(["deploy", *map(str, argv)]) == 1
-    err = _error_line(capsys)
+    err = error_line(capsys)
     assert f"xilinx@127.0.0.1:{port}: cannot reach the board" in err
 
 
 def test_login_refused(board, digits_dpu, images, tmp_path, capsys) -> None:
     argv = [digits_dpu, "--images", images, "--backend", "golden", "-o", tmp_path / "r"]
     assert main(["deploy", *map(str, argv), *board.argv(key=board.stranger_key)]) == 1
-    err = _error_line(capsys)
+    err = error_line(capsys)
     assert "the board refused the login of xilinx" in err and "--identity" in err
 
 
@@ -225,7 +217,7 @@ def test_untrusted_host_key(board, digits_dpu, images, tmp_path, capsys) -> None
     argv = [*argv, *board.argv()]
     argv[argv.index("--known-hosts") + 1] = str(empty)
     assert main(["deploy", *map(str, argv)]) == 1
-    assert "host key is not trusted" in _error_line(capsys)
+    assert "host key is not trusted" in error_line(capsys)
 
 
 def test_board_without_dpukit(board, digits_dpu, images, tmp_path, capsys) -> None:
@@ -233,7 +225,7 @@ def test_board_without_dpukit(board, digits_dpu, images, tmp_path, capsys) -> No
     argv = [digits_dpu, "--images", images, "--backend", "golden", "-o", tmp_path / "r"]
     argv += ["--python", "python3 -I -S", *board.argv()]
     assert main(["deploy", *map(str, argv)]) == 1
-    err = _error_line(capsys)
+    err = error_line(capsys)
     assert "dpukit is not installed for the board's `python3 -I -S`" in err
     assert "pip install 'dpukit[board]'" in err
 
@@ -246,7 +238,7 @@ def test_board_script_failure(board, digits_dpu, tmp_path, capsys) -> None:
     out = tmp_path / "r"
     argv = [digits_dpu, "--images", folder, "--backend", "golden", "-o", out, *board.argv()]
     assert main(["deploy", *map(str, argv)]) == 1
-    err = _error_line(capsys)
+    err = error_line(capsys)
     assert "the board script failed: dpukit-deploy/images: no images in this folder" in err
     assert "no images in this folder" in (out / "board.log").read_text()
     assert not (out / "report.json").exists()
@@ -265,4 +257,4 @@ def test_local_problems_are_found_before_connecting(digits_dpu, images, tmp_path
         ([digits_dpu, "--backend", "golden"], "give --images DIR or --random N"),
     ]:
         assert main(["deploy", *map(str, argv), "-o", str(tmp_path / "r"), *login]) == 1
-        assert why in _error_line(capsys)
+        assert why in error_line(capsys)

@@ -55,20 +55,6 @@ def write_output(path: str | Path, data: str | bytes) -> Path:
     return path
 
 
-def ort_outputs(path: str | Path, x: np.ndarray, optimize: bool = True) -> np.ndarray:
-    """The first output of an ONNX model over `x` (stacked along axis 0), fixed batch or not."""
-    from dpukit.verify import reference_session
-
-    session = reference_session(path, optimize)
-    inp = session.get_inputs()[0]
-    step = inp.shape[0] if isinstance(inp.shape[0], int) else len(x)
-    parts = [
-        session.run(None, {inp.name: x[i : i + step].astype(np.float32)})[0]
-        for i in range(0, len(x), step)
-    ]
-    return np.concatenate(parts)
-
-
 def run_batches(con: Console, runner, inputs: dict[str, np.ndarray], batch: int, label: str):
     """Run `inputs` (stacked along axis 0) in batches; returns outputs, total and per-subgraph
     activity (of the first image), number of images and wall time."""

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dpukit.cli import verify as verify_cli
-from dpukit.cli.common import build_simulator, ort_outputs, run_batches
+from dpukit.cli.common import build_simulator, run_batches
 from dpukit.cli.render import (
     MEASURED_RTL,
     MODELED,
@@ -49,6 +49,7 @@ def run(args, con: Console) -> int:
     from dpukit.compiler.hwconfig import load_config
     from dpukit.host.runner import create_runner
     from dpukit.models.digits import digits_model, load_digits_split
+    from dpukit.optimize.data import onnx_scores
     from dpukit.quantize import quantize_model
     from dpukit.verify import VerificationError, output_lsb, verify_model
 
@@ -125,9 +126,9 @@ def run(args, con: Console) -> int:
     )
 
     with con.status("onnxruntime"):
-        float_pred = ort_outputs(float_path, x_test).argmax(axis=1)
-        qdq_out = ort_outputs(qdq_path, x_test)
-        ref_out = ort_outputs(qdq_path, x_test, optimize=False)
+        float_pred = onnx_scores(float_path, x_test, optimize=True).argmax(axis=1)
+        qdq_out = onnx_scores(qdq_path, x_test, optimize=True)
+        ref_out = onnx_scores(qdq_path, x_test)
     g_pred = golden.argmax(axis=1)
     acc = {
         "float model (onnxruntime)": float((float_pred == y_test).mean()),

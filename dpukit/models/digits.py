@@ -32,8 +32,8 @@ from dpukit.errors import ModelError
 OPSET = 17
 IR_VERSION = 8
 NUM_CLASSES = 10
-_CONVS = (("conv1", 1, 16), ("conv2", 16, 32), ("conv3", 32, 32))  # name, in, out (3x3, pad 1)
-_FC_IN = 32 * 4 * 4
+CONVS = (("conv1", 1, 16), ("conv2", 16, 32), ("conv3", 32, 32))  # name, in, out (3x3, pad 1)
+FC_IN = 32 * 4 * 4
 
 Params = dict[str, np.ndarray]
 
@@ -107,12 +107,12 @@ def _maxpool_backward(dy: np.ndarray, idx: np.ndarray) -> np.ndarray:
 def _init_params(rng: np.random.Generator) -> Params:
     """He-normal weights, zero biases."""
     params: Params = {}
-    for name, cin, cout in _CONVS:
+    for name, cin, cout in CONVS:
         std = np.sqrt(2.0 / (cin * 9))
         params[f"{name}.w"] = rng.normal(0.0, std, (cout, cin, 3, 3)).astype(np.float32)
         params[f"{name}.b"] = np.zeros(cout, np.float32)
-    std = np.sqrt(2.0 / _FC_IN)
-    params["fc.w"] = rng.normal(0.0, std, (NUM_CLASSES, _FC_IN)).astype(np.float32)
+    std = np.sqrt(2.0 / FC_IN)
+    params["fc.w"] = rng.normal(0.0, std, (NUM_CLASSES, FC_IN)).astype(np.float32)
     params["fc.b"] = np.zeros(NUM_CLASSES, np.float32)
     return params
 
@@ -146,7 +146,7 @@ def _to_onnx(p: Params, softmax: bool) -> onnx.ModelProto:
     """Export trained parameters as a float ONNX graph with a symbolic batch dim "N"."""
     nodes = []
     x = "input"
-    for i, (name, _, _) in enumerate(_CONVS):
+    for i, (name, _, _) in enumerate(CONVS):
         conv_out, relu_out = f"{name}_out", f"{name}_relu"
         nodes.append(
             helper.make_node(

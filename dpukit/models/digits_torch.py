@@ -11,7 +11,6 @@ The layers are an ``nn.Sequential`` built on demand, so this module imports with
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +18,11 @@ import onnx
 from onnx import numpy_helper
 
 from dpukit.errors import ModelError
-from dpukit.models.digits import NUM_CLASSES
+from dpukit.models.digits import CONVS, FC_IN, NUM_CLASSES
+from dpukit.optimize.data import Split
 from dpukit.optimize.prune import deterministic, fit, require_torch
 
 INPUT_SHAPE = (1, 8, 8)  # C, H, W of one image (an export's example is [1, *INPUT_SHAPE])
-_CONVS = (("conv1", 1, 16), ("conv2", 16, 32), ("conv3", 32, 32))  # as in digits.py
-_FC_IN = 32 * 4 * 4
 
 
 def build_digits_torch():
@@ -32,18 +30,12 @@ def build_digits_torch():
     torch = require_torch()
     nn = torch.nn
     layers = []
-    for i, (name, cin, cout) in enumerate(_CONVS):
+    for i, (name, cin, cout) in enumerate(CONVS):
         layers += [(name, nn.Conv2d(cin, cout, 3, padding=1)), (f"{name}_relu", nn.ReLU())]
         if i == 1:
             layers.append(("pool", nn.MaxPool2d(2, 2)))
-    layers += [("flatten", nn.Flatten(1)), ("fc", nn.Linear(_FC_IN, NUM_CLASSES))]
+    layers += [("flatten", nn.Flatten(1)), ("fc", nn.Linear(FC_IN, NUM_CLASSES))]
     return nn.Sequential(OrderedDict(layers))
-
-
-@dataclass
-class _Arrays:  # what dpukit.optimize.prune.fit reads of a split
-    x: np.ndarray
-    y: np.ndarray
 
 
 def train_digits_torch(
@@ -64,8 +56,8 @@ def train_digits_torch(
         model = build_digits_torch()
     return fit(
         model,
-        _Arrays(train_x, train_y),
-        _Arrays(val_x, val_y),
+        Split(train_x, train_y),
+        Split(val_x, val_y),
         epochs=epochs,
         seed=seed,
         lr=lr,
@@ -81,7 +73,7 @@ def digits_torch_from_onnx(source: str | Path | onnx.ModelProto):
     weights = {t.name: numpy_helper.to_array(t) for t in model_proto.graph.initializer}
     model = build_digits_torch()
     state = {}
-    for layer in [name for name, _, _ in _CONVS] + ["fc"]:
+    for layer in [name for name, _, _ in CONVS] + ["fc"]:
         for onnx_suffix, torch_suffix in (("w", "weight"), ("b", "bias")):
             key = f"{layer}.{onnx_suffix}"
             if key not in weights:

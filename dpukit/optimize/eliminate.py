@@ -44,6 +44,7 @@ from threadpoolctl import threadpool_limits
 from dpukit.compiler import frontend
 from dpukit.compiler.energy import DEFAULT_TABLE, EnergyTable, network_energy
 from dpukit.errors import ExecutionError, ModelError
+from dpukit.optimize.data import top1
 
 WEIGHTED = ("Gemm", "MatMul", "Conv")
 # Elementwise ops that act on each neuron alone, so dropping a neuron drops its output.
@@ -797,8 +798,7 @@ def _checked_split(proto, where, split) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _accuracy(proto, where, x, y) -> float:
-    scores = _run(proto, where, x)
-    return float((scores.reshape(len(x), -1).argmax(axis=-1) == y).mean())
+    return top1(_run(proto, where, x), y)
 
 
 def sweep(

@@ -44,11 +44,10 @@ from dpukit.optimize.data import (
     onnx_scores,
     top1,
 )
+from dpukit.optimize.report import MEASURED, MODELED
 
 DEFAULT_PRUNE_STEPS = 6
 CACHE_VERSION = 1  # in every key: a change to what a stage computes retires old entries
-MODELED = "modeled"
-MEASURED = "measured"
 HOST_RUNS_ON = "host CPU (onnxruntime)"
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 KINDS = ("float", "prune", "eliminate", "quantized", "dpu")
