@@ -36,20 +36,17 @@ from dpukit.board_scripts.preprocess import (
     resolve,
 )
 from dpukit.errors import DpuKitError, ExecutionError
+from dpukit.host.backends import CYCLES_KIND
 from dpukit.options import add_power_options, positive_int
 from dpukit.outfiles import why_unwritable
 
-# What a latency or cycle count measures, by backend (the same words as the CLI's tables).
+# What a latency measures, by backend; what its cycle counts are: CYCLES_KIND.
 WALL_TIME = {
     "golden": "measured wall time of this host running the golden model, not DPU latency",
     "rtl": "measured wall time of this host simulating the RTL, not DPU latency",
     "pynq": "measured on the board: driver, DPU and CPU subgraphs",
 }
-DPU_TIME = {
-    "golden": "modeled (cycle model)",
-    "rtl": "measured (RTL counters in Verilator)",
-    "pynq": "measured (the DPU's counters)",
-}
+
 MEMORY_SHARE = 0.5  # preloaded images may take at most this share of the available memory
 
 
@@ -187,7 +184,7 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict:
         **_timing(batch_s, args.batch, n, preprocess_s, args.backend, say),
         "dpu_cycles_per_image": cycles / n,
         "dpu_ms_per_image": cycles / n / (cfg.clock_mhz * 1e3),
-        "dpu_time_kind": DPU_TIME[args.backend],
+        "dpu_time_kind": CYCLES_KIND[args.backend],
         "energy_measured": _report_power(args, recorder, n, say),
         "per_image": [
             {"file": f, "class": None if t < 0 else int(t), "predicted": int(p)}
@@ -198,7 +195,7 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict:
         "machine": platform.machine(),
     }
     say(
-        f"DPU time per image, {DPU_TIME[args.backend]}: {report['dpu_ms_per_image']:.4g} ms "
+        f"DPU time per image, {CYCLES_KIND[args.backend]}: {report['dpu_ms_per_image']:.4g} ms "
         f"({cycles / n:,.0f} cycles at {cfg.clock_mhz:g} MHz)"
     )
     if args.out:

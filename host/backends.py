@@ -4,6 +4,13 @@ backend's own imports (Verilator's library, pynq) happen only when it is chosen.
 from __future__ import annotations
 
 BACKENDS = ("golden", "rtl", "pynq")
+# What a backend's DPU cycles are: counted by the hardware, or the cycle model's. The words
+# every table, report and JSON file uses.
+CYCLES_KIND = {
+    "golden": "modeled (cycle model)",
+    "rtl": "measured (RTL counters in Verilator)",
+    "pynq": "measured (the DPU's counters)",
+}
 BACKEND_DOCS = {
     "golden": "the bit-exact golden model (numpy; modeled cycles)",
     "rtl": "the virtual board: the DPU's RTL in Verilator behind the board driver (measured "

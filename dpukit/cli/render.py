@@ -20,15 +20,17 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from dpukit.host.backends import CYCLES_KIND
+
 OPCODE_ORDER = ("LOAD", "GEMM", "ALU", "POST", "STORE", "END")
 BUFFERS = ("inp", "wgt", "acc", "out", "par")
-MODELED = "modeled (cycle model)"
-MEASURED_RTL = "measured (RTL counters in Verilator)"
+MODELED = CYCLES_KIND["golden"]
+MEASURED_RTL = CYCLES_KIND["rtl"]
 
 
 def backend_kind(backend: str) -> str:
     """Whether a backend's cycles are modeled or counted by the hardware."""
-    return MEASURED_RTL if backend == "rtl" else MODELED
+    return CYCLES_KIND[backend]
 
 
 # -- formatting helpers ----------------------------------------------------------------------

@@ -36,6 +36,7 @@ import numpy as np
 import onnx
 
 from dpukit.errors import DpuKitError, ModelError
+from dpukit.host.backends import CYCLES_KIND
 from dpukit.optimize.data import (
     Dataset,
     accuracy_onnx,
@@ -457,7 +458,6 @@ class Flow:
         }
 
     def _dpu_stage(self, stage: Stage, parent: Stage) -> dict:
-        from dpukit.board_scripts.run_images import DPU_TIME
         from dpukit.compiler.energy import per_inference
         from dpukit.compiler.golden import Activity
         from dpukit.compiler.program import Program
@@ -507,14 +507,14 @@ class Flow:
             "file_bytes": out.stat().st_size,
             "macs": int(sum(la["macs"] for sg in program.subgraphs for la in sg.layers)),
             "cycles_per_image": cycles,
-            "cycles_kind": DPU_TIME[self.backend],
+            "cycles_kind": CYCLES_KIND[self.backend],
             "cycles_per_image_modeled": quantized["dpu_modeled"].get("cycles_per_image"),
             "latency_ms": cycles / (self.cfg.clock_mhz * 1e3),
-            "latency_kind": f"{DPU_TIME[self.backend]}, at {self.cfg.clock_mhz:g} MHz",
+            "latency_kind": f"{CYCLES_KIND[self.backend]}, at {self.cfg.clock_mhz:g} MHz",
             "dpu_modeled": {
                 "kind": MODELED,
                 "level": "dpu",
-                "what": f"the run's activity ({DPU_TIME[self.backend]}) x the energy table",
+                "what": f"the run's activity ({CYCLES_KIND[self.backend]}) x the energy table",
                 "config": self.cfg.name,
                 "cycles_per_image": cycles,
                 "latency_ms": energy.seconds * 1e3,
