@@ -198,19 +198,30 @@ def _quantize_linear(args: Args, attrs: Attrs, opset: int) -> list[np.ndarray]:
     if dtype.name not in _QUANTIZED:
         raise ValueError(f"quantizing to {dtype} (only int8 and uint8)")
     s, z = _quantization(x, scale, zp, attrs.get("axis", 1), "QuantizeLinear")
-    z = np.zeros((), np.int32) if z is None else z.astype(np.int32)
+    return [quantize(x, s, np.zeros((), np.int32) if z is None else z, dtype)]
+
+
+def quantize(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, dtype) -> np.ndarray:
+    """saturate(round_half_even(x / scale) + zero_point) as `dtype`, in x's float width as
+    onnxruntime computes QuantizeLinear (it divides; multiplying by 1/scale rounds some ties
+    the other way). `scale` and `zero_point` broadcast against x."""
+    z = np.asarray(zero_point).astype(np.int32)
     info = np.iinfo(dtype)
     # clamp while still float (as onnxruntime does), so huge values saturate, never wrap
-    q = np.clip(np.rint(x / s), (info.min - z).astype(x.dtype), (info.max - z).astype(x.dtype))
-    return [(q.astype(np.int32) + z).astype(dtype)]
+    q = np.clip(np.rint(x / scale), (info.min - z).astype(x.dtype), (info.max - z).astype(x.dtype))
+    return (q.astype(np.int32) + z).astype(dtype)
 
 
 def _dequantize_linear(args: Args, attrs: Attrs, opset: int) -> list[np.ndarray]:
-    """y = (x - zero_point) * scale: the difference in int32, one float32 rounding."""
     x, scale, zp = args[0], args[1], _input(args, 2)
     s, z = _quantization(x, scale, zp, attrs.get("axis", 1), "DequantizeLinear")
-    diff = x.astype(np.int32) - (0 if z is None else z.astype(np.int32))
-    return [diff.astype(scale.dtype) * s]
+    return [dequantize(x, s, np.zeros((), np.int32) if z is None else z)]
+
+
+def dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
+    """(q - zero_point) * scale: the difference in int32, one rounding to scale's width."""
+    diff = q.astype(np.int32) - np.asarray(zero_point).astype(np.int32)
+    return diff.astype(scale.dtype) * scale
 
 
 def _softmax(args: Args, attrs: Attrs, opset: int) -> list[np.ndarray]:

@@ -1,10 +1,13 @@
 """The Runner: executes a program's subgraphs, DPU ones on a backend, CPU ones on the host.
 
-Shaped like Vitis AI's VART so DPU-PYNQ users feel at home:
+The kit's own API: the whole model, float in, float out, inputs and outputs by name.
 
     runner = create_runner(program, backend="golden")
     job = runner.execute_async({"input": x})   # returns at once; the job runs meanwhile
     outputs = runner.wait(job)
+
+Vitis AI's shapes (xir graphs, a VART runner on one DPU subgraph with its own int8 tensors,
+DPU-PYNQ's DpuOverlay) are a view over this Runner: dpukit/compat/.
 
 Backends share one contract (`run(stream, dram) -> Activity`, `data_window(size)`):
 `golden` (the bit-exact model), `rtl` (the board driver on the virtual board: the DPU's RTL
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,13 +53,29 @@ class RunResult:
     per_layer: list[LayerActivity] = field(default_factory=list)  # one image
 
 
+@dataclass
+class SubgraphResult:
+    """One DPU subgraph run on its own (`Runner.execute_subgraph_async`): its output tensors
+    as the DPU stores them (int8, in the DPU's DRAM order, one per `sg.outputs`), and what
+    the DPU did."""
+
+    outputs: list[np.ndarray]
+    activity: Activity
+
+
 class Runner:
     """Runs a program on a backend: a name of host/backends.py, or a DPU object with the
-    backends' contract (e.g. `BoardDPU(VirtualBoard(cfg, interrupts=False), cfg)`)."""
+    backends' contract (e.g. `BoardDPU(VirtualBoard(cfg, interrupts=False), cfg)`).
+    `cpu_subgraphs=False` loads the DPU subgraphs only, for runs of one DPU subgraph at a time
+    (`execute_subgraph_async`, the VART view), which need neither the CPU subgraphs nor
+    onnxruntime for an ONNX one."""
 
-    def __init__(self, program: Program, backend, cfg: HwConfig, *, overlay=None):
+    def __init__(
+        self, program: Program, backend, cfg: HwConfig, *, overlay=None, cpu_subgraphs=True
+    ):
         program.check_config(cfg)
         self.program, self.cfg = program, cfg
+        self.whole_model = cpu_subgraphs
         self.dpu = (
             create_dpu(backend, cfg, overlay=overlay) if isinstance(backend, str) else backend
         )
@@ -82,7 +101,8 @@ class Runner:
         self.cpu: dict[int, CpuSubgraph] = {}
         for k, sg in enumerate(program.subgraphs):
             if sg.device == "CPU":
-                self.cpu[k] = load_cpu_subgraph(program, sg)
+                if self.whole_model:
+                    self.cpu[k] = load_cpu_subgraph(program, sg)
             else:
                 try:
                     self.dpu.prepare(sg.payload, self.dram.size)
@@ -112,16 +132,51 @@ class Runner:
         """Start a batch (one array per input name, samples along the leading dimension) and
         return at once with a job id for `wait`. The inputs are checked and copied here, so
         the caller may reuse its arrays; jobs run in the order they were started."""
+        if not self.whole_model:
+            raise ExecutionError(
+                "this runner loaded the DPU subgraphs only (cpu_subgraphs=False): create one "
+                "with the CPU subgraphs to run the whole model"
+            )
         feeds, n = check_inputs(self.program.inputs, inputs)
+        return self._submit(self._run_batch, feeds, n)
+
+    def execute_subgraph_async(self, index: int, inputs: Sequence[np.ndarray]) -> int:
+        """Start the program's DPU subgraph `index` on its own, as VART runs one
+        (dpukit/compat/vart.py): `inputs` are its input tensors (`sg.inputs` order) as the DPU
+        stores them, int8 in its DRAM order, copied here. `wait` gives a SubgraphResult."""
+        sg = self.program.subgraphs[index]
+        if sg.device != "DPU":
+            raise ExecutionError(
+                f"subgraph '{sg.name}' runs on the {sg.device}, not the DPU: run the whole "
+                "model with Runner.execute_async"
+            )
+        if len(inputs) != len(sg.inputs):
+            raise ExecutionError(
+                f"DPU subgraph '{sg.name}' reads {len(sg.inputs)} tensor(s), given {len(inputs)}"
+            )
+        copies = []
+        for name, data in zip(sg.inputs, inputs, strict=True):
+            t = self.program.tensors[name]
+            data = np.asarray(data)
+            if data.dtype != np.int8 or data.size != t.nbytes:
+                raise ExecutionError(
+                    f"tensor '{name}' of DPU subgraph '{sg.name}': {t.nbytes} int8 values, "
+                    f"given {data.size} {data.dtype}"
+                )
+            copies.append(np.array(data.reshape(-1), copy=True))
+        return self._submit(self._run_subgraph, sg, copies)
+
+    def _submit(self, work: Callable, *args) -> int:
+        """Queue `work(*args)` on the worker thread; its job id for `wait`."""
         with self._worker_lock:
             if self._worker is None:
                 self._worker = ThreadPoolExecutor(1, thread_name_prefix="dpukit-runner")
-            future = self._worker.submit(self._run_batch, feeds, n)
+            future = self._worker.submit(work, *args)
         job = next(self._job_ids)
         self._jobs[job] = future
         return job
 
-    def wait(self, job: int) -> RunResult:
+    def wait(self, job: int) -> RunResult | SubgraphResult:
         """The result of job `job` once it has run (its error, if it failed)."""
         if not isinstance(job, int) or isinstance(job, bool) or job not in self._jobs:
             raise ExecutionError(f"no job {job}: not started by this runner, or already waited")
@@ -172,14 +227,29 @@ class Runner:
 
     def _run_dpu(self, sg, env) -> Activity:
         p = self.program
-        for name in sg.inputs:
-            t, off = p.tensors[name], p.dram_offsets[name]
-            self.dram[off : off + t.nbytes] = to_dram(t, env[name]).view(np.uint8)
-        act = self.dpu.run(sg.payload, self.dram)
-        for name in sg.outputs:
-            t, off = p.tensors[name], p.dram_offsets[name]
-            env[name] = from_dram(t, self.dram[off : off + t.nbytes])
+        inputs = [to_dram(p.tensors[name], env[name]) for name in sg.inputs]
+        outputs, act = self._run_dpu_bytes(sg, inputs)
+        for name, data in zip(sg.outputs, outputs, strict=True):
+            env[name] = from_dram(p.tensors[name], data)
         return act
+
+    def _run_subgraph(self, sg, inputs: list[np.ndarray]) -> SubgraphResult:
+        outputs, act = self._run_dpu_bytes(sg, inputs)
+        return SubgraphResult([data.copy() for data in outputs], act)
+
+    def _run_dpu_bytes(self, sg, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], Activity]:
+        """Run DPU subgraph `sg` on its input tensors' DRAM bytes; its output tensors' bytes
+        are views of the data window (valid until the next run)."""
+        p = self.program
+        for name, data in zip(sg.inputs, inputs, strict=True):
+            off = p.dram_offsets[name]
+            self.dram[off : off + p.tensors[name].nbytes] = data.view(np.uint8)
+        act = self.dpu.run(sg.payload, self.dram)
+        outputs = []
+        for name in sg.outputs:
+            off = p.dram_offsets[name]
+            outputs.append(self.dram[off : off + p.tensors[name].nbytes].view(np.int8))
+        return outputs, act
 
 
 def check_inputs(
