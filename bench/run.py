@@ -16,6 +16,8 @@ inference.
 Energy (issue 9, bench/energy_sweep.py): the energy model's time on the ResNet-18 program
 (target < 50 ms, without the cycle model's counting; program_energy end to end beside it),
 and seed 002's bit-packing sweep on AlexNet (2 to 16-bit weights), modeled.
+Vitis AI view (issue 12, bench/compat.py): per digits image, DPU-PYNQ's execute_async/wait
+loop on DpuOverlay's runner beside the whole-model Runner, golden and virtual board.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from compat import bench_compat
 from energy_sweep import bench_energy_sweep, bench_energy_time, sweep_levels
 from rich.console import Console
 from rich.table import Table
@@ -273,6 +276,7 @@ def main() -> None:
         energy_time = bench_energy_time(Path(tmp) / "resnet18.qdq.onnx", args.config)
         reject = bench_reject(args.config, Path(tmp))
         power = bench_power_recorder(args.config, Path(tmp))
+        compat = bench_compat(args.config, Path(tmp))
     rtl = bench_rtl(args.config, args.rtl_input_hw)
     sweep = bench_energy_sweep(tuple(dict.fromkeys((args.config, "ultra96v2"))))
     results = {
@@ -289,6 +293,7 @@ def main() -> None:
         "energy_bit_packing": sweep,
         "rtl": rtl,
         "power_recorder": power,
+        "vitis_ai_view": compat,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
@@ -386,6 +391,14 @@ def main() -> None:
         f"{power['thread_waking_at_1khz_overhead']:+.1%}",
         "",
     )
+    for backend in ("golden", "rtl"):
+        c = compat[backend]
+        table.add_row(
+            f"digits per image, {backend}: DPU-PYNQ loop on DpuOverlay / Runner.run (ms)",
+            f"{c['dpu_pynq_loop_ms']:.2f} / {c['runner_run_ms']:.2f} "
+            f"({c['view_over_runner']:.2f}x)",
+            "",
+        )
     table.add_row(
         "energy model on ResNet-18's program, per-layer activities given (ms)",
         f"{energy_time['energy_model_s'] * 1e3:.2f}",

@@ -76,12 +76,12 @@ class DpuOverlay:
         if not dpus:
             raise ProgramError(f"{path}: the model has no DPU subgraph; nothing runs on the DPU")
         _warn_about_host_work(path, children, dpus)
-        runner = vart.Runner.create_runner(
+        self.close()  # first: a board's DPU serves one model at a time
+        self.runner = vart.Runner.create_runner(
             dpus[0], "run", backend=self.backend,
             overlay=self.bitfile_name if self.backend == "pynq" else None,
         )  # fmt: skip
-        self.close()
-        self.graph, self.runner = graph, runner
+        self.graph = graph
 
     def close(self) -> None:
         """Let go of the loaded model's runner (and the board it holds)."""
