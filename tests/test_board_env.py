@@ -45,6 +45,9 @@ BOARD_PATH = (
     "dpukit.host.runner",
     "dpukit.host.power",
     "dpukit.board_scripts.run_images",
+    "dpukit.compat.xir",
+    "dpukit.compat.vart",
+    "dpukit.compat.pynq_dpu",
 )
 # Imports each module in turn; after each, which laptop-only packages are loaded.
 PROBE = """
@@ -230,3 +233,29 @@ def test_models_through_the_board_script_on_python310(
     if model == "digits":
         assert laptop["accuracy"] > 0.9
     assert board["per_image"] == laptop["per_image"]
+
+
+@pytest.mark.parametrize("backend", ["golden", "rtl"])
+def test_dpu_pynq_example_on_python310(
+    backend: str, board_python: Path, digits_qdq: Path, tmp_path: Path
+) -> None:
+    """The DPU-PYNQ-style example (docs/examples/dpu_pynq_classify.py: DpuOverlay, float32
+    buffers, execute_async/wait) on the board's Python, without onnx: the same top-1 per
+    image as on this side's golden model, and the digits CNN's accuracy."""
+    example = REPO / "docs" / "examples" / "dpu_pynq_classify.py"
+    program = compile_digits(digits_qdq, tmp_path / "digits.dpu")
+    pixels, labels = digits_pictures(per_class=3)
+    names = write_folder(tmp_path / "images", pixels, labels, upscale=2)
+    argv = [example, program, tmp_path / "images", "--resize-shorter", "8"]
+    env = dict(os.environ, DPUKIT_BACKEND=backend)
+    if backend == "rtl":
+        env[virtual_board.LIB_ENV] = str(virtual_board.build(load_config("pynq-z2")))
+    there = _run([board_python, *argv], "the example on the board's Python", env=env).stdout
+    here = _run(
+        [sys.executable, *argv], "the example here", env=dict(os.environ, DPUKIT_BACKEND="golden")
+    ).stdout
+    assert there == here
+    top1 = dict(line.rsplit(" ", 1) for line in here.splitlines()[:-1])
+    truth = dict(zip(names, labels, strict=True))
+    assert sorted(top1) == sorted(names)
+    assert np.mean([int(top1[n]) == truth[n] for n in names]) > 0.9

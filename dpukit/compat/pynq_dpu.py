@@ -21,6 +21,7 @@ from pathlib import Path
 
 from dpukit.compat import vart, xir
 from dpukit.errors import ExecutionError, ProgramError
+from dpukit.host import cpu_ops
 
 # CPU ops around the DPU subgraph that a DPU-PYNQ script does itself anyway: float buffers
 # are quantized and dequantized by the runner, a softmax is the script's, and the reshaping
@@ -34,7 +35,9 @@ _SCRIPT_DOES = frozenset(
 class DpuOverlay:
     """The DPU's overlay, or the virtual board off a PYNQ board (pynq_dpu.DpuOverlay)."""
 
-    def __init__(self, bitfile_name: str | os.PathLike = "dpu.bit", *, backend: str | None = None):
+    def __init__(
+        self, bitfile_name: str | os.PathLike = "dpu.bit", *, backend: str | None = None
+    ) -> None:
         """`bitfile_name`: the overlay's .bit (its .hwh beside it) for a board. `backend`:
         golden, rtl or pynq (default: $DPUKIT_BACKEND, else pynq where pynq is installed,
         else rtl)."""
@@ -92,7 +95,7 @@ class DpuOverlay:
     def __enter__(self) -> DpuOverlay:
         return self
 
-    def __exit__(self, kind, exc, tb) -> None:
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -104,15 +107,22 @@ def _warn_about_host_work(path: Path, children: list, dpus: list) -> None:
     and CPU ops that change values (beyond quantizing, softmax and reshaping)."""
     notes = []
     if len(dpus) > 1:
+        names = ", ".join(f"'{d.get_name()}'" for d in dpus)
         notes.append(
-            f"it has {len(dpus)} DPU subgraphs; overlay.runner runs the first, "
-            f"'{dpus[0].get_name()}' (vart.Runner.create_runner runs the others)"
+            f"it has {len(dpus)} DPU subgraphs ({names}); overlay.runner runs the first "
+            "(vart.Runner.create_runner runs the others)"
         )
+    derived = {n.name for d in dpus if d.host_derived for n in d.host_derived.nodes}
     for s in children:
         if s.get_attr("device") != "CPU":
             continue
-        derived = {n.op_type for d in dpus if d.host_derived for n in d.host_derived.nodes}
-        extra = [op for op in s.get_attr("ops") if op not in _SCRIPT_DOES | derived]
+        sg = s.get_graph().program.subgraphs[s.index]
+        ops = (
+            [n.op_type for n in cpu_ops.decode(sg.payload).nodes if n.name not in derived]
+            if sg.kind == "numpy"
+            else sg.ops
+        )
+        extra = [op for op in dict.fromkeys(ops) if op not in _SCRIPT_DOES]
         if extra:
             notes.append(f"its CPU subgraph '{s.get_name()}' runs {', '.join(extra)}")
     if notes:

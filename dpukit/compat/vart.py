@@ -28,8 +28,10 @@ Board-side code: Python 3.10, numpy < 2, no onnx.
 from __future__ import annotations
 
 import importlib.util
+import operator
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -61,7 +63,7 @@ def default_backend() -> str:
 class Runner:
     """A runner on one DPU subgraph (vart.Runner). Make one with `Runner.create_runner`."""
 
-    def __init__(self, subgraph: xir.Subgraph, backend: str, overlay: str | None):
+    def __init__(self, subgraph: xir.Subgraph, backend: str, overlay: str | None) -> None:
         graph = subgraph.get_graph()
         self._subgraph, self._index = subgraph, subgraph.index
         self._inputs = subgraph.get_input_tensors()
@@ -70,7 +72,9 @@ class Runner:
         self._key = (backend, overlay)
         self._model = _share(graph, self._key)
         self._jobs: dict[int, list[np.ndarray]] = {}
-        self._closed = False
+        # VART scripts `del` their runners: letting go of the board then, or at exit, is
+        # what close() does
+        self._release = weakref.finalize(self, _release, graph, self._key)
 
     @staticmethod
     def create_runner(
@@ -141,8 +145,13 @@ class Runner:
         """Wait for job `job_id` (execute_async's pair, or its first element), fill its output
         buffers and return 0; the run's error, if it failed. `timeout` is VART's and ignored:
         the driver bounds every run by the cycle model."""
+        self._check_open()
         job = job_id[0] if isinstance(job_id, tuple) and job_id else job_id
-        if not isinstance(job, int) or isinstance(job, bool) or job not in self._jobs:
+        try:
+            job = operator.index(job) if not isinstance(job, bool) else None
+        except TypeError:
+            job = None
+        if job not in self._jobs:
             raise ExecutionError(
                 f"no job {job_id!r}: not started by this runner, or already waited"
             )
@@ -153,22 +162,28 @@ class Runner:
         return 0
 
     def close(self) -> None:
-        """Finish the started jobs and let go of the board (the last runner on it closes it)."""
-        if not self._closed:
-            self._closed = True
-            _release(self._subgraph.get_graph(), self._key)
+        """Finish the jobs started and not waited (their results and errors dropped) and let
+        go of the board (the last runner on it closes it)."""
+        if self._release.alive:
+            for job in list(self._jobs):
+                del self._jobs[job]
+                try:
+                    self._model.wait(job)
+                except Exception:  # noqa: BLE001 - a dropped job's error is nobody's now
+                    pass
+            self._release()
 
     def __enter__(self) -> Runner:
         return self
 
-    def __exit__(self, kind, exc, tb) -> None:
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
         return f"<vart.Runner on '{self._subgraph.get_name()}', {self._key[0]} backend>"
 
     def _check_open(self) -> None:
-        if self._closed:
+        if not self._release.alive:
             raise ExecutionError("this runner is closed: create another")
 
     def _derive(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -267,6 +282,7 @@ def _release(graph: xir.Graph, key: tuple) -> None:
     with _shared_lock:
         entry = _shared[(id(graph), key)]
         entry[2] -= 1
-        if entry[2] == 0:
-            del _shared[(id(graph), key)]
-            entry[0].close()
+        if entry[2] > 0:
+            return
+        del _shared[(id(graph), key)]
+    entry[0].close()  # outside the lock: it waits for the jobs still queued

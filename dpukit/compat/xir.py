@@ -18,9 +18,10 @@ What a DPU subgraph's tensors show is what the DPU stores, as Vitis AI shows it:
   form); also "bit_width" 8, "if_signed" True, "ddr_addr" (its offset in the data window),
   and "onnx_dtype" / "onnx_shape" (what the ONNX graph calls it).
 - An input the compiler derives on the host from another input of the same subgraph (the
-  stacked kernel rows of a first conv over an image, compiler/frontend.py) is not shown:
-  VART users give the image; `vart.Runner` builds the derived one from it, as the whole-model
-  Runner's CPU subgraph would.
+  stacked kernel rows of a first conv over an image, compiler/frontend.py) is not shown,
+  neither as that subgraph's input nor as the CPU subgraph's output: VART users give the
+  image; `vart.Runner` builds the derived one from it, as the whole-model Runner's CPU
+  subgraph would.
 Graph inputs and outputs that only the CPU sees keep their ONNX dtype and shape.
 
 Board-side code: Python 3.10, numpy < 2, no onnx.
@@ -48,7 +49,7 @@ def load_program(path: str | os.PathLike) -> Program:
     try:
         return Program.load(path)
     except ProgramError as exc:
-        if Path(path).suffix == ".xmodel" and "bad magic" in str(exc):
+        if Path(path).suffix.lower() == ".xmodel" and "bad magic" in str(exc):
             raise ProgramError(
                 f"{path} is a Vitis AI xmodel, not a dpukit program: dpukit runs its own DPU. "
                 "Quantize and compile the model's ONNX (`dpukit quantize`, `dpukit compile`) "
@@ -67,7 +68,7 @@ def fix_point(scale: float, zero_point: int) -> int | None:
 class Tensor:
     """A value of the program (xir.Tensor's reading side)."""
 
-    def __init__(self, name: str, dims: list[int], dtype: str, attrs: dict[str, Any]):
+    def __init__(self, name: str, dims: list[int], dtype: str, attrs: dict[str, Any]) -> None:
         self._name, self._dims, self._dtype, self._attrs = name, list(dims), dtype, attrs
 
     @property
@@ -151,7 +152,7 @@ def _dpu_tensor(t: QTensor, ddr_addr: int) -> Tensor:
 class Subgraph:
     """The root (the whole program) or one of its subgraphs (a leaf, on one device)."""
 
-    def __init__(self, graph: Graph, index: int | None):
+    def __init__(self, graph: Graph, index: int | None) -> None:
         self._graph, self.index = graph, index  # index: the program's subgraph; None: root
         program = graph.program
         if index is None:
@@ -174,6 +175,10 @@ class Subgraph:
         made = {v.name for v in self._derived.outputs} if self._derived else set()
         self._inputs = [name for name in sg.inputs if name not in made]
         self._outputs = list(sg.outputs)
+
+    def _hide(self, derived: set[str]) -> None:
+        """Leave out the values the DPU subgraphs' views derive (they belong to those views)."""
+        self._outputs = [name for name in self._outputs if name not in derived]
 
     def get_name(self) -> str:
         return self._name
@@ -246,11 +251,15 @@ class Subgraph:
 class Graph:
     """A program as an xir graph. `Graph.deserialize(path)` reads a `.dpu` file."""
 
-    def __init__(self, program: Program):
+    def __init__(self, program: Program) -> None:
         self.program = program
         self._tensors: dict[str, Tensor] = {}
         self._root = Subgraph(self, None)
         self._children = [Subgraph(self, k) for k in range(len(program.subgraphs))]
+        derived = {v.name for s in self._children if s.host_derived for v in s.host_derived.outputs}
+        for child in self._children:
+            if child.get_attr("device") == "CPU":
+                child._hide(derived)
 
     @staticmethod
     def deserialize(fname: str | os.PathLike) -> Graph:
