@@ -201,7 +201,10 @@ def _quantize_linear(args: Args, attrs: Attrs, opset: int) -> list[np.ndarray]:
     return [quantize(x, s, np.zeros((), np.int32) if z is None else z, dtype)]
 
 
-def quantize(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, dtype) -> np.ndarray:
+ArrayOrScalar = np.ndarray | np.generic  # a scale or zero point: an array or a numpy scalar
+
+
+def quantize(x: np.ndarray, scale: ArrayOrScalar, zero_point: ArrayOrScalar, dtype) -> np.ndarray:
     """saturate(round_half_even(x / scale) + zero_point) as `dtype`, in x's float width as
     onnxruntime computes QuantizeLinear (it divides; multiplying by 1/scale rounds some ties
     the other way). `scale` and `zero_point` broadcast against x."""
@@ -218,7 +221,7 @@ def _dequantize_linear(args: Args, attrs: Attrs, opset: int) -> list[np.ndarray]
     return [dequantize(x, s, np.zeros((), np.int32) if z is None else z)]
 
 
-def dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
+def dequantize(q: np.ndarray, scale: ArrayOrScalar, zero_point: ArrayOrScalar) -> np.ndarray:
     """(q - zero_point) * scale: the difference in int32, one rounding to scale's width."""
     diff = q.astype(np.int32) - np.asarray(zero_point).astype(np.int32)
     return diff.astype(scale.dtype) * scale

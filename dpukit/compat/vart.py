@@ -28,7 +28,6 @@ Board-side code: Python 3.10, numpy < 2, no onnx.
 from __future__ import annotations
 
 import importlib.util
-import operator
 import os
 import threading
 import weakref
@@ -120,11 +119,20 @@ class Runner:
         return list(self._outputs)
 
     def execute_async(
-        self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]
+        self,
+        inputs: Sequence[np.ndarray],
+        outputs: Sequence[np.ndarray],
+        enable_dynamic_array: bool = False,
     ) -> tuple[int, int]:
         """Start the subgraph on `inputs` (checked and copied now); `wait` fills `outputs`.
-        Returns (job_id, status 0), as VART's Python runner does."""
+        Returns (job_id, status 0), as VART's Python runner does. VART's
+        `enable_dynamic_array` (buffers of other shapes than the tensors') is refused."""
         self._check_open()
+        if enable_dynamic_array:
+            raise ExecutionError(
+                "enable_dynamic_array is not supported: each buffer has exactly its tensor's "
+                "dims (one image per job)"
+            )
         ins = _buffers(inputs, self._inputs, "input")
         outs = _buffers(outputs, self._outputs, "output")
         for k, out in enumerate(outs):
@@ -135,7 +143,7 @@ class Runner:
                 )
         values = {t.name: _to_dpu(b, t) for b, t in zip(ins, self._inputs, strict=True)}
         if self._derived is not None:
-            values.update(self._derive(values))
+            values.update(self._derive(self._derived, values))
         sg = self._model.program.subgraphs[self._index]
         job = self._model.execute_subgraph_async(self._index, [values[n] for n in sg.inputs])
         self._jobs[job] = list(outs)
@@ -146,12 +154,8 @@ class Runner:
         buffers and return 0; the run's error, if it failed. `timeout` is VART's and ignored:
         the driver bounds every run by the cycle model."""
         self._check_open()
-        job = job_id[0] if isinstance(job_id, tuple) and job_id else job_id
-        try:
-            job = operator.index(job) if not isinstance(job, bool) else None
-        except TypeError:
-            job = None
-        if job not in self._jobs:
+        job = _job_number(job_id)
+        if job is None or job not in self._jobs:
             raise ExecutionError(
                 f"no job {job_id!r}: not started by this runner, or already waited"
             )
@@ -186,15 +190,25 @@ class Runner:
         if not self._release.alive:
             raise ExecutionError("this runner is closed: create another")
 
-    def _derive(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _derive(
+        self, derived: cpu_ops.CpuGraph, values: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
         """The inputs the host derives from the given ones, in the DPU's bytes."""
         tensors = self._model.program.tensors
-        feeds = {v.name: from_dram(tensors[v.name], values[v.name]) for v in self._derived.inputs}
-        made = self._derived.run(feeds)
+        feeds = {v.name: from_dram(tensors[v.name], values[v.name]) for v in derived.inputs}
+        made = derived.run(feeds)
         return {
             v.name: to_dram(tensors[v.name], value)
-            for v, value in zip(self._derived.outputs, made, strict=True)
+            for v, value in zip(derived.outputs, made, strict=True)
         }
+
+
+def _job_number(job_id: object) -> int | None:
+    """The job number in what `wait` was given: execute_async's pair or its first element
+    (any integer type); None if it is neither."""
+    job = job_id[0] if isinstance(job_id, tuple) and job_id else job_id
+    index = getattr(job, "__index__", None)  # int, numpy integers
+    return None if index is None or isinstance(job, bool) else int(index())
 
 
 def _buffers(given: object, tensors: list[xir.Tensor], what: str) -> list[np.ndarray]:
@@ -253,7 +267,7 @@ def _from_dpu(data: np.ndarray, t: xir.Tensor, out: np.ndarray) -> None:
         out[...] = cpu_ops.dequantize(q, scale, zero_point)
 
 
-def _quantization(t: xir.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def _quantization(t: xir.Tensor) -> tuple[np.float32, np.int32]:
     """A DPU tensor's scale (float32, the ONNX model's) and int8-domain zero point."""
     return np.float32(t.get_attr("scale")), np.int32(t.get_attr("zero_point"))
 
