@@ -87,7 +87,10 @@ class Runner:
         self._jobs: dict[int, Future] = {}
         self._job_ids = itertools.count(1)  # never reused, though waited jobs leave _jobs
         self._worker: ThreadPoolExecutor | None = None
+        self._worker_thread: int | None = None  # its thread's ident
         self._worker_lock = threading.Lock()
+        self._closed = False
+        self.released = threading.Event()  # set once close has let go of the backend
 
     def _load(self, program: Program) -> None:
         try:
@@ -169,18 +172,27 @@ class Runner:
     def _submit(self, work: Callable, *args) -> int:
         """Queue `work(*args)` on the worker thread; its job id for `wait`."""
         with self._worker_lock:
+            if self._closed:
+                raise ExecutionError("this runner is closed: create another")
             if self._worker is None:
-                self._worker = ThreadPoolExecutor(1, thread_name_prefix="dpukit-runner")
+                self._worker = ThreadPoolExecutor(
+                    1, thread_name_prefix="dpukit-runner", initializer=self._note_worker
+                )
             future = self._worker.submit(work, *args)
         job = next(self._job_ids)
         self._jobs[job] = future
         return job
 
+    def _note_worker(self) -> None:
+        self._worker_thread = threading.get_ident()
+
     def wait(self, job: int) -> RunResult | SubgraphResult:
         """The result of job `job` once it has run (its error, if it failed)."""
-        if not isinstance(job, int) or isinstance(job, bool) or job not in self._jobs:
+        known = isinstance(job, int) and not isinstance(job, bool)
+        future = self._jobs.pop(job, None) if known else None  # one waiter gets it
+        if future is None:
             raise ExecutionError(f"no job {job}: not started by this runner, or already waited")
-        return self._jobs.pop(job).result()
+        return future.result()
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> RunResult:
         """Run on a batch: one array per input name, samples along the leading dimension."""
@@ -190,6 +202,18 @@ class Runner:
         """Finish the started jobs and release the backend (a board's buffers and clock).
         `cancel`: drop the jobs not started yet and stop the running one (its wait ends as a
         timeout), e.g. on Ctrl-C, rather than wait for a DPU that may take minutes."""
+        with self._worker_lock:
+            if self._closed:
+                return
+            self._closed = True  # no job is started from now on
+        if self._worker_thread == threading.get_ident():
+            # called by a job (a finalizer the garbage collector ran on the worker thread):
+            # the worker cannot wait for itself, so another thread finishes the close
+            threading.Thread(target=self._finish_close, args=(cancel,), name="dpukit-close").start()
+        else:
+            self._finish_close(cancel)
+
+    def _finish_close(self, cancel: bool) -> None:
         if self._worker is not None:
             if cancel:
                 self._worker.shutdown(wait=False, cancel_futures=True)
@@ -199,6 +223,7 @@ class Runner:
             self._worker.shutdown(wait=True)
             self._worker = None
         self.dpu.close()
+        self.released.set()
 
     def __enter__(self) -> Runner:
         return self

@@ -95,6 +95,71 @@ def _fix_point_model(root: Path) -> Model:
     return Model(root / "fix.dpu", Program.load(root / "fix.dpu"), {"a": a, "b": b, "c": c})
 
 
+def _compiled(m: _Qdq, stem: Path, inputs: list, out: str, out_shape: list, names: dict) -> Model:
+    """The model `m` saved as `stem`.onnx and compiled for sim-small to `stem`.dpu."""
+    onnx_path = m.save(stem.with_suffix(".onnx"), inputs, out, out_shape)
+    compile_model(onnx_path, "sim-small").save(stem.with_suffix(".dpu"))
+    return Model(stem.with_suffix(".dpu"), Program.load(stem.with_suffix(".dpu")), names)
+
+
+def _conv3x3(m: _Qdq, x: str, cin: int, cout: int) -> str:
+    w = m.rng.integers(-60, 61, (cout, cin, 3, 3))
+    return m.node("Conv", [x, m.weights(w, 0.01)], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+
+
+def _beside_model(root: Path) -> Model:
+    """A host Sigmoid of the quantized image, read by the same DPU subgraph as the image
+    (1x1 convs of both, added): the DPU subgraph reads two tensors the caller gives."""
+    m = _Qdq(seed=1)
+    x, dx = _quant(m, "input", 0.05, 0, np.int8)
+    s, ds = _quant(m, m.node("Sigmoid", [dx]), 1 / 256, 0, np.uint8)
+    _, c1 = _quant(m, m.conv1x1(dx, 8, 8), 0.07, 0, np.int8)
+    _, c2 = _quant(m, m.conv1x1(ds, 8, 8), 0.07, 0, np.int8)
+    z, out = _quant(m, m.node("Add", [c1, c2]), 0.1, 0, np.int8)
+    return _compiled(m, root / "beside", _image(), out, list(SHAPE), {"x": x, "s": s, "z": z})
+
+
+GRAY = (1, 1, 8, 8)  # a 1-channel image: the compiler stacks the kernel rows of a 3x3 conv
+
+
+def _gray_image() -> list:
+    return [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(GRAY))]
+
+
+def _onnx_cpu_model(root: Path) -> Model:
+    """Exp (an op the numpy executor lacks: the first CPU subgraph is an ONNX one) of a
+    1-channel image, quantized, then a 3x3 conv: the stacked rows are made in that ONNX
+    subgraph."""
+    m = _Qdq(seed=1)
+    x, dx = _quant(m, m.node("Exp", ["input"]), 0.05, 0, np.int8)
+    y, out = _quant(m, _conv3x3(m, dx, 1, 8), 0.07, 0, np.int8)
+    return _compiled(m, root / "exp", _gray_image(), out, [1, 8, 8, 8], {"x": x, "y": y})
+
+
+def _two_stackings_model(root: Path) -> Model:
+    """3x3 convs of a 1-channel image x, and of a 2-channel host Sigmoid s of another conv:
+    the last DPU subgraph reads the stacked rows of x (made in the first CPU subgraph) and
+    of s (made in a later one)."""
+    m = _Qdq(seed=2)
+    x, dx = _quant(m, "input", 0.05, 0, np.int8)
+    y, dy = _quant(m, _conv3x3(m, dx, 1, 2), 0.07, 0, np.int8)
+    s, ds = _quant(m, m.node("Sigmoid", [dy]), 1 / 256, 0, np.uint8)
+    _, da = _quant(m, _conv3x3(m, ds, 2, 4), 0.07, 0, np.int8)
+    _, db = _quant(m, _conv3x3(m, dx, 1, 4), 0.07, 0, np.int8)
+    z, out = _quant(m, m.node("Add", [da, db]), 0.1, 0, np.int8)
+    names = {"x": x, "y": y, "s": s, "z": z}
+    return _compiled(m, root / "stackings", _gray_image(), out, [1, 4, 8, 8], names)
+
+
+def _flatten_model(root: Path) -> Model:
+    """A 1x1 conv whose dequantized image the host flattens (C, H, W order)."""
+    m = _Qdq(seed=4)
+    x, dx = _quant(m, "input", 0.05, 0, np.int8)
+    y, dy = _quant(m, m.conv1x1(dx, 8, 8), 0.07, 0, np.int8)
+    out = m.node("Flatten", [dy], axis=1)
+    return _compiled(m, root / "flat", _image(), out, [1, math.prod(SHAPE)], {"x": x, "y": y})
+
+
 @pytest.fixture(scope="module")
 def two(tmp_path_factory: pytest.TempPathFactory) -> Model:
     return _two_dpu_model(tmp_path_factory.mktemp("compat_two"))
@@ -371,6 +436,93 @@ def test_digits_first_dpu_subgraph_takes_the_image_only(digits_qdq: Path, tmp_pa
             np.testing.assert_array_equal(out, logits)
 
 
+def _hidden(model: Model, dpu: xir.Subgraph) -> list[str]:
+    """The program's inputs of DPU subgraph `dpu` that its view does not show."""
+    shown = {t.name for t in dpu.get_input_tensors()}
+    return [name for name in model.program.subgraphs[dpu.index].inputs if name not in shown]
+
+
+def _run_given(runner: vart.Runner, ref: dict[str, np.ndarray]) -> np.ndarray:
+    """The runner's one output (int8) for its input tensors' values in `ref`."""
+    (out_t,) = runner.get_output_tensors()
+    out = np.full(out_t.dims, 99, np.int8)
+    job = runner.execute_async([ref[t.name] for t in runner.get_input_tensors()], [out])
+    assert runner.wait(job) == 0
+    return out
+
+
+def test_a_host_op_beside_the_image_is_an_input_the_caller_gives(tmp_path: Path) -> None:
+    """A Sigmoid of the image, computed on the host and read by the same DPU subgraph as the
+    image, is no stacked rows: both are the DPU subgraph's inputs, as in VART."""
+    model = _beside_model(tmp_path)
+    n = model.names
+    graph = xir.Graph.deserialize(model.path)
+    children = graph.get_root_subgraph().toposort_child_subgraph()
+    (dpu,) = _dpu_subgraphs(graph)
+    assert "Sigmoid" in children[0].get_attr("ops")
+    assert dpu.host_derived is None and _hidden(model, dpu) == []
+    assert sorted(t.name for t in dpu.get_input_tensors()) == sorted([n["x"], n["s"]])
+    assert {n["x"], n["s"]} <= {t.name for t in children[0].get_output_tensors()}
+    rng = np.random.default_rng(21)
+    refs = _golden_runs(model, [rng.uniform(-2, 2, SHAPE).astype(np.float32) for _ in range(3)])
+    with vart.Runner.create_runner(dpu, "run", backend="golden") as runner:
+        for ref in refs:
+            assert ref[n["s"]].shape == tuple(NHWC)  # uint8 in ONNX, minus 128 by hand
+            np.testing.assert_array_equal(_run_given(runner, ref), ref[n["z"]])
+        # the runner reads the Sigmoid as given (not recomputed from the image)
+        other = dict(refs[0], **{n["s"]: refs[1][n["s"]]})
+        assert not np.array_equal(_run_given(runner, other), refs[0][n["z"]])
+
+
+def test_stacked_rows_made_in_an_onnx_cpu_subgraph_are_the_runners(tmp_path: Path) -> None:
+    model = _onnx_cpu_model(tmp_path)
+    n = model.names
+    graph = xir.Graph.deserialize(model.path)
+    cpu = graph.get_root_subgraph().toposort_child_subgraph()[0]
+    assert cpu.get_attr("kind") == "onnx" and "Exp" in cpu.get_attr("ops")
+    (dpu,) = _dpu_subgraphs(graph)
+    (stacked,) = _hidden(model, dpu)
+    assert [t.name for t in dpu.get_input_tensors()] == [n["x"]]
+    assert dpu.get_input_tensors()[0].dims == [1, 8, 8, 1]
+    assert dpu.host_derived is not None
+    assert [v.name for v in dpu.host_derived.outputs] == [stacked]
+    assert [t.name for t in cpu.get_output_tensors()] == [n["x"]]  # the stacked rows hidden
+    rng = np.random.default_rng(22)
+    refs = _golden_runs(model, [rng.uniform(-3, 1.5, GRAY).astype(np.float32) for _ in range(3)])
+    with vart.Runner.create_runner(dpu, "run", backend="golden") as runner:
+        for ref in refs:
+            np.testing.assert_array_equal(_run_int8(runner, ref[n["x"]]), ref[n["y"]])
+
+
+def test_stacked_rows_made_in_two_cpu_subgraphs_are_the_runners(tmp_path: Path) -> None:
+    model = _two_stackings_model(tmp_path)
+    n = model.names
+    graph = xir.Graph.deserialize(model.path)
+    children = graph.get_root_subgraph().toposort_child_subgraph()
+    assert [c.get_attr("device") for c in children] == ["CPU", "DPU", "CPU", "DPU", "CPU"]
+    first, second = _dpu_subgraphs(graph)
+    assert [t.name for t in first.get_input_tensors()] == [n["x"]]
+    assert sorted(t.name for t in second.get_input_tensors()) == sorted([n["x"], n["s"]])
+    hidden = _hidden(model, second)
+    assert len(hidden) == 2
+    assert second.host_derived is not None
+    assert sorted(v.name for v in second.host_derived.outputs) == sorted(hidden)
+    assert sorted(v.name for v in second.host_derived.inputs) == sorted([n["x"], n["s"]])
+    made = {v: sg.name for sg in model.program.subgraphs for v in sg.outputs}
+    assert {made[h] for h in hidden} == {children[0].get_name(), children[2].get_name()}
+    assert [t.name for t in children[0].get_output_tensors()] == [n["x"]]
+    assert [t.name for t in children[2].get_output_tensors()] == [n["s"]]
+    rng = np.random.default_rng(23)
+    refs = _golden_runs(model, [rng.uniform(-2, 2, GRAY).astype(np.float32) for _ in range(3)])
+    with (
+        vart.Runner.create_runner(first, "run", backend="golden") as r1,
+        vart.Runner.create_runner(second, "run", backend="golden") as r2,
+    ):
+        for ref in refs:
+            np.testing.assert_array_equal(_run_given(r1, ref), ref[n["y"]])
+            np.testing.assert_array_equal(_run_given(r2, ref), ref[n["z"]])
+
+
 # --- 4. misuse ---------------------------------------------------------------------------------
 
 
@@ -505,6 +657,75 @@ def test_deserialize_refuses_what_is_not_a_program(tmp_path: Path) -> None:
     other.write_bytes(bytes(100))
     with _raises(ProgramError, "not a dpukit program"):
         xir.Graph.deserialize(other)
+
+
+def test_attributes_given_are_copies(two: Model) -> None:
+    graph = xir.Graph.deserialize(two.path)
+    first = _dpu_subgraphs(graph)[0]
+    cpu = graph.get_root_subgraph().toposort_child_subgraph()[2]
+    t = first.get_input_tensors()[0]
+    scale = t.get_attr("scale")
+    shape = t.get_attr("onnx_shape")
+    shape.append(99)
+    attrs = t.get_attrs()
+    attrs["onnx_shape"].clear()
+    attrs["scale"] = 1.0
+    del attrs["zero_point"]
+    assert t.get_attr("onnx_shape") == list(SHAPE) and t.get_attrs()["onnx_shape"] == list(SHAPE)
+    assert t.get_attr("scale") == scale and t.has_attr("zero_point")
+    layers = first.get_attr("layers")
+    assert layers and all(isinstance(name, str) for name in layers)
+    kept = list(layers)
+    layers.clear()
+    first.get_attrs()["layers"].append("bogus")
+    assert first.get_attr("layers") == kept == first.get_attrs()["layers"]
+    ops = cpu.get_attr("ops")
+    ops[:] = ["Bogus"]
+    cpu.get_attrs()["ops"].append("Bogus")
+    assert "Bogus" not in cpu.get_attr("ops") and "Sigmoid" in cpu.get_attr("ops")
+    assert graph.tensor(t.name).get_attr("onnx_shape") == list(SHAPE)
+
+
+def test_an_empty_backend_name_is_an_error(two: Model, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DPUKIT_BACKEND", "golden")  # "" must not pass for "the default"
+    graph = xir.Graph.deserialize(two.path)
+    second = _dpu_subgraphs(graph)[1]
+    with _raises(ExecutionError, "unknown backend ''", "golden, rtl, pynq"):
+        vart.Runner.create_runner(second, "run", backend="")
+    assert not [entry for entry in vart._shared.values() if entry[1] is graph]
+    with _raises(ExecutionError, "unknown backend ''", "golden, rtl, pynq"):
+        DpuOverlay("dpu.bit", backend="")
+
+
+def test_wait_takes_one_integer_job_id(two: Model, two_ref: list) -> None:
+    graph = xir.Graph.deserialize(two.path)
+    second = _dpu_subgraphs(graph)[1]
+    s, z = two.names["s"], two.names["z"]
+    with vart.Runner.create_runner(second, "run", backend="golden") as r:
+        out = np.empty(NHWC, np.int8)
+        job, _ = r.execute_async([two_ref[0][s]], [out])
+        for bad in (np.array([1, 2]), np.array([job, job]), np.array(1.5), np.float64(job)):
+            with _raises(ExecutionError, "no job"):
+                r.wait(bad)
+        assert r.wait(np.int64(job)) == 0  # the job is still there to wait for
+        np.testing.assert_array_equal(out, two_ref[0][z])
+        job, _ = r.execute_async([two_ref[1][s]], [out])
+        assert r.wait((np.int32(job), 0)) == 0
+        np.testing.assert_array_equal(out, two_ref[1][z])
+
+
+def test_masked_arrays_are_refused(two: Model, two_ref: list) -> None:
+    graph = xir.Graph.deserialize(two.path)
+    second = _dpu_subgraphs(graph)[1]
+    s, z = two.names["s"], two.names["z"]
+    x = two_ref[0][s]
+    with vart.Runner.create_runner(second, "run", backend="golden") as r:
+        masked = np.ma.array(x, mask=x < 0)  # a runner would read the masked values
+        with _raises(ExecutionError, "input buffer 0 is a MaskedArray, not a numpy array"):
+            r.execute_async([masked], [np.empty(NHWC, np.int8)])
+        with _raises(ExecutionError, "output buffer 0 is a MaskedArray, not a numpy array"):
+            r.execute_async([x], [np.ma.array(np.empty(NHWC, np.int8))])
+        np.testing.assert_array_equal(_run_int8(r, x), two_ref[0][z])
 
 
 # --- 5. jobs, threads, shared boards -----------------------------------------------------------
@@ -658,6 +879,48 @@ def test_overlay_with_a_bogus_backend(monkeypatch: pytest.MonkeyPatch, tmp_path:
         assert DpuOverlay("dpu.bit").backend == "golden"  # chosen: no warning
 
 
+@pytest.fixture(scope="module")
+def digits_dpu(digits_qdq: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return compile_digits(digits_qdq, tmp_path_factory.mktemp("compat_digits") / "digits.dpu")
+
+
+def test_overlay_warns_of_an_image_the_host_reshapes(tmp_path: Path) -> None:
+    """conv -> Q -> DQ -> Flatten: the model flattens C, H, W; the runner's buffer is
+    H, W, C, so a DPU-PYNQ script that reshapes it has the values in another order."""
+    model = _flatten_model(tmp_path)
+    y = model.names["y"]
+    with DpuOverlay("dpu.bit", backend="golden") as overlay:
+        with pytest.warns(UserWarning, match="reshaping") as caught:
+            overlay.load_model(model.path)
+        (message,) = [str(w.message) for w in caught]
+        for words in ("runs Flatten", f"reshaping {y}", "C, H, W", "H, W, C", "create_runner"):
+            assert words in message, message
+        # what the warning says: the script's reshape of the buffer is the model's output
+        # in H, W, C order
+        x = np.random.default_rng(24).uniform(-2, 2, SHAPE).astype(np.float32)
+        (ref,) = [r["output:" + model.program.outputs[0].name] for r in _golden_runs(model, [x])]
+        runner = overlay.runner
+        (out_t,) = runner.get_output_tensors()
+        assert out_t.name == y and out_t.dims == NHWC
+        out = np.empty(NHWC, np.float32)
+        runner.wait(runner.execute_async([x.transpose(0, 2, 3, 1).copy()], [out]))
+        hwc = ref.reshape(SHAPE).transpose(0, 2, 3, 1).reshape(1, -1)
+        np.testing.assert_array_equal(out.reshape(1, -1), hwc)
+        assert not np.array_equal(out.reshape(1, -1), ref)
+
+
+def test_overlay_says_nothing_of_the_digits_host_work(digits_dpu: Path) -> None:
+    """The digits program's CPU subgraphs quantize, dequantize and stack the image's rows
+    (the runner's): nothing for the script to do."""
+    ops = {op for sg in Program.load(digits_dpu).subgraphs if sg.device == "CPU" for op in sg.ops}
+    assert {"Pad", "Slice", "Concat"} <= ops  # the stacking is there, and hidden
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with DpuOverlay("dpu.bit", backend="golden") as overlay:
+            overlay.load_model(digits_dpu)
+            assert [t.dims for t in overlay.runner.get_input_tensors()] == [[1, 8, 8, 1]]
+
+
 # --- 7. types ----------------------------------------------------------------------------------
 
 
@@ -697,7 +960,7 @@ def test_public_api_is_annotated() -> None:
     assert not missing, f"public API without annotations: {missing}"
     assert {"xir.Graph.deserialize", "xir.Tensor.dims", "xir.Subgraph.get_attr",
             "vart.Runner.create_runner", "vart.Runner.execute_async", "vart.Runner.wait",
-            "vart.default_backend", "pynq_dpu.DpuOverlay.load_model"} <= seen  # fmt: skip
+            "vart.choose_backend", "pynq_dpu.DpuOverlay.load_model"} <= seen  # fmt: skip
 
 
 def test_package_says_it_is_typed() -> None:

@@ -20,16 +20,16 @@ import warnings
 from pathlib import Path
 
 from dpukit.compat import vart, xir
-from dpukit.errors import ExecutionError, ProgramError
-from dpukit.host import cpu_ops
+from dpukit.errors import ProgramError
+from dpukit.host.cpu import cpu_graph_nodes
 
 # CPU ops around the DPU subgraph that a DPU-PYNQ script does itself anyway: float buffers
-# are quantized and dequantized by the runner, a softmax is the script's, and the reshaping
-# ops leave the values as they are (the buffers have the tensors' dims).
-_SCRIPT_DOES = frozenset(
-    ("QuantizeLinear", "DequantizeLinear", "Softmax", "Reshape", "Flatten", "Squeeze",
-     "Unsqueeze", "Identity")
-)  # fmt: skip
+# are quantized and dequantized by the runner, and a softmax is the script's.
+_SCRIPT_DOES = frozenset(("QuantizeLinear", "DequantizeLinear", "Softmax", "Identity"))
+# Ops that keep the values and their order: harmless, unless the tensor they reshape is an
+# image of several pixels and channels, whose order differs between the model's C, H, W and
+# the buffer's H, W, C.
+_RESHAPING = frozenset(("Reshape", "Flatten", "Squeeze", "Unsqueeze"))
 
 
 class DpuOverlay:
@@ -41,11 +41,7 @@ class DpuOverlay:
         """`bitfile_name`: the overlay's .bit (its .hwh beside it) for a board. `backend`:
         golden, rtl or pynq (default: $DPUKIT_BACKEND, else pynq where pynq is installed,
         else rtl)."""
-        chosen = backend or vart.default_backend()
-        if chosen not in vart.BACKENDS:
-            raise ExecutionError(
-                f"unknown backend '{chosen}'; available: {', '.join(vart.BACKENDS)}"
-            )
+        chosen = vart.choose_backend(backend)
         self.bitfile_name = str(bitfile_name)
         self.backend = chosen
         if chosen == "pynq":
@@ -104,7 +100,7 @@ class DpuOverlay:
 
 def _warn_about_host_work(path: Path, children: list, dpus: list) -> None:
     """Say what of the model `overlay.runner` leaves to the script: other DPU subgraphs,
-    and CPU ops that change values (beyond quantizing, softmax and reshaping)."""
+    and CPU ops that change values or their order (beyond quantizing and softmax)."""
     notes = []
     if len(dpus) > 1:
         names = ", ".join(f"'{d.get_name()}'" for d in dpus)
@@ -117,17 +113,34 @@ def _warn_about_host_work(path: Path, children: list, dpus: list) -> None:
         if s.get_attr("device") != "CPU":
             continue
         sg = s.get_graph().program.subgraphs[s.index]
-        ops = (
-            [n.op_type for n in cpu_ops.decode(sg.payload).nodes if n.name not in derived]
-            if sg.kind == "numpy"
-            else sg.ops
-        )
-        extra = [op for op in dict.fromkeys(ops) if op not in _SCRIPT_DOES]
+        ops = _ops_left(sg, derived)
+        images = [
+            t.name
+            for t in (*s.get_input_tensors(), *s.get_output_tensors())
+            if t.dtype == "xint8" and t.ndim == 4 and t.dims[1] * t.dims[2] > 1 and t.dims[3] > 1
+        ]
+        harmless = _SCRIPT_DOES | (set() if images else _RESHAPING)
+        extra = [op for op in dict.fromkeys(ops) if op not in harmless]
         if extra:
-            notes.append(f"its CPU subgraph '{s.get_name()}' runs {', '.join(extra)}")
+            what = f"its CPU subgraph '{s.get_name()}' runs {', '.join(extra)}"
+            if images and _RESHAPING & set(extra):
+                what += (
+                    f" (reshaping {', '.join(images)}: the model's order is C, H, W, the "
+                    "buffer's H, W, C)"
+                )
+            notes.append(what)
     if notes:
         warnings.warn(
             f"{path}: " + "; ".join(notes) + ". As in DPU-PYNQ, that work is the script's; "
             "dpukit.host.runner.create_runner runs the whole model.",
             stacklevel=3,
         )
+
+
+def _ops_left(sg, derived: set[str]) -> list[str]:
+    """The op types of CPU subgraph `sg` but for the nodes named in `derived`: node by node
+    where its nodes can be read here (an ONNX subgraph takes onnx), else all its ops."""
+    try:
+        return [n.op_type for n in cpu_graph_nodes(sg) if n.name not in derived]
+    except ImportError:  # a board, without onnx
+        return list(sg.ops)

@@ -32,6 +32,7 @@ import os
 import threading
 import weakref
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -47,16 +48,19 @@ BUFFER_DTYPES = ("int8", "float32")  # what a buffer may hold (VART also takes i
 _current_overlay: str | None = None  # the .bit the last DpuOverlay loaded (pynq backend)
 
 
-def default_backend() -> str:
-    """$DPUKIT_BACKEND, else pynq where pynq is installed (only a board has it), else rtl."""
-    chosen = os.environ.get("DPUKIT_BACKEND")
-    if chosen:
-        if chosen not in BACKENDS:
-            raise ExecutionError(
-                f"DPUKIT_BACKEND={chosen!r} is no backend; available: {', '.join(BACKENDS)}"
-            )
-        return chosen
-    return "pynq" if importlib.util.find_spec("pynq") is not None else "rtl"
+def choose_backend(given: str | None) -> str:
+    """The backend a runner or DpuOverlay uses: `given`, else $DPUKIT_BACKEND, else pynq
+    where pynq is installed (only a board has it), else rtl; an unknown name is an error."""
+    available = ", ".join(BACKENDS)
+    if given is None:
+        given = os.environ.get("DPUKIT_BACKEND") or None
+        if given is None:
+            return "pynq" if importlib.util.find_spec("pynq") is not None else "rtl"
+        if given not in BACKENDS:
+            raise ExecutionError(f"DPUKIT_BACKEND={given!r} is no backend; available: {available}")
+    if given not in BACKENDS:
+        raise ExecutionError(f"unknown backend {given!r}; available: {available}")
+    return given
 
 
 class Runner:
@@ -100,9 +104,7 @@ class Runner:
                 "runs one DPU subgraph (pick them with get_attr('device') == 'DPU'); run the "
                 "whole model, CPU parts too, with dpukit.host.runner.create_runner"
             )
-        backend = backend or default_backend()
-        if backend not in BACKENDS:
-            raise ExecutionError(f"unknown backend '{backend}'; available: {', '.join(BACKENDS)}")
+        backend = choose_backend(backend)
         if backend == "pynq":
             overlay = overlay or os.environ.get("DPUKIT_OVERLAY") or _current_overlay
             if overlay is None:
@@ -110,7 +112,7 @@ class Runner:
                     "the pynq backend needs the overlay: load it first with "
                     "dpukit.compat.pynq_dpu.DpuOverlay('dpu.bit'), or set DPUKIT_OVERLAY"
                 )
-        return Runner(subgraph, backend, None if overlay is None else str(overlay))
+        return Runner(subgraph, backend, None if overlay is None else str(Path(overlay).resolve()))
 
     def get_input_tensors(self) -> list[xir.Tensor]:
         return list(self._inputs)
@@ -155,11 +157,11 @@ class Runner:
         the driver bounds every run by the cycle model."""
         self._check_open()
         job = _job_number(job_id)
-        if job is None or job not in self._jobs:
+        outs = self._jobs.pop(job, None) if job is not None else None  # one waiter gets it
+        if outs is None:
             raise ExecutionError(
                 f"no job {job_id!r}: not started by this runner, or already waited"
             )
-        outs = self._jobs.pop(job)
         result = self._model.wait(job)
         for out, data, t in zip(outs, result.outputs, self._outputs, strict=True):
             _from_dpu(data, t, out)
@@ -170,7 +172,8 @@ class Runner:
         go of the board (the last runner on it closes it)."""
         if self._release.alive:
             for job in list(self._jobs):
-                del self._jobs[job]
+                if self._jobs.pop(job, None) is None:
+                    continue  # a wait in another thread took it
                 try:
                     self._model.wait(job)
                 except Exception:  # noqa: BLE001 - a dropped job's error is nobody's now
@@ -208,7 +211,12 @@ def _job_number(job_id: object) -> int | None:
     (any integer type); None if it is neither."""
     job = job_id[0] if isinstance(job_id, tuple) and job_id else job_id
     index = getattr(job, "__index__", None)  # int, numpy integers
-    return None if index is None or isinstance(job, bool) else int(index())
+    if index is None or isinstance(job, bool):
+        return None
+    try:
+        return int(index())
+    except TypeError:  # a numpy array of other than one integer
+        return None
 
 
 def _buffers(given: object, tensors: list[xir.Tensor], what: str) -> list[np.ndarray]:
@@ -227,7 +235,7 @@ def _buffers(given: object, tensors: list[xir.Tensor], what: str) -> list[np.nda
         )
     out = []
     for k, (b, t) in enumerate(zip(given, tensors, strict=True)):
-        if not isinstance(b, np.ndarray):
+        if not isinstance(b, np.ndarray) or isinstance(b, np.ma.MaskedArray):
             raise ExecutionError(f"{what} buffer {k} is a {type(b).__name__}, not a numpy array")
         if b.dtype.name not in BUFFER_DTYPES:
             raise ExecutionError(
@@ -273,23 +281,50 @@ def _quantization(t: xir.Tensor) -> tuple[np.float32, np.int32]:
 
 
 # One whole-model Runner per (graph, backend, overlay), shared by the runners on its
-# subgraphs (one board, one worker thread), closed when the last of them closes.
+# subgraphs (one board, one worker thread), closed when the last of them closes. A PYNQ
+# board has one DPU: one graph at a time drives it.
 _shared: dict[tuple[int, tuple], list] = {}  # key -> [ModelRunner, graph, count]
+_closing: list[tuple[tuple, ModelRunner, xir.Graph]] = []  # released, their close under way
 _shared_lock = threading.Lock()
 
 
 def _share(graph: xir.Graph, key: tuple) -> ModelRunner:
     with _shared_lock:
         entry = _shared.get((id(graph), key))
+        if entry is not None:
+            entry[2] += 1
+            return entry[0]
+        _refuse_second_board(graph, key)
+    backend, overlay = key
+    program = graph.program
+    # outside the lock: a first rtl run builds the simulator (minutes)
+    model = ModelRunner(program, backend, program.hwconfig(), overlay=overlay, cpu_subgraphs=False)
+    with _shared_lock:
+        entry = _shared.get((id(graph), key))
         if entry is None:
-            backend, overlay = key
-            program = graph.program
-            model = ModelRunner(
-                program, backend, program.hwconfig(), overlay=overlay, cpu_subgraphs=False
-            )
+            try:
+                _refuse_second_board(graph, key)
+            except ExecutionError:
+                model.close()
+                raise
             entry = _shared[(id(graph), key)] = [model, graph, 0]
+        elif entry[0] is not model:  # another thread shared it first
+            model.close()
         entry[2] += 1
         return entry[0]
+
+
+def _refuse_second_board(graph: xir.Graph, key: tuple) -> None:
+    if key[0] != "pynq":
+        return
+    _closing[:] = [c for c in _closing if not c[1].released.is_set()]
+    open_now = [(other, g) for (_, other), (_, g, _) in _shared.items()]
+    for other, open_graph in open_now + [(other, g) for other, _, g in _closing]:
+        if other[0] == "pynq":
+            raise ExecutionError(
+                f"the board's DPU is in use by runners on {open_graph.program.label}: close "
+                "them (runner.close(), DpuOverlay.close()) before running another model"
+            )
 
 
 def _release(graph: xir.Graph, key: tuple) -> None:
@@ -299,4 +334,5 @@ def _release(graph: xir.Graph, key: tuple) -> None:
         if entry[2] > 0:
             return
         del _shared[(id(graph), key)]
+        _closing.append((key, entry[0], graph))  # its board is busy until it has closed
     entry[0].close()  # outside the lock: it waits for the jobs still queued

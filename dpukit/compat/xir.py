@@ -17,11 +17,10 @@ What a DPU subgraph's tensors show is what the DPU stores, as Vitis AI shows it:
   scale is an exact power of two and the zero point 0 (real = q * 2**-fix_point, Vitis AI's
   form); also "bit_width" 8, "if_signed" True, "ddr_addr" (its offset in the data window),
   and "onnx_dtype" / "onnx_shape" (what the ONNX graph calls it).
-- An input the compiler derives on the host from another input of the same subgraph (the
-  stacked kernel rows of a first conv over an image, compiler/frontend.py) is not shown,
+- The stacked kernel rows the compiler builds on the host from another input of the same
+  subgraph (for a conv over an image of few channels, compiler/frontend.py) are not shown,
   neither as that subgraph's input nor as the CPU subgraph's output: VART users give the
-  image; `vart.Runner` builds the derived one from it, as the whole-model Runner's CPU
-  subgraph would.
+  image; `vart.Runner` builds the stacked rows from it with the compiler's own nodes.
 Graph inputs and outputs that only the CPU sees keep their ONNX dtype and shape.
 
 Board-side code: Python 3.10, numpy < 2, no onnx.
@@ -29,6 +28,7 @@ Board-side code: Python 3.10, numpy < 2, no onnx.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from pathlib import Path
@@ -111,10 +111,10 @@ class Tensor:
                 f"tensor '{self._name}' has no attr '{name}'{why}; its attrs: "
                 f"{', '.join(sorted(self._attrs)) or 'none'}"
             )
-        return self._attrs[name]
+        return copy.deepcopy(self._attrs[name])  # the view's own stays as it is
 
     def get_attrs(self) -> dict[str, Any]:
-        return dict(self._attrs)
+        return copy.deepcopy(self._attrs)
 
     def __repr__(self) -> str:
         return f"<xir.Tensor named '{self._name}'>"
@@ -230,15 +230,15 @@ class Subgraph:
                 f"subgraph '{self._name}' has no attr '{name}'; its attrs: "
                 f"{', '.join(sorted(self._attrs)) or 'none (the root)'}"
             )
-        return self._attrs[name]
+        return copy.deepcopy(self._attrs[name])  # the view's own stays as it is
 
     def get_attrs(self) -> dict[str, Any]:
-        return dict(self._attrs)
+        return copy.deepcopy(self._attrs)
 
     @property
     def host_derived(self) -> cpu_ops.CpuGraph | None:
-        """A DPU subgraph's inputs the host derives from its other inputs: the graph computing
-        them (ONNX layout), or None when every input is the user's."""
+        """A DPU subgraph's stacked-rows inputs: the graph building them from the inputs they
+        stack (ONNX layout), or None when every input is the user's."""
         return self._derived
 
     def __repr__(self) -> str:
@@ -288,62 +288,91 @@ class Graph:
 
 
 def _host_derived(program: Program, index: int) -> cpu_ops.CpuGraph | None:
-    """The inputs of DPU subgraph `index` that an earlier numpy CPU subgraph computes from
-    its other inputs and constants alone, as one graph from those inputs; None if none."""
+    """The compiler's stacked kernel rows among the inputs of DPU subgraph `index`, as one
+    graph computing them from the inputs they stack; None if it reads none.
+
+    compiler/frontend.py (`_stacked_conv`) builds them on the host, in the CPU subgraph that
+    makes their source: a Pad of the source (another input of the same DPU subgraph), one
+    Slice of it per kernel row, a Concat on channels. Only that shape counts: anything else
+    a CPU subgraph computes stays an input the caller gives, as in VART."""
     sg = program.subgraphs[index]
-    for k in range(index):
-        cpu = program.subgraphs[k]
-        if cpu.device != "CPU" or cpu.kind != "numpy":
+    derived: list[str] = []
+    nodes: list[cpu_ops.Node] = []
+    constants: dict = {}
+    opset = 0
+    for cpu in program.subgraphs[:index]:
+        graph = _cpu_graph(cpu) if cpu.device == "CPU" else None
+        if graph is None:
             continue
-        graph = cpu_ops.decode(cpu.payload)
         producer = {o: node for node in graph.nodes for o in node.outputs}
-        derived = {}
         for name in sg.inputs:
-            nodes = _ancestry(name, producer, graph.constants, set(sg.inputs) - {name})
-            if nodes:
-                derived[name] = nodes
-        # each must come from inputs the user gives, none derived itself
-        given = set(sg.inputs) - set(derived)
-        for name in list(derived):
-            made = {o for n in derived[name] for o in n.outputs}
-            leaves = {i for n in derived[name] for i in n.inputs if i and i not in made}
-            if not leaves <= given | set(graph.constants):
-                del derived[name]
-        given = set(sg.inputs) - set(derived)
-        if not derived:
-            continue
-        used = {id(n) for nodes in derived.values() for n in nodes}
-        nodes = [n for n in graph.nodes if id(n) in used]
-        reads = {i for n in nodes for i in n.inputs if i}
-        return cpu_ops.CpuGraph(
-            opset=graph.opset,
-            inputs=[
-                _value_info(program.tensors[i]) for i in sg.inputs if i in reads and i in given
-            ],
-            outputs=[_value_info(program.tensors[name]) for name in derived],
-            nodes=nodes,
-            constants={c: graph.constants[c] for c in reads if c in graph.constants},
-        )
-    return None
-
-
-def _ancestry(name: str, producer: dict, constants: dict, stops: set[str]) -> list | None:
-    """The nodes computing `name` from `stops` and constants, or None if it needs anything
-    else (or no node of this graph makes it)."""
-    if name not in producer:
+            found = _stacking(name, producer, graph.constants, set(sg.inputs) - {name})
+            if found and name not in derived:
+                derived.append(name)
+                nodes += found
+                reads = {i for n in found for i in n.inputs}
+                constants.update((c, graph.constants[c]) for c in reads & graph.constants.keys())
+                opset = graph.opset
+    sources = list(dict.fromkeys(n.inputs[0] for n in nodes if n.op_type == "Pad"))
+    if not derived or set(sources) & set(derived):
         return None
-    nodes: list = []
-    todo = [name]
-    while todo:
-        value = todo.pop()
-        node = producer.get(value)
-        if node is None:
-            return None
-        if any(node is n for n in nodes):
-            continue
-        nodes.append(node)
-        todo += [i for i in node.inputs if i and i not in stops and i not in constants]
-    return nodes
+    return cpu_ops.CpuGraph(
+        opset=opset,
+        inputs=[_value_info(program.tensors[name]) for name in sources],
+        outputs=[_value_info(program.tensors[name]) for name in derived],
+        nodes=nodes,
+        constants=constants,
+    )
+
+
+def _stacking(
+    name: str, producer: dict, constants: dict, others: set[str]
+) -> list[cpu_ops.Node] | None:
+    """The Pad, Slices and Concat that make `name` the stacked rows of one of `others`, or
+    None if something else makes it."""
+    concat = producer.get(name)
+    if concat is None or concat.op_type != "Concat" or concat.attrs.get("axis") != 1:
+        return None
+    slices = [producer.get(i) for i in concat.inputs]
+    if not slices or any(n is None or n.op_type != "Slice" for n in slices):
+        return None
+    padded = {n.inputs[0] for n in slices}
+    if len(padded) != 1 or any(i and i not in constants for n in slices for i in n.inputs[1:]):
+        return None
+    pad = producer.get(padded.pop())
+    if (
+        pad is None
+        or pad.op_type != "Pad"
+        or pad.inputs[0] not in others
+        or any(i and i not in constants for i in pad.inputs[1:])
+    ):
+        return None
+    return [pad, *slices, concat]
+
+
+def _cpu_graph(sg) -> cpu_ops.CpuGraph | None:
+    """A CPU subgraph's nodes and constants, for finding the stacked rows: its numpy graph,
+    or its ONNX one's Pad, Slice and Concat nodes lowered to the numpy executor. That takes
+    onnx, which only a laptop has (`dpukit compile --board` never leaves an ONNX subgraph);
+    without it, None: such a subgraph's stacked rows are then an input like any other."""
+    if sg.kind == "numpy":
+        return cpu_ops.decode(sg.payload)
+    try:
+        import onnx
+        from onnx import numpy_helper
+
+        from dpukit.compiler.cpu_lower import lower_cpu_part
+    except ImportError:
+        return None
+    model = onnx.load_from_string(sg.payload)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    constants = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    nodes: list[cpu_ops.Node] = []
+    for node in model.graph.node:  # one at a time: a node the executor lacks is left out
+        if node.op_type in ("Pad", "Slice", "Concat"):
+            lowered = lower_cpu_part([node], [], [], constants, {}, opset).graph
+            nodes += lowered.nodes if lowered else []
+    return cpu_ops.CpuGraph(opset, [], [], nodes, constants)
 
 
 def _value_info(t: QTensor) -> cpu_ops.ValueInfo:
