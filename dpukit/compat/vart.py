@@ -291,30 +291,32 @@ _shared_lock = threading.Lock()
 def _share(graph: xir.Graph, key: tuple) -> ModelRunner:
     with _shared_lock:
         entry = _shared.get((id(graph), key))
+        if entry is None:
+            _refuse_second_board(key)
+            if key[0] == "pynq":  # opened under the lock: never two boards at once
+                entry = _shared[(id(graph), key)] = [_open(graph, key), graph, 0]
         if entry is not None:
             entry[2] += 1
             return entry[0]
-        _refuse_second_board(graph, key)
+    # not under the lock: the simulator's first build takes minutes
+    model = _open(graph, key)
+    with _shared_lock:
+        entry = _shared.setdefault((id(graph), key), [model, graph, 0])
+        entry[2] += 1
+    if entry[0] is not model:  # another thread shared one first
+        model.close()
+    return entry[0]
+
+
+def _open(graph: xir.Graph, key: tuple) -> ModelRunner:
+    """The whole-model Runner of `graph` on `key`'s backend, its DPU subgraphs only."""
     backend, overlay = key
     program = graph.program
-    # outside the lock: a first rtl run builds the simulator (minutes)
-    model = ModelRunner(program, backend, program.hwconfig(), overlay=overlay, cpu_subgraphs=False)
-    with _shared_lock:
-        entry = _shared.get((id(graph), key))
-        if entry is None:
-            try:
-                _refuse_second_board(graph, key)
-            except ExecutionError:
-                model.close()
-                raise
-            entry = _shared[(id(graph), key)] = [model, graph, 0]
-        elif entry[0] is not model:  # another thread shared it first
-            model.close()
-        entry[2] += 1
-        return entry[0]
+    return ModelRunner(program, backend, program.hwconfig(), overlay=overlay, cpu_subgraphs=False)
 
 
-def _refuse_second_board(graph: xir.Graph, key: tuple) -> None:
+def _refuse_second_board(key: tuple) -> None:
+    """A PYNQ board runs one graph's runners at a time (they drive its one DPU)."""
     if key[0] != "pynq":
         return
     _closing[:] = [c for c in _closing if not c[1].released.is_set()]
