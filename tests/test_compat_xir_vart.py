@@ -20,8 +20,11 @@ import importlib.resources
 import importlib.util
 import inspect
 import math
+import subprocess
+import sys
 import threading
 import warnings
+import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -963,6 +966,15 @@ def test_public_api_is_annotated() -> None:
             "vart.choose_backend", "pynq_dpu.DpuOverlay.load_model"} <= seen  # fmt: skip
 
 
-def test_package_says_it_is_typed() -> None:
+def test_package_says_it_is_typed(tmp_path: Path) -> None:
+    """py.typed marks the package typed (PEP 561), here and in the wheel a user installs,
+    which carries the compat modules too."""
     assert (importlib.resources.files("dpukit") / "py.typed").is_file()
-    assert importlib.import_module("dpukit.compat.xir") is xir
+    repo = Path(__file__).resolve().parents[1]
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+    done = subprocess.run([*build, "-w", str(tmp_path), str(repo)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    (wheel,) = tmp_path.glob("dpukit-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"dpukit/py.typed", "dpukit/compat/xir.py", "dpukit/compat/vart.py",
+            "dpukit/compat/pynq_dpu.py"} <= names  # fmt: skip
