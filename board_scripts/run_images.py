@@ -325,18 +325,14 @@ def _warmed_up(args, say, warm_up: Callable[[], object]) -> Iterator:
         warm_up()
         yield None
         return
-    from dpukit.host.power import close_sensors, open_sensors, recording_phases
+    from dpukit.host.power import recording_sensors
 
     def idle(seconds: float) -> None:
         say(f"recording {seconds:g} s of idle power (the baseline)")
         time.sleep(seconds)
 
-    sensors = open_sensors(args.power, args.sysfs)
-    try:
-        with recording_phases(sensors, args.idle_s, warm_up, idle) as rec:
-            yield rec
-    finally:
-        close_sensors(sensors)
+    with recording_sensors(args.power, args.sysfs, args.idle_s, warm_up, idle) as rec:
+        yield rec
 
 
 def _report_power(args, rec, n: int, say) -> dict | None:

@@ -91,18 +91,14 @@ def power_recording(args, con: Console, warm_up: Callable[[], object]) -> Iterat
     if not args.power:
         yield None
         return
-    from dpukit.host.power import close_sensors, open_sensors, recording_phases
+    from dpukit.host.power import recording_sensors
 
     def wait_idle(seconds: float) -> None:
         with con.status(f"recording {seconds:g} s of idle power (the baseline)"):
             time.sleep(seconds)
 
-    sensors = open_sensors(args.power, args.sysfs)
-    try:
-        with recording_phases(sensors, args.idle_s, warm_up, wait_idle) as rec:
-            yield rec
-    finally:
-        close_sensors(sensors)
+    with recording_sensors(args.power, args.sysfs, args.idle_s, warm_up, wait_idle) as rec:
+        yield rec
 
 
 def report_power(con: Console, args, rec, n: int) -> dict | None:

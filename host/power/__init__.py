@@ -19,6 +19,7 @@ from dpukit.host.power.recorder import (
     PowerTrace,
     csv_text,
     recording_phases,
+    recording_sensors,
     write_csv,
     write_json,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "plot_trace",
     "png_bytes",
     "recording_phases",
+    "recording_sensors",
     "sysfs_root",
     "write_csv",
     "write_json",

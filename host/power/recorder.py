@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from dpukit.errors import SensorError
-from dpukit.host.power.sensor import Sensor
+from dpukit.host.power.sensor import Sensor, close_sensors, open_sensors
 
 BEFORE_FIRST_MARK = ""  # the phase of samples taken before the first mark
 BATCH_S = 0.05  # how often the child sends what it read
@@ -415,6 +415,24 @@ def recording_phases(
         yield rec
     finally:
         rec.stop()
+
+
+@contextlib.contextmanager
+def recording_sensors(
+    names: str,
+    sysfs: str | None,
+    idle_s: float,
+    warm_up: Callable[[], object],
+    wait_idle: Callable[[float], None] = time.sleep,
+) -> Iterator[PowerRecorder]:
+    """`recording_phases` on the sensors named (`open_sensors`), closed on leaving: one run's
+    recording (`dpukit run --power`, the board scripts' --power)."""
+    sensors = open_sensors(names, sysfs)
+    try:
+        with recording_phases(sensors, idle_s, warm_up, wait_idle) as rec:
+            yield rec
+    finally:
+        close_sensors(sensors)
 
 
 def csv_text(trace: PowerTrace) -> str:
