@@ -20,6 +20,7 @@ import importlib.resources
 import importlib.util
 import inspect
 import math
+import shutil
 import subprocess
 import sys
 import threading
@@ -970,9 +971,18 @@ def test_package_says_it_is_typed(tmp_path: Path) -> None:
     """py.typed marks the package typed (PEP 561), here and in the wheel a user installs,
     which carries the compat modules too."""
     assert (importlib.resources.files("dpukit") / "py.typed").is_file()
-    repo = Path(__file__).resolve().parents[1]
+    # built from a copy of the sources, so that setuptools' build/ stays out of the checkout
+    repo, source = Path(__file__).resolve().parents[1], tmp_path / "source"
+    for folder in ("dpukit", "compiler", "host", "sim", "hw", "board_scripts"):
+        shutil.copytree(
+            repo / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    for file in ("pyproject.toml", "README.md"):
+        shutil.copy(repo / file, source / file)
     build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-    done = subprocess.run([*build, "-w", str(tmp_path), str(repo)], capture_output=True, text=True)
+    done = subprocess.run(
+        [*build, "-w", str(tmp_path), str(source)], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     (wheel,) = tmp_path.glob("dpukit-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
