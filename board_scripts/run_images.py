@@ -38,7 +38,7 @@ from dpukit.board_scripts.preprocess import (
 from dpukit.errors import DpuKitError, ExecutionError
 from dpukit.host.backends import CYCLES_KIND
 from dpukit.options import add_power_options, positive_int
-from dpukit.outfiles import why_unwritable
+from dpukit.outfiles import why_unwritable, write_file
 
 # What a latency measures, by backend; what its cycle counts are: CYCLES_KIND.
 WALL_TIME = {
@@ -153,7 +153,10 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict:
         if folder is not None:
             x, names, truth, unreadable = load_images(folder, spec, classes)
         else:
-            x = _random_inputs(args.random, spec)
+            from dpukit.host.runner import random_inputs
+
+            # resolve() has checked that the preprocessing's shape is the program input's
+            x = random_inputs(program.inputs, args.random)[program.inputs[0].name]
             names, unreadable = [f"random {i}" for i in range(len(x))], []
             truth = np.full(len(x), -1)  # no classes
         preprocess_s = time.perf_counter() - start
@@ -227,17 +230,6 @@ def load_images(folder: ImageFolder, spec: Preprocess, classes: list[str]):
             f"{len(folder.not_images)} other file(s) are not images"
         )
     return x[: len(names)], names, np.asarray(truth, np.int64), unreadable
-
-
-def _random_inputs(n: int, spec: Preprocess) -> np.ndarray:
-    h, w = spec.size
-    shape = (n, spec.channels, h, w) if spec.layout == "NCHW" else (n, h, w, spec.channels)
-    rng = np.random.default_rng(0)
-    dtype = np.dtype(spec.dtype)
-    if dtype.kind == "f":
-        return rng.random(shape, dtype=np.float32).astype(dtype)
-    info = np.iinfo(dtype)
-    return rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
 
 
 def _run_batches(runner, name: str, scored: str, x: np.ndarray, batch: int):
@@ -406,7 +398,9 @@ def _labels_option(text: str) -> list[str]:
 def check_memory(images: int, spec: Preprocess) -> None:
     """Refuse to preload more images than fit in a share of the available memory."""
     sample = spec.size[0] * spec.size[1] * spec.channels * np.dtype(spec.dtype).itemsize
-    available = _available_memory()
+    from dpukit.host.pynq_board import meminfo
+
+    available = meminfo().get("MemAvailable")
     if available is not None and images * sample > MEMORY_SHARE * available:
         fit = int(MEMORY_SHARE * available // sample)
         raise ExecutionError(
@@ -416,24 +410,10 @@ def check_memory(images: int, spec: Preprocess) -> None:
         )
 
 
-def _available_memory() -> int | None:
-    """MemAvailable of /proc/meminfo (Linux), in bytes; None elsewhere."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 def _write(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    except OSError as exc:
-        raise ExecutionError(f"{path}: cannot write it ({exc.strerror or exc})") from None
+    why = write_file(path, text)
+    if why:
+        raise ExecutionError(f"{path}: cannot write it ({why})")
 
 
 def _number(text: str) -> float:

@@ -21,3 +21,19 @@ def why_unwritable(path: str | Path) -> str | None:
                 return f"no permission to write in {parent}"
             return None
     return None
+
+
+def write_file(path: str | Path, data: str | bytes) -> str | None:
+    """Write a file (text as UTF-8), creating its folder; None once written, else why not, in
+    one line (a folder in the way, a full disk, no permission)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as f:  # a full disk may only show when the file is closed
+            f.write(data.encode() if isinstance(data, str) else data)
+    except OSError as exc:
+        # mkdir reports a file in the way of a folder as "File exists"
+        if isinstance(exc, FileExistsError):
+            return f"{path.parent} is not a directory"
+        return str(exc.strerror or exc)
+    return None

@@ -204,15 +204,29 @@ class _DoneInterrupt:
             return False
 
 
+def meminfo(path: str = "/proc/meminfo") -> dict[str, int]:
+    """Linux's memory figures (MemAvailable, CmaTotal, CmaFree, ...) in bytes; {} where
+    there are none (another OS, an unreadable file)."""
+    info = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields = value.split()
+                if fields and fields[0].isdigit():
+                    info[key.strip()] = int(fields[0]) << (10 if fields[1:] == ["kB"] else 0)
+    except OSError:
+        return {}
+    return info
+
+
 def contiguous_memory() -> str:
     """The board's contiguous memory (the CMA pool that pynq's buffers come from), for
     messages about buffers that do not fit."""
-    try:
-        with open("/proc/meminfo") as f:
-            info = dict(line.split(":", 1) for line in f if ":" in line)
-        total, free = (int(info[key].split()[0]) << 10 for key in ("CmaTotal", "CmaFree"))
-    except (OSError, KeyError, ValueError, IndexError):
+    info = meminfo()
+    if "CmaTotal" not in info or "CmaFree" not in info:
         return "the board's contiguous memory (CMA) is of unknown size"
+    total, free = info["CmaTotal"], info["CmaFree"]
     return f"{free >> 20} MiB of the board's {total >> 20} MiB contiguous memory (CMA) are free"
 
 

@@ -277,6 +277,21 @@ class Runner:
         return outputs, act
 
 
+def random_inputs(specs: list[TensorSpec], n: int) -> dict[str, np.ndarray]:
+    """`n` samples of each input, the same on every call (seed 0): uniform in [0, 1) for a
+    float input, over the dtype's whole range for an integer one."""
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for s in specs:
+        shape = (n, *s.shape[1:])
+        if np.issubdtype(np.dtype(s.dtype), np.integer):
+            info = np.iinfo(np.dtype(s.dtype))
+            feeds[s.name] = rng.integers(info.min, info.max, shape, endpoint=True).astype(s.dtype)
+        else:
+            feeds[s.name] = rng.random(shape, dtype=np.float32).astype(s.dtype)
+    return feeds
+
+
 def check_inputs(
     specs: list[TensorSpec], inputs: Mapping[str, object]
 ) -> tuple[dict[str, np.ndarray], int]:

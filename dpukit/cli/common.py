@@ -19,6 +19,7 @@ from rich.console import Console
 from dpukit.cli.render import fmt_shape, progress
 from dpukit.errors import DpuKitError
 from dpukit.options import positive_int  # noqa: F401 (the commands')
+from dpukit.outfiles import write_file
 
 DIGITS_SHAPE = [1, 8, 8]  # one digits image, without the batch dim
 
@@ -42,16 +43,9 @@ def write_output(path: str | Path, data: str | bytes) -> Path:
     """Write a command's output file (text as UTF-8), creating its folder; a failure (a
     folder in the way, a full disk, no permission) is one UsageError naming the path."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as f:  # a full disk may only show when the file is closed
-            f.write(data.encode() if isinstance(data, str) else data)
-    except OSError as exc:
-        # mkdir reports a file in the way of a folder as "File exists"
-        why = f"{path.parent} is not a directory" if isinstance(exc, FileExistsError) else None
-        raise UsageError(
-            f"{path}: cannot write the output ({why or exc.strerror or exc}); choose another path"
-        ) from None
+    why = write_file(path, data)
+    if why:
+        raise UsageError(f"{path}: cannot write the output ({why}); choose another path")
     return path
 
 
@@ -95,17 +89,10 @@ def inputs_for(args, program) -> tuple[dict[str, np.ndarray], np.ndarray | None,
         return {specs[0].name: x_test}, y_test, f"{len(x_test)} held-out digits images"
     if args.input:
         return load_input_file(Path(args.input), specs), None, str(args.input)
+    from dpukit.host.runner import random_inputs
+
     n = args.random or 1
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for s in specs:
-        shape = (n, *s.shape[1:])
-        if np.issubdtype(np.dtype(s.dtype), np.integer):
-            info = np.iinfo(np.dtype(s.dtype))
-            feeds[s.name] = rng.integers(info.min, info.max, shape, endpoint=True).astype(s.dtype)
-        else:
-            feeds[s.name] = rng.random(shape, dtype=np.float32).astype(s.dtype)
-    return feeds, None, f"{n} random uniform [0, 1) input(s)"
+    return random_inputs(specs, n), None, f"{n} random uniform [0, 1) input(s)"
 
 
 def load_input_file(path: Path, specs) -> dict[str, np.ndarray]:
