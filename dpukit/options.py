@@ -34,24 +34,24 @@ def add_sysfs_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_power_options(parser: argparse.ArgumentParser, *, plot: bool = True) -> None:
-    """--power, --power-trace, --idle-s and --sysfs; `plot`: the trace gets a PNG beside it."""
+def add_power_options(
+    parser: argparse.ArgumentParser,
+    *,
+    plot: bool = True,
+    trace: bool = True,
+    power_help: str = "record these sensors during the run (100 Hz) and print energy per inference",
+    idle_help: str = "idle baseline recorded before the run, for dynamic energy (default 1 s)",
+):
+    """--power, --power-trace (with `trace`), --idle-s and --sysfs, in their group (returned,
+    for a command's own power options); `plot`: the trace gets a PNG beside it."""
     g = parser.add_argument_group("power, measured (`dpukit sensors` lists the sensors)")
-    g.add_argument(
-        "--power",
-        metavar="SENSOR[,SENSOR]",
-        help="record these sensors during the run (100 Hz) and print energy per inference",
-    )
-    g.add_argument(
-        "--power-trace",
-        metavar="FILE.csv",
-        help="write the trace (and FILE.png)" if plot else "write the trace",
-    )
-    g.add_argument(
-        "--idle-s",
-        type=seconds,
-        default=1.0,
-        metavar="S",
-        help="idle baseline recorded before the run, for dynamic energy (default 1 s)",
-    )
+    g.add_argument("--power", metavar="SENSOR[,SENSOR]", help=power_help)
+    if trace:
+        g.add_argument(
+            "--power-trace",
+            metavar="FILE.csv",
+            help="write the trace (and FILE.png)" if plot else "write the trace",
+        )
+    g.add_argument("--idle-s", type=seconds, default=1.0, metavar="S", help=idle_help)
     add_sysfs_option(g)
+    return g

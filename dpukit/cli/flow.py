@@ -14,7 +14,7 @@ from dpukit.cli.common import UsageError, build_simulator, positive_int
 from dpukit.cli.render import fmt_bytes, fmt_int, fmt_pct, fmt_si, progress
 from dpukit.compiler.hwconfig import DEFAULT_CONFIG
 from dpukit.host.backends import BACKENDS
-from dpukit.options import add_sysfs_option, seconds
+from dpukit.options import add_power_options, seconds
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -91,19 +91,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     i.add_argument("--limit", type=positive_int, metavar="N", help="use at most N images")
     i.add_argument("--seed", type=int, default=0, help="the split's and training's seed")
-    p = f.add_argument_group("power, measured (`dpukit sensors` lists the sensors)")
-    p.add_argument(
-        "--power",
-        metavar="SENSOR[,SENSOR]",
-        help="record these sensors while each stage runs inference: measured power and "
+    p = add_power_options(
+        f,
+        trace=False,
+        power_help="record these sensors while each stage runs inference: measured power and "
         "energy per inference beside the modeled ones",
-    )
-    p.add_argument(
-        "--idle-s",
-        type=seconds,
-        default=1.0,
-        metavar="S",
-        help="idle baseline recorded before each stage (default 1 s)",
+        idle_help="idle baseline recorded before each stage (default 1 s)",
     )
     p.add_argument(
         "--measure-s",
@@ -112,7 +105,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="S",
         help="each stage's inference repeats until it has lasted S (default 2 s)",
     )
-    add_sysfs_option(p)
     f.set_defaults(func=run)
 
 

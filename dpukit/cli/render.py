@@ -28,11 +28,6 @@ MODELED = CYCLES_KIND["golden"]
 MEASURED_RTL = CYCLES_KIND["rtl"]
 
 
-def backend_kind(backend: str) -> str:
-    """Whether a backend's cycles are modeled or counted by the hardware."""
-    return CYCLES_KIND[backend]
-
-
 # -- formatting helpers ----------------------------------------------------------------------
 
 

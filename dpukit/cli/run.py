@@ -25,7 +25,6 @@ from dpukit.cli.render import (
     MODELED,
     activity_json,
     activity_table,
-    backend_kind,
     fmt_pct,
     fmt_si,
     layer_activity_table,
@@ -35,7 +34,7 @@ from dpukit.cli.render import (
 )
 from dpukit.cli.sensors import power_recording, report_power
 from dpukit.compiler.energy import per_inference
-from dpukit.host.backends import BACKENDS
+from dpukit.host.backends import BACKENDS, CYCLES_KIND
 from dpukit.options import add_power_options
 from dpukit.outfiles import why_unwritable
 
@@ -93,7 +92,7 @@ def _run(args, con: Console, program, runner) -> int:
         outputs, act, per_sub, n, wall = run_batches(
             con, runner, inputs, args.batch, f"{args.backend} DPU"
         )
-    kind = backend_kind(args.backend)
+    kind = CYCLES_KIND[args.backend]
     con.print(outputs_table(outputs))
     accuracy = None
     if labels is not None:

@@ -200,9 +200,8 @@ BOARDS: dict[str, Board] = {
 }
 
 
-def overlay_basename(board: str, config: str | None = None) -> str:
+def overlay_basename(board: str, config: str) -> str:
     """The shared name of an overlay's .bit and .hwh (PYNQ finds the .hwh by it), e.g.
     dpukit_pynq_z2: the board's, with the config's appended when it is not the board's own."""
-    own = BOARDS[board].config if board in BOARDS else None
-    names = [board] if config in (None, own) else [board, config]
+    names = [board] if config == BOARDS[board].config else [board, config]
     return "_".join(["dpukit", *names]).replace("-", "_")
