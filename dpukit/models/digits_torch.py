@@ -22,8 +22,6 @@ from dpukit.models.digits import CONVS, FC_IN, NUM_CLASSES
 from dpukit.optimize.data import Split
 from dpukit.optimize.prune import deterministic, fit, require_torch
 
-INPUT_SHAPE = (1, 8, 8)  # C, H, W of one image (an export's example is [1, *INPUT_SHAPE])
-
 
 def build_digits_torch():
     """The untrained network (torch's default initialization)."""

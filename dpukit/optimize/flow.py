@@ -534,7 +534,7 @@ class Flow:
         measured."""
         if self._sensors is None:
             return run(), None
-        from dpukit.host.power import csv_text, recording_phases
+        from dpukit.host.power import recording_phases, write_csv
 
         def wait_idle(seconds: float) -> None:
             self._tick(f"{stage.name}: idle baseline", 0, 1)
@@ -550,7 +550,7 @@ class Flow:
         s = rec.trace.summary(inferences=n)
         trace = self.report_dir / "power" / f"{stage.slug}.csv"
         trace.parent.mkdir(exist_ok=True)
-        trace.write_text(csv_text(rec.trace))
+        write_csv(rec.trace, trace)
         per = s["per_inference"] or {}
         of = f", of this host running {what}" if what else ""
         fields = ("energy_j", "uncertainty_j", "avg_power_w", "avg_power_uncertainty_w",

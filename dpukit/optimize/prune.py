@@ -51,6 +51,7 @@ import onnx
 import onnxruntime as ort
 
 from dpukit.errors import ModelError
+from dpukit.optimize.data import top1
 
 OPSET = 17
 IMPORTANCES = ("l1", "l2", "lamp", "taylor")
@@ -149,7 +150,7 @@ def predict(model, x: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
 
 def accuracy(model, split: Split) -> float:
     """Top-1 accuracy of the torch model on a split."""
-    return float((predict(model, split.x).argmax(axis=-1) == split.y).mean())
+    return top1(predict(model, split.x), split.y)
 
 
 def fit(
@@ -630,17 +631,19 @@ def _lift_layers(torch: ModuleType, gm):
     """Replace the graph's aten conv/linear/batch_norm calls on weight attributes by calls
     of equivalent nn modules holding the same parameters."""
     nn, aten = torch.nn, torch.ops.aten
-    convs = {aten.conv1d.default, aten.conv2d.default, aten.convolution.default}
+    builders = {aten.linear.default: _linear_layer, aten.batch_norm.default: _batch_norm_layer}
+    builders |= dict.fromkeys(
+        (aten.conv1d.default, aten.conv2d.default, aten.convolution.default), _conv_layer
+    )
     for node in list(gm.graph.nodes):
         if node.op != "call_function":
             continue
-        if node.target in convs:
-            layer = _conv_layer(nn, node, gm)
-        elif node.target == aten.linear.default:
-            layer = _linear_layer(nn, node, gm)
-        elif node.target == aten.batch_norm.default:
-            layer = _batch_norm_layer(nn, node, gm)
-        else:
+        build = builders.get(node.target)
+        if build is None:
+            continue
+        try:
+            layer = build(nn, node, gm)
+        except _NotLiftable:  # a weight that is no attribute of the module
             continue
         if layer is None:
             continue
@@ -678,10 +681,7 @@ def _as_parameter(nn: ModuleType, tensor):
 
 def _conv_layer(nn: ModuleType, node, gm):
     a = _schema_args(node)
-    try:
-        weight, bias = _attr(gm, a["weight"]), _attr(gm, a.get("bias"))
-    except _NotLiftable:
-        return None
+    weight, bias = _attr(gm, a["weight"]), _attr(gm, a.get("bias"))
     if a.get("transposed", False) or isinstance(a["padding"], str) or weight.dim() not in (3, 4):
         return None
     dims = weight.dim() - 2
@@ -709,10 +709,7 @@ def _conv_layer(nn: ModuleType, node, gm):
 
 def _linear_layer(nn: ModuleType, node, gm):
     a = _schema_args(node)
-    try:
-        weight, bias = _attr(gm, a["weight"]), _attr(gm, a.get("bias"))
-    except _NotLiftable:
-        return None
+    weight, bias = _attr(gm, a["weight"]), _attr(gm, a.get("bias"))
     linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
     linear.weight = _as_parameter(nn, weight)
     if bias is not None:
@@ -723,10 +720,7 @@ def _linear_layer(nn: ModuleType, node, gm):
 def _batch_norm_layer(nn: ModuleType, node, gm):
     a = _schema_args(node)
     keys = ("weight", "bias", "running_mean", "running_var")
-    try:
-        weight, bias, mean, var = (_attr(gm, a.get(k)) for k in keys)
-    except _NotLiftable:
-        return None
+    weight, bias, mean, var = (_attr(gm, a.get(k)) for k in keys)
     if mean is None or var is None:
         return None
     value = node.args[0].meta.get("val") if hasattr(node.args[0], "meta") else None

@@ -105,12 +105,13 @@ def render(report_dir: str | Path) -> dict[str, Path]:
     plots_dir = root / "plots"
     plots_dir.mkdir(exist_ok=True)
     written = {}
-    for name, png in plot_pngs(doc).items():
+    pngs = plot_pngs(doc)
+    for name, png in pngs.items():
         path = plots_dir / f"{name}.png"
         path.write_bytes(png)
         written[name] = path
     page = root / "report.html"
-    page.write_text(html_page(doc, {n: p.read_bytes() for n, p in written.items()}))
+    page.write_text(html_page(doc, pngs))
     written["report.html"] = page
     return written
 
