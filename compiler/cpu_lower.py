@@ -21,11 +21,7 @@ class CpuLowering:
 
 def _dtype(elem: int) -> str | None:
     """The numpy name of an ONNX element type, if the executor has it."""
-    try:
-        name = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)).name
-    except (KeyError, TypeError, ValueError):
-        return None
-    return name if name in cpu_ops.DTYPES else None
+    return cpu_ops.ONNX_DTYPES.get(elem)
 
 
 def _attrs(node: onnx.NodeProto) -> tuple[dict[str, object], list[str]]:

@@ -12,7 +12,6 @@ model's (modeled).
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -56,7 +55,7 @@ class BoardDPU:
         # Totals over this backend's runs: the DPU's cycles (its counter), the wall time from
         # its start to its done (on the virtual board: the simulation's), and the driver's own
         # time around it (placing the run; reading the registers and the window back).
-        self.timing = {"cycles": 0, "wall_s": 0.0, "driver_s": 0.0, "runs": 0}
+        self.timing = {"cycles": 0, "wall_s": 0.0, "driver_s": 0.0}
 
     def prepare(self, stream: bytes, dram_size: int):
         plan = self._plans.prepare(stream, dram_size)
@@ -72,21 +71,8 @@ class BoardDPU:
 
     def run(self, stream: bytes, dram: np.ndarray) -> Activity:
         plan = self.prepare(stream, dram.size)
-        t0 = time.perf_counter()
-        self.driver.start_stream(stream, dram, plan.activity.cycles)
-        t1 = time.perf_counter()
-        try:
-            done = self.driver.wait_done()
-            t2 = time.perf_counter()
-            counters = self.driver.check(self.driver.finished(done))
-        finally:
-            self.driver.collect(dram)
-        t3 = time.perf_counter()
-        totals = self.timing
-        totals["wall_s"] += t2 - t1
-        totals["driver_s"] += (t1 - t0) + (t3 - t2)
-        totals["cycles"] += counters["CYCLES"]
-        totals["runs"] += 1
+        counters = self.driver.execute(stream, dram, plan.activity.cycles, timing=self.timing)
+        self.timing["cycles"] += counters["CYCLES"]
         return activity_from_counters(self.cfg, counters, plan.activity)
 
     def abort(self) -> None:

@@ -257,14 +257,26 @@ class DpuDriver:
             )
         return end.registers
 
-    def execute(self, stream: bytes, dram: np.ndarray, expected_cycles: int) -> dict[str, int]:
+    def execute(
+        self, stream: bytes, dram: np.ndarray, expected_cycles: int, timing: dict | None = None
+    ) -> dict[str, int]:
         """Run `stream` over the data window `dram` (updated in place; zero-copy when it is
-        this driver's window) and return the registers it left."""
+        this driver's window) and return the registers it left. `timing`, if given, adds up
+        a successful run's times: "wall_s" from its start to its done, "driver_s" the
+        driver's own around it (placing the run; reading the registers and the window)."""
+        t0 = time.perf_counter()
         self.start_stream(stream, dram, expected_cycles)
+        t1 = time.perf_counter()
         try:
-            return self.wait()
+            done = self.wait_done()
+            t2 = time.perf_counter()
+            registers = self.check(self.finished(done))
         finally:
             self.collect(dram)
+        if timing is not None:
+            timing["wall_s"] += t2 - t1
+            timing["driver_s"] += (t1 - t0) + (time.perf_counter() - t2)
+        return registers
 
     def start_stream(self, stream: bytes, dram: np.ndarray, expected_cycles: int) -> None:
         """Place `stream` and the window, flush, program, start; returns at once."""

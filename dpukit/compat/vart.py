@@ -252,9 +252,9 @@ def _buffers(given: object, tensors: list[xir.Tensor], what: str) -> list[np.nda
 
 
 def _to_dpu(buffer: np.ndarray, t: xir.Tensor) -> np.ndarray:
-    """An input buffer as the DPU's int8 bytes (a fresh array)."""
+    """An input buffer as the DPU's int8 bytes (execute_subgraph_async copies them)."""
     if buffer.dtype == np.int8:
-        return np.array(buffer, order="C").reshape(-1)
+        return np.ascontiguousarray(buffer).reshape(-1)
     if not np.isfinite(buffer).all():
         at = [int(i) for i in np.argwhere(~np.isfinite(buffer))[0]]
         raise ExecutionError(

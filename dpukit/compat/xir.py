@@ -171,7 +171,7 @@ class Subgraph:
             self._attrs["layers"] = [layer["name"] for layer in sg.layers]
         else:
             self._attrs["ops"] = list(sg.ops)
-        self._derived = _host_derived(program, index) if sg.device == "DPU" else None
+        self._derived = _host_derived(graph, index) if sg.device == "DPU" else None
         made = {v.name for v in self._derived.outputs} if self._derived else set()
         self._inputs = [name for name in sg.inputs if name not in made]
         self._outputs = list(sg.outputs)
@@ -254,6 +254,7 @@ class Graph:
     def __init__(self, program: Program) -> None:
         self.program = program
         self._tensors: dict[str, Tensor] = {}
+        self._cpu_graphs: dict[int, cpu_ops.CpuGraph | None] = {}  # decoded once, when read
         self._root = Subgraph(self, None)
         self._children = [Subgraph(self, k) for k in range(len(program.subgraphs))]
         derived = {v.name for s in self._children if s.host_derived for v in s.host_derived.outputs}
@@ -283,11 +284,18 @@ class Graph:
                 self._tensors[name] = Tensor(name, list(shape or ()), dtype, {})
         return self._tensors[name]
 
+    def cpu_graph(self, index: int) -> cpu_ops.CpuGraph | None:
+        """CPU subgraph `index`'s nodes for finding stacked rows (`_cpu_graph`), decoded on
+        first use: every DPU subgraph after it looks."""
+        if index not in self._cpu_graphs:
+            self._cpu_graphs[index] = _cpu_graph(self.program.subgraphs[index])
+        return self._cpu_graphs[index]
+
     def __repr__(self) -> str:
         return f"<xir.Graph named '{self.get_name()}'>"
 
 
-def _host_derived(program: Program, index: int) -> cpu_ops.CpuGraph | None:
+def _host_derived(graph: Graph, index: int) -> cpu_ops.CpuGraph | None:
     """The compiler's stacked kernel rows among the inputs of DPU subgraph `index`, as one
     graph computing them from the inputs they stack; None if it reads none.
 
@@ -295,24 +303,25 @@ def _host_derived(program: Program, index: int) -> cpu_ops.CpuGraph | None:
     makes their source: a Pad of the source (another input of the same DPU subgraph), one
     Slice of it per kernel row, a Concat on channels. Only that shape counts: anything else
     a CPU subgraph computes stays an input the caller gives, as in VART."""
+    program = graph.program
     sg = program.subgraphs[index]
     derived: list[str] = []
     nodes: list[cpu_ops.Node] = []
     constants: dict = {}
     opset = 0
-    for cpu in program.subgraphs[:index]:
-        graph = _cpu_graph(cpu) if cpu.device == "CPU" else None
-        if graph is None:
+    for k, cpu in enumerate(program.subgraphs[:index]):
+        part = graph.cpu_graph(k) if cpu.device == "CPU" else None
+        if part is None:
             continue
-        producer = {o: node for node in graph.nodes for o in node.outputs}
+        producer = {o: node for node in part.nodes for o in node.outputs}
         for name in sg.inputs:
-            found = _stacking(name, producer, graph.constants, set(sg.inputs) - {name})
+            found = _stacking(name, producer, part.constants, set(sg.inputs) - {name})
             if found and name not in derived:
                 derived.append(name)
                 nodes += found
                 reads = {i for n in found for i in n.inputs}
-                constants.update((c, graph.constants[c]) for c in reads & graph.constants.keys())
-                opset = graph.opset
+                constants.update((c, part.constants[c]) for c in reads & part.constants.keys())
+                opset = part.opset
     sources = list(dict.fromkeys(n.inputs[0] for n in nodes if n.op_type == "Pad"))
     if not derived or set(sources) & set(derived):
         return None
