@@ -11,12 +11,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from rtl import digits_program
 
 from dpukit.compat.pynq_dpu import DpuOverlay
-from dpukit.compiler.compile import compile_model
 from dpukit.host.runner import create_runner
-from dpukit.models.digits import digits_model, load_digits_split
-from dpukit.quantize import quantize_model
+from dpukit.models.digits import load_digits_split
 
 
 def _per_image(run, images: int, repeats: int) -> float:
@@ -31,12 +30,8 @@ def _per_image(run, images: int, repeats: int) -> float:
 
 
 def bench_compat(config: str, workdir: Path, images: int = 50, repeats: int = 3) -> dict:
-    x_train, _, x_test, _ = load_digits_split()
-    qdq = quantize_model(
-        digits_model(workdir), workdir / "digits_compat.qdq.onnx", x_train, per_channel=True
-    )
-    path = workdir / "digits_compat.dpu"
-    compile_model(qdq, config).save(path)
+    x_test = load_digits_split()[2]
+    path = digits_program(config, workdir)
     out = {"model": "digits CNN (8x8), one image per run", "images": images}
     for backend in ("golden", "rtl"):
         out[backend] = _bench_backend(path, backend, x_test[:images], repeats)

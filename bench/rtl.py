@@ -29,6 +29,7 @@ from scalesim_peer import scalesim_cycles
 
 from dpukit.compiler.compile import compile_model
 from dpukit.compiler.hwconfig import HwConfig, load_config
+from dpukit.compiler.program import Program
 from dpukit.host.layout import from_dram, to_dram
 from dpukit.host.runner import Runner
 from dpukit.models import zoo
@@ -75,12 +76,22 @@ def _old_harness_runs(old, program, cfg: HwConfig, dram: np.ndarray) -> dict:
     return {"old_harness_cycles": cycles, "old_harness_sim_wall_s": round(wall, 3)}
 
 
+def digits_program(config: str, workdir: Path) -> Path:
+    """The digits CNN quantized (per channel) and compiled for `config`: its .dpu file in
+    `workdir`, made by the first benchmark that asks for it there."""
+    path = workdir / f"digits_{config}.dpu"
+    if not path.exists():
+        x_train = load_digits_split()[0]
+        qdq = quantize_model(
+            digits_model(workdir), workdir / "digits.qdq.onnx", x_train, per_channel=True
+        )
+        compile_model(qdq, config).save(path)
+    return path
+
+
 def bench_digits(config: str, workdir: Path) -> dict:
-    x_train, _, x_test, _ = load_digits_split()
-    qdq = quantize_model(
-        digits_model(workdir), workdir / "digits.qdq.onnx", x_train, per_channel=True
-    )
-    program = compile_model(qdq, config)
+    x_test = load_digits_split()[2]
+    program = Program.load(digits_program(config, workdir))
     cfg = load_config(config)
     return {
         "model": "digits CNN (8x8, one image)",
@@ -178,11 +189,8 @@ def bench_driver_overhead(config: str, workdir: Path, images: int = 30) -> dict:
     Runner.run, the DPU's run (start to done), the driver around it (placing the run:
     window flush, register writes, start; reading back: registers, invalidate), and the
     Runner's own part (input/output layout through the window, the CPU subgraphs)."""
-    x_train, _, x_test, _ = load_digits_split()
-    qdq = quantize_model(
-        digits_model(workdir), workdir / "digits_ovh.qdq.onnx", x_train, per_channel=True
-    )
-    program = compile_model(qdq, config)
+    x_test = load_digits_split()[2]
+    program = Program.load(digits_program(config, workdir))
     cfg = load_config(config)
     name = program.inputs[0].name
     with Runner(program, "rtl", cfg) as runner:

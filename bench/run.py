@@ -38,7 +38,7 @@ from compat import bench_compat
 from energy_sweep import bench_energy_sweep, bench_energy_time, sweep_levels
 from rich.console import Console
 from rich.table import Table
-from rtl import bench_rtl
+from rtl import bench_rtl, digits_program
 
 from dpukit.compiler.compile import compile_model
 from dpukit.errors import CompileError
@@ -177,13 +177,10 @@ def bench_power_recorder(config: str, workdir: Path) -> dict:
     an energy counter: the same open+read per sample as real sysfs). Target: <= 2 % more
     wall time at 1 kHz."""
     from dpukit.host.power import PowerRecorder, open_sensors
-    from dpukit.models.digits import digits_model, load_digits_split
+    from dpukit.models.digits import load_digits_split
 
-    x_train, _, x_test, _ = load_digits_split()
-    qdq = quantize_model(
-        digits_model(workdir), workdir / "digits.qdq.onnx", x_train, per_channel=True
-    )
-    runner = create_runner(compile_model(qdq, config))
+    x_test = load_digits_split()[2]
+    runner = create_runner(digits_program(config, workdir))
     name = runner.program.inputs[0].name
 
     def run_all() -> None:
