@@ -91,40 +91,29 @@ async def deploy_async(
     asyncssh = _asyncssh()
     remote = PurePosixPath(remote_dir)
     try:
-        return await _deploy(
-            asyncssh, board, files, remote, report_dir, backend, power, script_args, python,
-            say, board_says,
-        )  # fmt: skip
+        async with await _connect(asyncssh, board) as conn:
+            await _check_board_python(conn, board, python, say)
+            if power:
+                trace = remote / "report" / "power.csv"
+                script_args = ["--power", power, "--power-trace", str(trace), *script_args]
+            command = _command(python, files, remote, backend, script_args)
+            async with conn.start_sftp_client() as sftp:  # one session: files in, report out
+                await _copy(asyncssh, sftp, board, files, remote, say)
+                status, log, errors = await _run(conn, command, board_says or say)
+                report_dir.mkdir(parents=True, exist_ok=True)
+                (report_dir / BOARD_LOG).write_text(log)
+                if status != 0:
+                    raise DeployError(_failure(board, status, errors, report_dir / BOARD_LOG))
+                try:
+                    await sftp.mget(str(remote / "report" / "*"), str(report_dir))
+                except asyncssh.SFTPError as exc:
+                    raise DeployError(
+                        f"{board.where}: fetching the report from {remote}/report failed: {exc}"
+                    ) from None
     except (OSError, asyncssh.Error) as exc:  # the link broke after the login
         raise DeployError(
             f"{board.where}: the connection failed during the deploy: {exc}"
         ) from None
-
-
-async def _deploy(
-    asyncssh, board, files, remote, report_dir, backend, power, script_args, python, say,
-    board_says,
-) -> dict:  # fmt: skip
-    async with await _connect(asyncssh, board) as conn:
-        await _check_board_python(conn, board, python, say)
-        async with conn.start_sftp_client() as sftp:
-            await _copy(asyncssh, sftp, board, files, remote, say)
-        if power:
-            trace = remote / "report" / "power.csv"
-            script_args = ["--power", power, "--power-trace", str(trace), *script_args]
-        command = _command(python, files, remote, backend, script_args)
-        status, log, errors = await _run(conn, command, board_says or say)
-        report_dir.mkdir(parents=True, exist_ok=True)
-        (report_dir / BOARD_LOG).write_text(log)
-        if status != 0:
-            raise DeployError(_failure(board, status, errors, report_dir / BOARD_LOG))
-        async with conn.start_sftp_client() as sftp:
-            try:
-                await sftp.mget(str(remote / "report" / "*"), str(report_dir))
-            except asyncssh.SFTPError as exc:
-                raise DeployError(
-                    f"{board.where}: fetching the report from {remote}/report failed: {exc}"
-                ) from None
     try:
         return json.loads((report_dir / REPORT).read_text())
     except (OSError, ValueError) as exc:
