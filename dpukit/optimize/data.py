@@ -268,15 +268,22 @@ def top1(scores: np.ndarray, y: np.ndarray) -> float:
     return float((scores.reshape(len(y), -1).argmax(axis=1) == y).mean()) if len(y) else 0.0
 
 
+def latency_session(model: str | Path | onnx.ModelProto):
+    """The onnxruntime session host latency is measured on: default graph optimizations."""
+    from dpukit.verify import reference_session
+
+    return reference_session(model, optimize=True)
+
+
 def host_latency_s(
-    model: str | Path | onnx.ModelProto, x: np.ndarray, *, tick=None
+    model: str | Path | onnx.ModelProto, x: np.ndarray, *, tick=None, session=None
 ) -> tuple[float, np.ndarray]:
     """Median seconds per sample of onnxruntime (default optimizations, batch 1) on this
     host over the samples `x`, measured; and every sample's time. `tick(done)` is called
-    after each sample (progress)."""
-    from dpukit.verify import reference_session
-
-    session = reference_session(model, optimize=True)
+    after each sample (progress). `session`: the model's optimized session, made once by a
+    caller that measures again and again (`latency_session`)."""
+    if session is None:
+        session = latency_session(model)
     name = session.get_inputs()[0].name
     session.run(None, {name: x[:1].astype(np.float32)})  # the first run allocates
     times = np.empty(len(x))
